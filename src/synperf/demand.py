@@ -1,0 +1,110 @@
+"""Pipeline demand: per pipe, the work a launch puts on the GPU and on its busiest SM, and the
+ideal time each needs at this GPU's peak rates. The largest is the launch's ceiling (a lower
+bound on its duration); its pipe is the ``bound``."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from synperf.gpu.spec import GpuSpec
+from synperf.schedule import Schedule, schedule
+from synperf.tasks import FMA, L2, SHARED, TENSOR, XU, Launch
+
+PIPES = ("tensor", "fma", "xu", "dram", "l2", "shared", "latency")
+UNITS = {"tensor": "FLOP", "fma": "op", "xu": "op", "dram": "B", "l2": "B", "shared": "B", "latency": "round"}
+CACHE_STATES = ("cold", "warm")
+
+
+@dataclass(frozen=True)
+class PipeRow:
+    pipe: str
+    gpu_demand: float       # whole launch, in UNITS[pipe]
+    sm_demand: float        # busiest SM for this pipe
+    gpu_us: float           # ideal time at GPU-wide peak
+    sm_us: float            # ideal time of the busiest SM at per-SM peak
+
+    @property
+    def ideal_us(self) -> float:
+        return max(self.gpu_us, self.sm_us)
+
+
+@dataclass(frozen=True, eq=False)
+class LaunchDemand:
+    launch: Launch
+    schedule: Schedule
+    rows: tuple[PipeRow, ...]
+
+    @property
+    def ceiling_us(self) -> float:
+        return max(row.ideal_us for row in self.rows)
+
+    @property
+    def bound(self) -> str:
+        return max(self.rows, key=lambda row: row.ideal_us).pipe
+
+    def row(self, pipe: str) -> PipeRow:
+        return self.rows[PIPES.index(pipe)]
+
+
+@dataclass(frozen=True, eq=False)
+class KernelDemand:
+    """All launches of one kernel call (e.g. a split-K GEMM and its reduce), run back to back."""
+    launches: tuple[LaunchDemand, ...]
+
+    @property
+    def ceiling_us(self) -> float:
+        return sum(ld.ceiling_us for ld in self.launches)
+
+    @property
+    def bound(self) -> str:
+        return max(self.launches, key=lambda ld: ld.ceiling_us).bound
+
+    def pipe_us(self, pipe: str) -> float:
+        """Ideal time of ``pipe`` summed over launches."""
+        return sum(ld.row(pipe).ideal_us for ld in self.launches)
+
+
+def dram_bytes(launch: Launch, gpu: GpuSpec, cache: str) -> float:
+    """Compulsory DRAM traffic. Cold: every input read once and every output written once. Warm:
+    the previous identical call left inputs and outputs in L2, so only what overflows L2 moves."""
+    total = launch.dram_read_bytes + launch.dram_write_bytes
+    if cache == "cold":
+        return total
+    return max(0.0, total - gpu.l2_size_mb * 1e6)
+
+
+def launch_demand(launch: Launch, gpu: GpuSpec, cache: str = "cold") -> LaunchDemand:
+    sched = schedule(launch, gpu)
+    clock = gpu.clock_hz
+    n_sm = gpu.sm_count
+    total = launch.total_demand
+    sm_max = sched.per_sm_demand.max(axis=0)
+    tensor_rate = gpu.tensor_rate(launch.tensor_dtype, launch.tensor_path) if launch.tensor_dtype else np.inf
+
+    def math_row(pipe: str, col: int, rate_per_sm: float) -> PipeRow:
+        return PipeRow(pipe, float(total[col]), float(sm_max[col]),
+                       1e6 * total[col] / (rate_per_sm * n_sm * clock),
+                       1e6 * sm_max[col] / (rate_per_sm * clock))
+
+    dram = dram_bytes(launch, gpu, cache)
+    rows = (
+        math_row("tensor", TENSOR, tensor_rate),
+        math_row("fma", FMA, gpu.fp32_ops_per_clk_per_sm),
+        math_row("xu", XU, gpu.xu_ops_per_clk_per_sm),
+        PipeRow("dram", dram, dram / n_sm, 1e6 * dram / (gpu.dram_bandwidth_gb_s * 1e9), 0.0),
+        PipeRow("l2", float(total[L2]), float(sm_max[L2]), 1e6 * total[L2] / (gpu.l2_bandwidth_gb_s * 1e9),
+                1e6 * sm_max[L2] / (gpu.l2_load_bytes_per_clk_per_sm * clock)),
+        PipeRow("shared", float(total[SHARED]), float(sm_max[SHARED]), 0.0,
+                1e6 * sm_max[SHARED] / (gpu.shared_bandwidth_bytes_per_clk_per_sm * clock)),
+        # Every task waits at least one DRAM round trip for its first operand; tasks that share a
+        # CTA slot run one after another (a persistent CTA can prefetch, so it pays once).
+        PipeRow("latency", float(sched.rounds_on_busiest), float(sched.rounds_on_busiest), 0.0,
+                1e-3 * gpu.dram_latency_ns * (1 if launch.persistent_ctas else sched.rounds_on_busiest)),
+    )
+    return LaunchDemand(launch, sched, rows)
+
+
+def kernel_demand(launches: tuple[Launch, ...], gpu: GpuSpec, cache: str = "cold") -> KernelDemand:
+    return KernelDemand(tuple(launch_demand(launch, gpu, cache) for launch in launches))

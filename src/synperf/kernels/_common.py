@@ -1,0 +1,60 @@
+"""Shared building blocks for family modules: dtype sizes and the launch shapes of simple
+element-wise and row-wise kernels."""
+
+from __future__ import annotations
+
+import math
+
+from synperf.tasks import Launch, Resources, task_demand
+
+DTYPE_BYTES = {"fp32": 4, "bf16": 2, "fp16": 2, "fp8_e4m3": 1, "fp8_e5m2": 1}
+# dtype names of the JSONL contract -> the spec's tensor-core dtype keys
+TENSOR_DTYPE = {"bf16": "bf16", "fp16": "fp16", "fp8_e4m3": "fp8", "fp8_e5m2": "fp8"}
+
+
+def ceil_div(a: int, b: int) -> int:
+    return -(-a // b)
+
+
+def round_up(a: int, b: int) -> int:
+    return ceil_div(a, b) * b
+
+
+def next_pow2(x: int) -> int:
+    return 1 << max(0, math.ceil(math.log2(max(1, x))))
+
+
+def rowwise_launch(name: str, rows: int, cols: int, *, threads: int, bytes_in_per_col: float,
+                   bytes_out_per_col: float, fma_per_col: float, xu_per_col: float,
+                   xu_per_row: float = 0.0, registers: int = 32, shared_bytes: int = 0,
+                   fixed_bytes_in: float = 0.0) -> Launch:
+    """One CTA per row (RMSNorm, SiLU-and-mul in FlashInfer/Triton/vLLM style).
+
+    ``fixed_bytes_in`` is read by every CTA but only once from DRAM (e.g. a norm weight); it is
+    left out of the L2 demand because L1 may serve the repeats, and the ceiling must stay a bound."""
+    per_task = task_demand(
+        fma_ops=fma_per_col * cols,
+        xu_ops=xu_per_col * cols + xu_per_row,
+        l2_bytes=(bytes_in_per_col + bytes_out_per_col) * cols,
+    )
+    return Launch(
+        name=name, demand=per_task, counts=[rows],
+        resources=Resources(threads=threads, registers_per_thread=registers, shared_bytes=shared_bytes),
+        dram_read_bytes=bytes_in_per_col * cols * rows + fixed_bytes_in,
+        dram_write_bytes=bytes_out_per_col * cols * rows,
+    )
+
+
+def elementwise_launch(name: str, elements: int, *, bytes_in_per_elem: float, bytes_out_per_elem: float,
+                       fma_per_elem: float = 1.0, xu_per_elem: float = 0.0, threads: int = 128,
+                       elems_per_thread: int = 4, registers: int = 32) -> Launch:
+    """PyTorch's vectorized element-wise kernel: 128 threads a CTA, a few elements a thread."""
+    per_cta = threads * elems_per_thread
+    ctas = ceil_div(elements, per_cta)
+    per_task = task_demand(fma_ops=fma_per_elem * per_cta, xu_ops=xu_per_elem * per_cta,
+                           l2_bytes=(bytes_in_per_elem + bytes_out_per_elem) * per_cta)
+    return Launch(
+        name=name, demand=per_task, counts=[ctas],
+        resources=Resources(threads=threads, registers_per_thread=registers, shared_bytes=0),
+        dram_read_bytes=bytes_in_per_elem * elements, dram_write_bytes=bytes_out_per_elem * elements,
+    )

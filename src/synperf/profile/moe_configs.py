@@ -1,0 +1,82 @@
+"""Default fused-MoE Triton configs of vLLM and SGLang (bf16/fp16, no quant).
+
+Both engines first look for a tuned JSON config file (per E, N, device); only
+when none exists do they fall back to ``get_default_config``.  The names
+``"vllm_default"`` / ``"sglang_default"`` here mean that fallback.
+
+vLLM (vllm/model_executor/layers/fused_moe/fused_moe.py, get_default_config,
+unquantized branch) and SGLang
+(python/sglang/srt/layers/moe/fused_moe_triton/fused_moe_triton_config.py,
+get_default_config, non-fp8 branch) use the same rule, where ``M`` is the
+number of tokens of the call (hidden_states rows, before top-k expansion)::
+
+    M <= E : BLOCK_SIZE_M=16, BLOCK_SIZE_N=32, BLOCK_SIZE_K=64, GROUP_SIZE_M=1
+    else   : BLOCK_SIZE_M=64, BLOCK_SIZE_N=64, BLOCK_SIZE_K=32, GROUP_SIZE_M=8
+
+Neither sets ``num_warps`` / ``num_stages`` for bf16, so the Triton launch
+defaults apply (num_warps=4, num_stages=3 on NVIDIA GPUs); they are recorded
+explicitly here.  (Both engines also process at most a chunk of tokens per
+kernel call, e.g. vLLM's VLLM_FUSED_MOE_CHUNK_SIZE; that is not modelled.)
+"""
+
+from __future__ import annotations
+
+from typing import Any, Dict, Tuple
+
+CONFIG_KEYS = ("BLOCK_SIZE_M", "BLOCK_SIZE_N", "BLOCK_SIZE_K", "GROUP_SIZE_M", "num_warps", "num_stages")
+
+TRITON_DEFAULT_NUM_WARPS = 4
+TRITON_DEFAULT_NUM_STAGES = 3
+
+DEFAULT_NAMES = ("vllm_default", "sglang_default")
+
+
+def _small_m() -> Dict[str, int]:
+    return {"BLOCK_SIZE_M": 16, "BLOCK_SIZE_N": 32, "BLOCK_SIZE_K": 64, "GROUP_SIZE_M": 1}
+
+
+def _large_m() -> Dict[str, int]:
+    return {"BLOCK_SIZE_M": 64, "BLOCK_SIZE_N": 64, "BLOCK_SIZE_K": 32, "GROUP_SIZE_M": 8}
+
+
+def resolve_default_config(
+    name: str, tokens: int, num_experts: int, hidden: int, intermediate: int, topk: int
+) -> Dict[str, int]:
+    """The config vLLM / SGLang would use for a bf16 fused MoE call when no
+    tuned config file exists.  ``hidden``, ``intermediate`` and ``topk`` are
+    accepted for signature parity with the engines (their bf16 rule ignores
+    them)."""
+    if name not in DEFAULT_NAMES:
+        raise ValueError(f"unknown default config name {name!r}; expected one of {DEFAULT_NAMES}")
+    m, e = int(tokens), int(num_experts)
+    # vLLM and SGLang agree for unquantized weights (SGLang's extra
+    # `is_marlin and M <= 32` clause does not apply to the Triton path).
+    cfg = _small_m() if m <= e else _large_m()
+    cfg["num_warps"] = TRITON_DEFAULT_NUM_WARPS
+    cfg["num_stages"] = TRITON_DEFAULT_NUM_STAGES
+    return cfg
+
+
+def resolve_config(case: Dict[str, Any]) -> Tuple[Dict[str, int], str]:
+    """(resolved config dict, source) for a moe case.  ``source`` is the
+    default's name or ``"explicit"``."""
+    cfg = case.get("config", "vllm_default")
+    if isinstance(cfg, str):
+        resolved = resolve_default_config(
+            cfg,
+            case["tokens"],
+            case["num_experts"],
+            case["hidden"],
+            case["intermediate"],
+            case["topk"],
+        )
+        return resolved, cfg
+    if not isinstance(cfg, dict):
+        raise ValueError(f"moe config must be a dict or a default name, got {cfg!r}")
+    missing = [k for k in CONFIG_KEYS[:4] if k not in cfg]
+    if missing:
+        raise ValueError(f"moe config lacks {missing}")
+    resolved = {k: int(cfg[k]) for k in CONFIG_KEYS[:4]}
+    resolved["num_warps"] = int(cfg.get("num_warps", TRITON_DEFAULT_NUM_WARPS))
+    resolved["num_stages"] = int(cfg.get("num_stages", TRITON_DEFAULT_NUM_STAGES))
+    return resolved, "explicit"
