@@ -8,9 +8,8 @@ stops the good ones.
 from __future__ import annotations
 
 import json
-import math
 from dataclasses import dataclass
-from typing import Any, Iterator, TextIO
+from typing import Any, Iterable, Iterator
 
 from synperf.demand import CACHE_STATES
 from synperf.errors import InputError
@@ -60,9 +59,16 @@ def parse_json_text(text: str) -> Any:
         raise InputError(f"not valid JSON ({exc})") from None
 
 
-def read_cases(stream: TextIO) -> Iterator[tuple[int, Any, KernelCase | InputError]]:
-    """Yield (line number, raw object or None, case or error) for each non-blank line, streaming."""
-    for number, line in enumerate(stream, start=1):
+def read_cases(lines: Iterable[bytes | str]) -> Iterator[tuple[int, Any, KernelCase | InputError]]:
+    """Yield (line number, raw object or None, case or error) for each non-blank line, streaming.
+    Lines may be bytes (decoded here, so one badly encoded line fails alone) or text."""
+    for number, line in enumerate(lines, start=1):
+        if isinstance(line, bytes):
+            try:
+                line = line.decode("utf-8")
+            except UnicodeDecodeError as exc:
+                yield number, None, InputError(f"not valid UTF-8 ({exc.reason} at byte {exc.start})", line=number)
+                continue
         if not line.strip():
             continue
         if len(line) > MAX_LINE_CHARS:
@@ -77,5 +83,3 @@ def read_cases(stream: TextIO) -> Iterator[tuple[int, Any, KernelCase | InputErr
             yield number, raw, parse_case(raw)
         except InputError as exc:
             yield number, raw, exc.at_line(number)
-
-

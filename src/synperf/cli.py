@@ -1,0 +1,155 @@
+"""The `synperf` command line. Parses arguments, calls the library, prints; no modelling here."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from typing import Sequence
+
+from synperf import __version__
+from synperf.errors import InputError, SynperfError
+
+
+def _add_gpu_args(parser: argparse.ArgumentParser, required: bool = True) -> None:
+    parser.add_argument("--gpu", required=required, help="short id (h100-sxm), CUDA device name, or a spec YAML path")
+    parser.add_argument("--gpu-spec", action="append", default=[], metavar="FILE",
+                        help="extra GPU spec YAML file(s); see docs/gpu-specs.md")
+
+
+def _registry(args):
+    from synperf.gpu.registry import default_registry
+    return default_registry(args.gpu_spec)
+
+
+def cmd_gpus(args) -> int:
+    from synperf.gpu.spec import TENSOR_PATHS
+    rows = []
+    for spec in _registry(args):
+        best = {}
+        for path in TENSOR_PATHS:
+            for dtype, rate in spec.tensor_flops_per_clk_per_sm.get(path, {}).items():
+                best[dtype] = max(best.get(dtype, 0.0), rate)
+        tflops = {d: round(r * spec.sm_count * spec.clock_hz / 1e12, 1) for d, r in best.items()}
+        rows.append({
+            "id": spec.id, "name": spec.name, "architecture": spec.architecture,
+            "compute_capability": spec.compute_capability, "sm_count": spec.sm_count,
+            "boost_clock_mhz": spec.boost_clock_mhz, "memory_gb": spec.memory_gb,
+            "dram_bandwidth_gb_s": spec.dram_bandwidth_gb_s, "l2_size_mb": spec.l2_size_mb,
+            "dense_tflops_at_boost": tflops, "nvlink_gb_s": spec.nvlink_gb_s,
+            "list_price_usd": spec.list_price_usd, "cuda_names": list(spec.cuda_names),
+        })
+    if args.json:
+        print(json.dumps(rows, indent=1))
+        return 0
+    header = f"{'id':<32}{'arch':<20}{'SMs':>5}{'MHz':>6}{'GB':>6}{'GB/s':>7}{'bf16 TF':>9}{'fp8 TF':>8}  name"
+    print(header)
+    for r in rows:
+        t = r["dense_tflops_at_boost"]
+        print(f"{r['id']:<32}{r['architecture'] + ' ' + r['compute_capability']:<20}{r['sm_count']:>5}"
+              f"{r['boost_clock_mhz']:>6.0f}{r['memory_gb']:>6.0f}{r['dram_bandwidth_gb_s']:>7.0f}"
+              f"{t.get('bf16', t.get('fp16', 0)):>9.0f}{t.get('fp8', 0):>8.0f}  {r['name']}")
+    return 0
+
+
+def _open_input(path: str):
+    if path == "-":
+        return sys.stdin.buffer
+    try:
+        return open(path, "rb")
+    except OSError as exc:
+        raise SynperfError(f"cannot open --input {path}: {exc.strerror}") from None
+
+
+def cmd_predict_kernels(args) -> int:
+    from synperf.cases import read_cases
+    from synperf.predict import predict
+    gpu = _registry(args).get(args.gpu)
+    out = open(args.output, "w", encoding="utf-8") if args.output else sys.stdout
+    errors = 0
+    source = _open_input(args.input)
+    try:
+        for number, raw, case in read_cases(source):
+            if isinstance(case, InputError):
+                errors += 1
+                record = dict(raw) if isinstance(raw, dict) else {}
+                record["error"] = str(case)
+                print(f"synperf: {case}", file=sys.stderr)
+            else:
+                record = dict(raw)
+                try:
+                    record.update(predict(case, gpu).as_dict())
+                except SynperfError as exc:
+                    errors += 1
+                    record["error"] = f"line {number}: {exc}"
+                    print(f"synperf: line {number}: {exc}", file=sys.stderr)
+            out.write(json.dumps(record) + "\n")
+    finally:
+        if out is not sys.stdout:
+            out.close()
+        if source is not sys.stdin.buffer:
+            source.close()
+    if errors:
+        print(f"synperf: {errors} invalid line(s); the others were predicted", file=sys.stderr)
+    return 1 if errors else 0
+
+
+def cmd_explain(args) -> int:
+    from synperf.cases import parse_case, parse_json_text
+    from synperf.explain import explain_dict, explain_text
+    from synperf.predict import demand_for
+    gpu = _registry(args).get(args.gpu)
+    case = parse_case(parse_json_text(args.kernel))
+    demand = demand_for(case, gpu)
+    if args.json:
+        print(json.dumps(explain_dict(demand), indent=1))
+    else:
+        print(explain_text(demand, gpu.id))
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="synperf", description=__doc__)
+    parser.add_argument("--version", action="version", version=f"synperf {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("gpus", help="list known GPUs")
+    _add_gpu_args(p, required=False)
+    p.add_argument("--json", action="store_true", help="print a JSON list")
+    p.set_defaults(func=cmd_gpus)
+
+    p = sub.add_parser("predict-kernels", help="predict kernel latencies for JSONL cases")
+    _add_gpu_args(p)
+    p.add_argument("--input", required=True, help="JSONL file of kernel cases ('-' for stdin)")
+    p.add_argument("--output", help="write JSONL here instead of stdout")
+    p.set_defaults(func=cmd_predict_kernels)
+
+    p = sub.add_parser("explain", help="tasks, waves, imbalance and per-pipe demand of one kernel")
+    _add_gpu_args(p)
+    p.add_argument("kernel", help="one kernel case as a JSON object")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_explain)
+
+    try:
+        from synperf.profile.cli import add_profile_parser
+    except ImportError:
+        pass
+    else:
+        add_profile_parser(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return args.func(args)
+    except SynperfError as exc:
+        print(f"synperf: {exc}", file=sys.stderr)
+        return 2
+    except BrokenPipeError:
+        return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

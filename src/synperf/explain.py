@@ -1,0 +1,60 @@
+"""Human-readable breakdown of one kernel call: tasks, waves, imbalance and the per-pipe table."""
+
+from __future__ import annotations
+
+from synperf.demand import PIPES, UNITS, KernelDemand
+
+
+def _fmt(x: float) -> str:
+    for unit, scale in (("T", 1e12), ("G", 1e9), ("M", 1e6), ("k", 1e3)):
+        if abs(x) >= scale:
+            return f"{x / scale:.2f}{unit}"
+    return f"{x:.3g}"
+
+
+def explain_text(demand: KernelDemand, gpu_id: str) -> str:
+    lines = [f"GPU {gpu_id}: ceiling {demand.ceiling_us:.3f} us, bound by {demand.bound}"]
+    for ld in demand.launches:
+        s = ld.schedule
+        launch = ld.launch
+        lines.append("")
+        lines.append(f"launch {launch.name}" + (f"  [{'; '.join(launch.notes)}]" if launch.notes else ""))
+        kind = f"persistent grid of {s.resident_ctas} CTAs" if launch.persistent_ctas else "hardware round-robin"
+        lines.append(f"  tasks {launch.num_tasks} ({launch.counts.size} class(es)), {kind}, "
+                     f"{s.occupancy.ctas_per_sm} CTA/SM (limited by {s.occupancy.limiter}), waves {s.waves}")
+        lines.append(f"  tasks per SM min/max {int(s.per_sm_tasks.min())}/{int(s.per_sm_tasks.max())}, "
+                     f"busiest SM {s.busiest_sm}, imbalance {s.imbalance:.3f}")
+        lines.append(f"  {'pipe':<8}{'GPU demand':>14}{'busiest SM':>14}{'GPU us':>10}{'SM us':>10}{'share':>8}")
+        ceiling = ld.ceiling_us
+        for pipe in PIPES:
+            row = ld.row(pipe)
+            if row.gpu_demand == 0 and row.sm_demand == 0:
+                continue
+            share = row.ideal_us / ceiling if ceiling else 0.0
+            lines.append(f"  {pipe:<8}{_fmt(row.gpu_demand) + ' ' + UNITS[pipe]:>14}{_fmt(row.sm_demand) + ' ' + UNITS[pipe]:>14}"
+                         f"{row.gpu_us:>10.3f}{row.sm_us:>10.3f}{share:>8.0%}")
+        lines.append(f"  ceiling {ceiling:.3f} us ({ld.bound})")
+    return "\n".join(lines)
+
+
+def explain_dict(demand: KernelDemand) -> dict:
+    return {
+        "ceiling_us": demand.ceiling_us,
+        "bound": demand.bound,
+        "launches": [
+            {
+                "name": ld.launch.name,
+                "notes": list(ld.launch.notes),
+                "tasks": ld.launch.num_tasks,
+                "ctas_per_sm": ld.schedule.occupancy.ctas_per_sm,
+                "occupancy_limiter": ld.schedule.occupancy.limiter,
+                "waves": ld.schedule.waves,
+                "imbalance": ld.schedule.imbalance,
+                "ceiling_us": ld.ceiling_us,
+                "bound": ld.bound,
+                "pipes": {row.pipe: {"gpu_demand": row.gpu_demand, "sm_demand": row.sm_demand, "unit": UNITS[row.pipe],
+                                     "gpu_us": row.gpu_us, "sm_us": row.sm_us} for row in ld.rows},
+            }
+            for ld in demand.launches
+        ],
+    }

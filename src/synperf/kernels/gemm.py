@@ -1,0 +1,218 @@
+"""GEMM: out[m, n] = x[m, k] @ w[n, k]^T through cuBLAS (bf16/fp16), cuBLASLt FP8 with per-tensor
+scales (torch._scaled_mm), and block-scaled FP8 (CUTLASS / DeepGEMM style, 128x128 scale blocks).
+
+cuBLAS is closed source, so its tiling is read from profiled kernel names and grids
+(``nvjet_sm90_tst_256x128_64x4_1x2_h_bz_coopA_NNT``: a 256x128 output tile, 64-deep K steps,
+4 stages, 1x2 cluster; ``..._tilesize128x128x64_...``; ``ampere_..._128x128_ldg8_..._64x3``).
+``tiles/gemm_<arch>.json`` keeps, per architecture, the profiled shapes with the tile, split-K
+and grid cuBLAS chose; a call takes the choice of the nearest profiled shape (log-space distance,
+same dtype). Architectures never profiled use a documented heuristic (``heuristic_config``).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass
+from functools import lru_cache
+from importlib import resources
+
+import numpy as np
+
+from synperf.errors import InputError
+from synperf.kernels._common import DTYPE_BYTES, TENSOR_DTYPE, ceil_div, round_up
+from synperf.tasks import Launch, Resources, task_demand
+from synperf.validate import MAX_TOKENS, get_int
+
+FAMILY = "gemm"
+LIBRARIES = ("cublas", "cublaslt_scaled_mm", "fp8_block")
+DTYPES = {"cublas": ("bf16", "fp16"), "cublaslt_scaled_mm": ("fp8_e4m3",), "fp8_block": ("fp8_e4m3",)}
+FIELDS = {"m", "n", "k"}
+OUT_BYTES = 2   # bf16/fp16 output for every library here
+_FP8_BLOCK = 128
+
+
+@dataclass(frozen=True)
+class GemmCall:
+    m: int
+    n: int
+    k: int
+    dtype: str
+    library: str
+
+
+def parse(obj: dict, dtype: str, library: str) -> GemmCall:
+    call = GemmCall(get_int(obj, "m", hi=MAX_TOKENS), get_int(obj, "n"), get_int(obj, "k"), dtype, library)
+    if library == "cublaslt_scaled_mm" and (call.k % 16 or call.n % 16):
+        raise InputError("torch._scaled_mm needs k and n divisible by 16", "k" if call.k % 16 else "n")
+    if library == "fp8_block" and call.k % _FP8_BLOCK:
+        raise InputError(f"block-scaled FP8 needs k divisible by {_FP8_BLOCK}", "k")
+    return call
+
+
+@dataclass(frozen=True)
+class TileConfig:
+    """What a GEMM kernel launch does: output tile, K step, split-K factor, CTAs launched."""
+    kernel: str
+    tile_m: int
+    tile_n: int
+    tile_k: int
+    split_k: int = 1
+    ctas: int | None = None          # persistent grid size; None = one CTA per (tile, split)
+    threads: int = 256
+    shared_bytes: int = 0
+    tensor_path: str = "mma"
+    reduce_kernel: bool = False      # split-K partials summed by a second kernel
+    cluster_m: int = 1               # Hopper thread-block cluster: CTAs along M share (multicast)
+    cluster_n: int = 1               # the B tile, CTAs along N share the A tile
+
+
+_NAME_PATTERNS = (
+    # nvjet_sm90_tst_256x128_64x4_1x2_h_bz_coopA_NNT
+    re.compile(r"nvjet_sm(?P<sm>\d+)\w*?_(?P<tm>\d+)x(?P<tn>\d+)_(?P<tk>\d+)x(?P<st>\d+)_(?P<cm>\d+)x(?P<cn>\d+)_"),
+    # sm90_xmma_gemm_..._tilesize128x128x64_...
+    re.compile(r"sm(?P<sm>\d+)_xmma_gemm\w*?tilesize(?P<tm>\d+)x(?P<tn>\d+)x(?P<tk>\d+)"),
+    # ampere_bf16_s16816gemm_bf16_128x128_ldg8_f2f_stages_64x3_tn / sm80_xmma_gemm_..._128x128_...
+    re.compile(r"(?:gemm|s16816gemm)\w*?_(?P<tm>\d+)x(?P<tn>\d+)_\w*?stages_(?P<tk>\d+)x(?P<st>\d+)"),
+    # cutlass_80_tensorop_bf16_s16816gemm_relu_bf16_64x64_32x10_tn_align8
+    re.compile(r"cutlass\w*?_(?P<tm>\d+)x(?P<tn>\d+)_(?P<tk>\d+)x(?P<st>\d+)_"),
+)
+
+
+def tile_from_kernel_name(name: str) -> dict | None:
+    """Tile shape (tile_m, tile_n, tile_k, and cluster_m/cluster_n where the name has them)
+    encoded in a cuBLAS/CUTLASS kernel name, or None (e.g. gemv)."""
+    for pattern in _NAME_PATTERNS:
+        found = pattern.search(name)
+        if found:
+            groups = found.groupdict()
+            tile = {"tile_m": int(groups["tm"]), "tile_n": int(groups["tn"]), "tile_k": int(groups["tk"])}
+            if groups.get("cm"):
+                tile.update(cluster_m=int(groups["cm"]), cluster_n=int(groups["cn"]))
+            return tile
+    return None
+
+
+def uses_wgmma(name: str) -> bool:
+    return bool(re.search(r"sm9\d|sm10\d|nvjet", name))
+
+
+# -- tile tables ---------------------------------------------------------------------------------
+
+@lru_cache(maxsize=None)
+def _tile_table(arch: str):
+    """Profiled (dtype, log m, log n, log k) -> TileConfig rows for one architecture, or None."""
+    entry = resources.files("synperf.kernels") / "tiles" / f"gemm_{arch}.json"
+    if not entry.is_file():
+        return None
+    data = json.loads(entry.read_text())
+    configs = [TileConfig(**c) for c in data["configs"]]
+    rows = np.asarray(data["rows"], dtype=np.float64)  # dtype_code, m, n, k, config index
+    return data["dtypes"], rows, configs
+
+
+def table_config(call: GemmCall, arch: str) -> TileConfig | None:
+    table = _tile_table(arch)
+    if table is None:
+        return None
+    dtypes, rows, configs = table
+    if call.dtype not in dtypes or call.library == "fp8_block":
+        return None
+    same = rows[rows[:, 0] == dtypes.index(call.dtype)]
+    if same.size == 0:
+        return None
+    query = np.log2([call.m, call.n, call.k])
+    # m decides tile height and split-K most, so it weighs more.
+    dist = ((np.log2(same[:, 1:4]) - query) ** 2 * np.array([2.0, 1.0, 1.0])).sum(axis=1)
+    return configs[int(same[int(np.argmin(dist)), 4])]
+
+
+def heuristic_config(call: GemmCall, gpu) -> TileConfig:
+    """Fallback for GPUs whose cuBLAS choices were never profiled: the common CUTLASS-style shapes
+    (128x128 or 64x128 tiles, K step 64 for 16-bit / 128 for FP8) and split-K when the tile grid
+    fills under half the SMs and K is deep."""
+    paths = gpu.tensor_flops_per_clk_per_sm
+    hopper_like = "wgmma" in paths or "tcgen05" in paths
+    tile_k = 128 if DTYPE_BYTES[call.dtype] == 1 else 64
+    tile_m = 64 if call.m <= 64 else 128
+    tile_n = 256 if hopper_like and call.m > 64 else 128
+    tiles = ceil_div(call.m, tile_m) * ceil_div(call.n, tile_n)
+    split = 1
+    if tiles < gpu.sm_count // 2 and call.k >= 8 * tile_k:
+        split = max(1, min(gpu.sm_count // tiles, call.k // (4 * tile_k), 16))
+    path = "tcgen05" if "tcgen05" in paths else ("wgmma" if hopper_like else "mma")
+    return TileConfig("heuristic", tile_m, tile_n, tile_k, split_k=split, threads=384 if hopper_like else 256,
+                      shared_bytes=min(int(gpu.shared_memory_per_block_kb * 1024), 3 * (tile_m + tile_n) * tile_k * DTYPE_BYTES[call.dtype]),
+                      tensor_path=path, reduce_kernel=split > 1, cluster_m=2 if hopper_like else 1)
+
+
+def fp8_block_config(call: GemmCall, gpu) -> TileConfig:
+    """DeepGEMM-style block-scaled FP8: BLOCK_M 64 or 128, BLOCK_N chosen from {64..256} to use the
+    fewest waves over a persistent grid of one CTA per SM; K step 128 (one scale block)."""
+    tile_m = 64 if call.m <= 64 else 128
+    best = None
+    for tile_n in (64, 96, 128, 160, 192, 224, 256):
+        tiles = ceil_div(call.m, tile_m) * ceil_div(call.n, tile_n)
+        waves = ceil_div(tiles, gpu.sm_count)
+        key = (waves, -tile_n)
+        if best is None or key < best[0]:
+            best = (key, tile_n)
+    tile_n = best[1]
+    path = "wgmma" if "wgmma" in gpu.tensor_flops_per_clk_per_sm else ("tcgen05" if "tcgen05" in gpu.tensor_flops_per_clk_per_sm else "mma")
+    return TileConfig("fp8_block_scaled_gemm", tile_m, tile_n, _FP8_BLOCK, ctas=gpu.sm_count, threads=384,
+                      shared_bytes=min(int(gpu.shared_memory_per_block_kb * 1024), 4 * (tile_m + tile_n) * _FP8_BLOCK),
+                      tensor_path=path)
+
+
+def choose_config(call: GemmCall, gpu) -> TileConfig:
+    if call.library == "fp8_block":
+        return fp8_block_config(call, gpu)
+    return table_config(call, gpu.architecture) or heuristic_config(call, gpu)
+
+
+# -- decomposition -------------------------------------------------------------------------------
+
+def decompose(call: GemmCall, gpu) -> tuple[Launch, ...]:
+    cfg = choose_config(call, gpu)
+    b = DTYPE_BYTES[call.dtype]
+    tiles_m, tiles_n = ceil_div(call.m, cfg.tile_m), ceil_div(call.n, cfg.tile_n)
+    tiles = tiles_m * tiles_n
+    k_chunk = round_up(ceil_div(call.k, cfg.split_k), cfg.tile_k)   # K slice one CTA walks
+    partial_bytes = 4 if cfg.split_k > 1 else OUT_BYTES              # split-K partials are fp32
+    # A cluster multicasts a tile to all its CTAs, so each CTA pulls only its share through L2.
+    operand_l2 = (cfg.tile_m / cfg.cluster_n + cfg.tile_n / cfg.cluster_m) * k_chunk * b
+    per_task = task_demand(
+        tensor_flops=2.0 * cfg.tile_m * cfg.tile_n * k_chunk,
+        l2_bytes=operand_l2 + cfg.tile_m * cfg.tile_n * partial_bytes,
+        shared_bytes=(cfg.tile_m + cfg.tile_n) * k_chunk * b,
+    )
+    scale_reads = 0.0
+    if call.library == "fp8_block":
+        scale_reads = 4.0 * (call.m + ceil_div(call.n, _FP8_BLOCK)) * ceil_div(call.k, _FP8_BLOCK)
+    writes = call.m * call.n * (partial_bytes * cfg.split_k if cfg.reduce_kernel else OUT_BYTES)
+    main = Launch(
+        name=cfg.kernel, demand=per_task, counts=[tiles * cfg.split_k],
+        resources=Resources(cfg.threads, 168, cfg.shared_bytes),
+        dram_read_bytes=(call.m + call.n) * call.k * b + scale_reads, dram_write_bytes=writes,
+        tensor_dtype=TENSOR_DTYPE[call.dtype], tensor_path=cfg.tensor_path,
+        persistent_ctas=cfg.ctas,
+        notes=(f"tile {cfg.tile_m}x{cfg.tile_n}x{cfg.tile_k}", f"split_k={cfg.split_k}", f"tiles={tiles}"),
+    )
+    if not cfg.reduce_kernel:
+        return (main,)
+    # splitKreduce_kernel: reads every fp32 partial, writes the output once.
+    elems = call.m * call.n
+    per_cta = 256 * 4
+    reduce_ = Launch(
+        name="splitKreduce_kernel",
+        demand=task_demand(fma_ops=per_cta * cfg.split_k, l2_bytes=per_cta * (4 * cfg.split_k + OUT_BYTES)),
+        counts=[ceil_div(elems, per_cta)], resources=Resources(256, 32, 0),
+        dram_read_bytes=4.0 * elems * cfg.split_k, dram_write_bytes=OUT_BYTES * elems,
+    )
+    return (main, reduce_)
+
+
+def flops(call: GemmCall) -> float:
+    """Useful FLOP of the call (what throughput figures are quoted against)."""
+    return 2.0 * call.m * call.n * call.k
+

@@ -1,0 +1,52 @@
+"""SiLU-and-mul: out[t, :] = silu(x[t, :d]) * x[t, d:] for x of shape [tokens, 2 * intermediate].
+
+flashinfer (activation.cuh, act_and_mul_kernel): one CTA per token, vec = 16 / sizeof(T) elements
+a thread, block = min(d / vec, 1024) threads.
+triton (synperf.profile.triton_elementwise): one program per token, BLOCK = next_pow2(d) capped
+by the kernel at 4096 columns a program (it loops over the rest), num_warps = 4.
+torch: F.silu(x[:, :d]) * x[:, d:]: two PyTorch element-wise kernels (silu, then mul).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from synperf.kernels._common import DTYPE_BYTES, ceil_div, elementwise_launch, rowwise_launch
+from synperf.tasks import Launch
+from synperf.validate import MAX_TOKENS, get_int
+
+FAMILY = "silu_and_mul"
+LIBRARIES = ("flashinfer", "triton", "torch")
+DTYPES = ("bf16", "fp16")
+FIELDS = {"tokens", "intermediate"}
+
+# silu(x) * y = x * y / (1 + exp(-x)): exp2 and reciprocal on the XU pipe, the rest on FP32.
+_XU_PER_ELEM = 2.0
+_FMA_PER_ELEM = 4.0
+
+
+@dataclass(frozen=True)
+class SiluMulCall:
+    tokens: int
+    intermediate: int
+    dtype: str
+    library: str
+
+
+def parse(obj: dict, dtype: str, library: str) -> SiluMulCall:
+    return SiluMulCall(get_int(obj, "tokens", hi=MAX_TOKENS), get_int(obj, "intermediate", hi=262_144), dtype, library)
+
+
+def decompose(call: SiluMulCall, gpu) -> tuple[Launch, ...]:
+    b = DTYPE_BYTES[call.dtype]
+    d = call.intermediate
+    if call.library in ("flashinfer", "triton"):
+        threads = min(ceil_div(d, 16 // b), 1024) if call.library == "flashinfer" else 128
+        name = "act_and_mul_kernel" if call.library == "flashinfer" else "synperf_silu_and_mul"
+        return (rowwise_launch(name, call.tokens, d, threads=threads, bytes_in_per_col=2 * b,
+                               bytes_out_per_col=b, fma_per_col=_FMA_PER_ELEM, xu_per_col=_XU_PER_ELEM),)
+    n = call.tokens * d
+    return (
+        elementwise_launch("silu", n, bytes_in_per_elem=b, bytes_out_per_elem=b, fma_per_elem=3.0, xu_per_elem=2.0),
+        elementwise_launch("mul", n, bytes_in_per_elem=2 * b, bytes_out_per_elem=b),
+    )

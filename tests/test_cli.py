@@ -1,0 +1,102 @@
+import json
+
+import pytest
+
+from synperf.cli import main
+
+
+def run(capsys, *argv):
+    code = main(list(argv))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_gpus_json_lists_objects(capsys):
+    code, out, _ = run(capsys, "gpus", "--json")
+    rows = json.loads(out)
+    assert code == 0 and isinstance(rows, list) and len(rows) >= 24
+    h100 = next(r for r in rows if r["id"] == "h100-sxm")
+    assert h100["sm_count"] == 132 and "NVIDIA H100 80GB HBM3" in h100["cuda_names"]
+
+
+def test_gpus_table(capsys):
+    code, out, _ = run(capsys, "gpus")
+    assert code == 0 and "h200" in out and "blackwell" in out
+
+
+def test_predict_kernels_contract(tmp_path, capsys):
+    cases = tmp_path / "cases.jsonl"
+    cases.write_text("\n".join(json.dumps(c) for c in [
+        {"id": "a", "family": "gemm", "dtype": "bf16", "library": "cublas", "m": 128, "n": 4096, "k": 4096},
+        {"id": "b", "family": "rmsnorm", "tokens": 16, "hidden": 4096, "residual": True, "library": "flashinfer"},
+    ]) + "\n")
+    out_path = tmp_path / "out.jsonl"
+    code, out, err = run(capsys, "predict-kernels", "--gpu", "NVIDIA H100 80GB HBM3", "--input", str(cases),
+                         "--output", str(out_path))
+    assert code == 0 and out == ""
+    rows = [json.loads(line) for line in out_path.read_text().splitlines()]
+    assert [r["id"] for r in rows] == ["a", "b"]
+    for r in rows:
+        assert 0 < r["ceiling_us"] <= r["latency_low_us"] <= r["latency_us"] <= r["latency_high_us"]
+        assert r["bound"] in ("tensor", "fma", "xu", "dram", "l2", "shared", "latency")
+        assert r["model"].startswith("analytical")
+
+
+@pytest.mark.parametrize("line,field", [
+    ('{"family": "gemm", "m": -1, "n": 4, "k": 4}', "m"),
+    ('{"family": "gemm", "m": 1.5, "n": 4, "k": 4}', "m"),
+    ('{"family": "gemm", "m": "8", "n": 4, "k": 4}', "m"),
+    ('{"family": "gemm", "m": 1000000000000, "n": 4, "k": 4}', "m"),
+    ('{"family": "gemm", "m": 8, "n": 4}', "k"),
+    ('{"family": "gemm", "m": 8, "n": 4, "k": 4, "dtype": "int3"}', "dtype"),
+    ('{"family": "gemm", "m": 8, "n": 4, "k": 4, "library": "magic"}', "library"),
+    ('{"family": "conv", "m": 8}', "family"),
+    ('{"family": "gemm", "m": NaN, "n": 4, "k": 4}', None),
+    ('{"family": "gemm", "m": 8, "n": 4, "k": 4, "cache": "hot"}', "cache"),
+    ('{"family": "gemm", "m": 8, "n": 4, "k": 4, "mm": 3}', "mm"),
+    ('[1, 2]', None),
+])
+def test_bad_lines_name_line_and_field_and_others_still_run(tmp_path, capsys, line, field):
+    good = '{"family": "gemm", "m": 64, "n": 64, "k": 64}'
+    path = tmp_path / "c.jsonl"
+    path.write_text(good + "\n" + line + "\n" + good + "\n")
+    code, out, err = run(capsys, "predict-kernels", "--gpu", "h100-sxm", "--input", str(path))
+    rows = [json.loads(x) for x in out.splitlines()]
+    assert code == 1
+    assert "latency_us" in rows[0] and "latency_us" in rows[2]
+    assert rows[1]["error"].startswith("line 2")
+    if field:
+        assert f"field '{field}'" in rows[1]["error"]
+    assert "Traceback" not in err
+
+
+def test_bad_encoding_and_empty_file(tmp_path, capsys):
+    path = tmp_path / "c.jsonl"
+    path.write_bytes(b'{"family": "gemm", "m": 64, "n": 64, "k": 64}\n\xff\xfe{"x": 1}\n')
+    code, out, err = run(capsys, "predict-kernels", "--gpu", "h100-sxm", "--input", str(path))
+    assert code == 1 and "line 2: not valid UTF-8" in err
+    path.write_text("")
+    code, out, err = run(capsys, "predict-kernels", "--gpu", "h100-sxm", "--input", str(path))
+    assert code == 0 and out == ""
+
+
+def test_unknown_gpu_and_missing_file_fail_in_one_line(tmp_path, capsys):
+    code, _, err = run(capsys, "predict-kernels", "--gpu", "z9000", "--input", str(tmp_path / "none.jsonl"))
+    assert code == 2 and err.count("\n") == 1 and "unknown GPU" in err
+    code, _, err = run(capsys, "predict-kernels", "--gpu", "h100-sxm", "--input", str(tmp_path / "none.jsonl"))
+    assert code == 2 and "cannot open --input" in err
+
+
+def test_explain_prints_tasks_waves_and_pipes(capsys):
+    code, out, _ = run(capsys, "explain", "--gpu", "h100-sxm", '{"family": "gemm", "m": 4096, "n": 4096, "k": 4096}')
+    assert code == 0
+    for word in ("tasks", "waves", "imbalance", "tensor", "dram", "ceiling"):
+        assert word in out
+    code, out, _ = run(capsys, "explain", "--gpu", "h100-sxm", "--json", '{"family": "gemm", "m": 64, "n": 64, "k": 64}')
+    data = json.loads(out)
+    assert data["launches"][0]["tasks"] >= 1 and "tensor" in data["launches"][0]["pipes"]
+
+
+def test_explain_bad_json_is_one_line(capsys):
+    code, _, err = run(capsys, "explain", "--gpu", "h100-sxm", "{nope")
+    assert code == 2 and "not valid JSON" in err

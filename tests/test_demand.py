@@ -1,0 +1,56 @@
+import pytest
+
+from synperf.cases import parse_case
+from synperf.demand import PIPES, kernel_demand
+from synperf.kernels import families
+
+
+def demand(case_obj, gpu):
+    case = parse_case(case_obj)
+    return kernel_demand(families()[case.family].decompose(case.call, gpu), gpu, case.cache)
+
+
+def test_gemm_flops_and_bytes_are_exact_when_tiles_divide(h100):
+    d = demand({"family": "gemm", "m": 4096, "n": 4096, "k": 4096}, h100)
+    main = d.launches[0]
+    assert main.row("tensor").gpu_demand == pytest.approx(2 * 4096 ** 3)
+    # cold: A and B read once, C written once (bf16)
+    assert main.row("dram").gpu_demand == pytest.approx(2 * (2 * 4096 * 4096) + 2 * 4096 * 4096)
+
+
+def test_ceiling_is_the_largest_pipe_and_units_hold(h100):
+    d = demand({"family": "gemm", "m": 8192, "n": 8192, "k": 8192}, h100)
+    ld = d.launches[0]
+    assert ld.ceiling_us == max(r.ideal_us for r in ld.rows)
+    tensor = ld.row("tensor")
+    # GPU-wide tensor time = FLOP / (SMs x rate x clock), in microseconds
+    expected = 2 * 8192 ** 3 / (132 * 4096 * h100.clock_hz) * 1e6
+    assert tensor.gpu_us == pytest.approx(expected)
+    assert d.bound == "tensor"
+    assert [r.pipe for r in ld.rows] == list(PIPES)
+
+
+def test_warm_cache_removes_dram_traffic_that_fits_in_l2(h100):
+    cold = demand({"family": "rmsnorm", "tokens": 64, "hidden": 4096, "library": "flashinfer"}, h100)
+    warm = demand({"family": "rmsnorm", "tokens": 64, "hidden": 4096, "library": "flashinfer", "cache": "warm"}, h100)
+    assert cold.launches[0].row("dram").gpu_demand > 0
+    assert warm.launches[0].row("dram").gpu_demand == 0
+    assert warm.ceiling_us <= cold.ceiling_us
+
+
+def test_decode_gemm_is_memory_bound_and_large_gemm_compute_bound(h100):
+    assert demand({"family": "gemm", "m": 1, "n": 4096, "k": 4096}, h100).bound in ("dram", "latency")
+    assert demand({"family": "gemm", "m": 16384, "n": 16384, "k": 8192}, h100).bound == "tensor"
+
+
+def test_fp8_uses_the_fp8_tensor_rate(h100):
+    bf16 = demand({"family": "gemm", "m": 8192, "n": 8192, "k": 8192}, h100).launches[0].row("tensor")
+    fp8 = demand({"family": "gemm", "m": 8192, "n": 8192, "k": 8192, "dtype": "fp8_e4m3",
+                  "library": "cublaslt_scaled_mm"}, h100).launches[0].row("tensor")
+    assert fp8.sm_us == pytest.approx(bf16.sm_us / 2, rel=0.15)
+
+
+def test_gpu_without_fp8_is_refused(a100):
+    from synperf.errors import SpecError
+    with pytest.raises(SpecError, match="fp8"):
+        demand({"family": "gemm", "m": 64, "n": 64, "k": 64, "dtype": "fp8_e4m3", "library": "cublaslt_scaled_mm"}, a100)

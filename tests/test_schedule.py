@@ -1,0 +1,61 @@
+import numpy as np
+import pytest
+
+from synperf.schedule import occupancy, schedule
+from synperf.tasks import Launch, Resources, task_demand
+
+
+def test_occupancy_limits(h100):
+    # 128 threads, 32 regs, no smem: warps allow 64/4 = 16, CTA slots 32 -> 16, limited by warps.
+    occ = occupancy(Resources(128, 32, 0), h100)
+    assert (occ.ctas_per_sm, occ.limiter) == (16, "warps")
+    # 256 threads x 128 regs = 32768 regs -> 2 CTAs by registers.
+    occ = occupancy(Resources(256, 128, 0), h100)
+    assert (occ.ctas_per_sm, occ.limiter) == (2, "registers")
+    # 100 KB smem: 228 KB / (100 KB + 1 KB reserved) -> 2.
+    occ = occupancy(Resources(128, 32, 100 * 1024), h100)
+    assert (occ.ctas_per_sm, occ.limiter) == (2, "shared_memory")
+
+
+def _launch(counts, demand, order=None, persistent=None, task_cta=None, res=Resources(128, 32, 100 * 1024)):
+    return Launch("t", np.array(demand, dtype=float), counts, res, 0.0, 0.0, tensor_dtype="bf16",
+                  order=order, persistent_ctas=persistent, task_cta=task_cta)
+
+
+def test_uniform_round_robin_counts(h100):
+    s = schedule(_launch([300], [task_demand(tensor_flops=1e6)]), h100)
+    # 300 tasks over 132 SMs: 36 SMs get 3, the rest 2.
+    assert sorted(set(s.per_sm_tasks.tolist())) == [2, 3]
+    assert int((s.per_sm_tasks == 3).sum()) == 300 - 2 * 132
+    assert s.waves == 2  # 264 slots at 2 CTA/SM
+    assert s.rounds_on_busiest == 2
+    assert s.per_sm_demand[:, 0].max() == pytest.approx(3e6)
+
+
+def test_heterogeneous_simulation_matches_uniform_when_tasks_are_equal(h100):
+    uniform = schedule(_launch([300], [task_demand(tensor_flops=1e6)]), h100)
+    split = schedule(_launch([100, 200], [task_demand(tensor_flops=1e6)] * 2), h100)
+    assert sorted(split.per_sm_tasks.tolist()) == sorted(uniform.per_sm_tasks.tolist())
+
+
+def test_retirement_sends_work_to_free_slots(h100):
+    # 264 long tasks fill every slot, then 264 short ones: they queue behind the long tasks evenly,
+    # and a further long task lands where a short one retired first.
+    demand = [task_demand(tensor_flops=1e8), task_demand(tensor_flops=1e5)]
+    order = np.array([0] * 264 + [1] * 264)
+    s = schedule(_launch([264, 264], demand, order=order), h100)
+    assert s.per_sm_tasks.tolist() == [4] * 132
+    order = np.array([0] * 132 + [1] * 132 + [1] * 132 + [0])
+    s = schedule(_launch([133, 264], demand, order=order), h100)
+    # The final long task goes to SM 0: its short-task slot (round 1) retires first.
+    assert s.per_sm_demand[0, 0] == pytest.approx(2e8 + 2e5)
+
+
+def test_persistent_static_stride(h100):
+    s = schedule(_launch([1000], [task_demand(tensor_flops=1.0)], persistent=132, res=Resources(384, 168, 200_000)), h100)
+    assert s.rounds_on_busiest == 8  # ceil(1000 / 132)
+    assert int(s.per_sm_tasks.sum()) == 1000 and int(s.per_sm_tasks.max()) == 8
+    pinned = np.zeros(10, dtype=int)  # a custom scheduler may pin every task to CTA 0
+    s = schedule(_launch([10], [task_demand(tensor_flops=1.0)], persistent=132, task_cta=pinned,
+                         res=Resources(384, 168, 200_000)), h100)
+    assert s.per_sm_tasks[0] == 10 and s.imbalance > 100
