@@ -108,6 +108,36 @@ def cmd_explain(args) -> int:
     return 0
 
 
+def cmd_data_summary(args) -> int:
+    from synperf.dataset import iter_records, summary
+    rows = summary(iter_records(args.paths))
+    if args.json:
+        print(json.dumps(rows, indent=1))
+        return 0
+    print(f"{'gpu':<28}{'family':<14}{'dtype':<10}{'library':<24}{'source':<22}{'rows':>8}")
+    for r in rows:
+        print(f"{str(r['gpu']):<28}{str(r['family']):<14}{str(r['dtype']):<10}{str(r['library']):<24}"
+              f"{str(r['source']):<22}{r['rows']:>8}")
+    return 0
+
+
+def cmd_data_ceiling(args) -> int:
+    from synperf.dataset import ceiling_check, iter_records
+    report = ceiling_check(iter_records(args.paths), _registry(args))
+    if args.json:
+        print(json.dumps(report, indent=1))
+        return 0
+    print(f"{'gpu':<12}{'family':<14}{'library':<24}{'rows':>7}{'ceil<=meas':>12}{'median':>8}{'p10':>7}{'max':>7}")
+    for g in report["groups"]:
+        print(f"{g['gpu']:<12}{g['family']:<14}{g['library']:<24}{g['rows']:>7}{g['below_fraction']:>12.1%}"
+              f"{g['median_ratio']:>8.3f}{g['p10_ratio']:>7.3f}{g['max_ratio']:>7.2f}")
+    o = report["overall"]
+    print(f"overall: {o['rows']} rows, ceiling <= measured for {o['below_fraction']:.1%}, median ratio {o['median_ratio']:.3f}")
+    if report["skipped"]:
+        print(f"skipped: {report['skipped']}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="synperf", description=__doc__)
     parser.add_argument("--version", action="version", version=f"synperf {__version__}")
@@ -129,6 +159,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("kernel", help="one kernel case as a JSON object")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_explain)
+
+    data = sub.add_parser("data", help="measured datasets").add_subparsers(dest="data_command", required=True)
+    p = data.add_parser("summary", help="rows per (gpu, family, dtype, library, source)")
+    p.add_argument("paths", nargs="*", default=["data"], help="parquet files or folders (default: data/)")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_data_summary)
+    p = data.add_parser("ceiling-check", help="ceiling vs measured latency per GPU and family")
+    _add_gpu_args(p, required=False)
+    p.add_argument("paths", nargs="*", default=["data"])
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_data_ceiling)
 
     try:
         from synperf.profile.cli import add_profile_parser

@@ -170,6 +170,51 @@ def choose_config(call: GemmCall, gpu) -> TileConfig:
     return table_config(call, gpu.architecture) or heuristic_config(call, gpu)
 
 
+def config_from_profile(call: GemmCall, kernel_names: list[str], grids: list, blocks: list,
+                        shared_mem: list) -> TileConfig:
+    """The TileConfig a profiled cuBLAS call used, from its kernel names and launch grids.
+
+    The main kernel is the first whose name encodes a tile; without one (gemv-style kernels) each
+    CTA is taken to own an equal slice of N with the whole of M and K. A grid with more CTAs than
+    output tiles is split-K (a ``reduce`` kernel after it sums the partials); one with fewer is a
+    persistent kernel that walks the tiles."""
+    main = next((i for i, name in enumerate(kernel_names) if tile_from_kernel_name(name)), None)
+    if main is None:
+        main = 0
+        ctas = int(np.prod(grids[0]))
+        tile = {"tile_m": round_up(call.m, 16), "tile_n": max(1, ceil_div(call.n, ctas)), "tile_k": round_up(call.k, 16)}
+    else:
+        tile = tile_from_kernel_name(kernel_names[main])
+        ctas = int(np.prod(grids[main]))
+    tiles = ceil_div(call.m, tile["tile_m"]) * ceil_div(call.n, tile["tile_n"])
+    has_reduce = any("reduce" in name.lower() for i, name in enumerate(kernel_names) if i != main)
+    split = max(1, ctas // tiles) if ctas >= 2 * tiles else 1
+    persistent = ctas < tiles
+    name = kernel_names[main]
+    return TileConfig(
+        kernel=re.sub(r"<.*", "", name)[:120], split_k=split, ctas=ctas if persistent else None,
+        threads=int(np.prod(blocks[main])), shared_bytes=int(shared_mem[main] or 0),
+        tensor_path="wgmma" if uses_wgmma(name) else "mma", reduce_kernel=has_reduce and split > 1, **tile,
+    )
+
+
+def build_tile_table(records: list[dict]) -> dict:
+    """Tile table (see ``_tile_table``) from profiled records with m, n, k, dtype, kernel_names,
+    grids, blocks and shared_mem (lists)."""
+    dtypes: list[str] = []
+    configs: list[TileConfig] = []
+    rows = []
+    for rec in records:
+        call = GemmCall(int(rec["m"]), int(rec["n"]), int(rec["k"]), rec["dtype"], "cublas")
+        cfg = config_from_profile(call, rec["kernel_names"], rec["grids"], rec["blocks"], rec["shared_mem"])
+        if cfg not in configs:
+            configs.append(cfg)
+        if call.dtype not in dtypes:
+            dtypes.append(call.dtype)
+        rows.append([dtypes.index(call.dtype), call.m, call.n, call.k, configs.index(cfg)])
+    return {"dtypes": dtypes, "configs": [cfg.__dict__ for cfg in configs], "rows": rows}
+
+
 # -- decomposition -------------------------------------------------------------------------------
 
 def decompose(call: GemmCall, gpu) -> tuple[Launch, ...]:

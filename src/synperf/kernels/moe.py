@@ -1,0 +1,497 @@
+"""Fused MoE (bf16/fp16, no quantisation): synperf's own Triton kernel (library ``triton_fused_moe``).
+
+The kernel modelled is ``synperf.profile.triton_moe`` (structured like vLLM's ``fused_moe_kernel``):
+
+- ``moe_align_block_size`` sorts the P = tokens*topk (token, expert) pairs by expert and pads each
+  expert's group up to a multiple of BLOCK_SIZE_M. ``sorted_token_ids`` has the worst-case length
+  EM = P + E*(BM-1), capped at P*BM when P < E (``profile.moe_align.max_padded_len``).
+- One launch per GEMM pass, grid = cdiv(EM, BM) * cdiv(N, BN), GROUP_SIZE_M-swizzled. Programs whose
+  M block starts at or past ``num_tokens_post_padded`` return at once: real tasks with ~zero demand.
+  w13: A = x [T, H] gathered by pair // topk, B = w13 [E, 2I, H]: N = 2I, K = H.
+  w2:  A = act [P, I] (top_k = 1), B = w2 [E, H, I], rows scaled by the routing weight: N = H, K = I.
+- An active program runs cdiv(K, BK) full [BM, BK] x [BK, BN] dots (tensor FLOP 2*BM*BN*K_pad);
+  the loads of A rows past the expert's real count are masked off (no memory traffic), the B tile
+  always loads BN columns (``offs_n % N`` wraps), the store is masked to real rows and columns.
+
+Routing assumption (see docs/kernels-moe.md): tasks come from a deterministic balanced round-robin
+assignment (pair i -> expert i mod E, as PipeWeave does); the compulsory DRAM read of expert weights
+uses the expected number of distinct experts hit under uniform random top-k routing, which is never
+above the balanced count, so the DRAM ceiling stays a lower bound.
+
+Stage "all" = the align step (the ~30 small torch launches of ``profile.moe_align``), w13,
+SiLU-and-mul (``profile.triton_elementwise.silu_and_mul_triton``), w2, and the top-k sum
+(``torch.sum(..., dim=1)``), as separate launches in that order.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any, Mapping
+
+import numpy as np
+
+from synperf.errors import InputError
+from synperf.kernels._common import DTYPE_BYTES, TENSOR_DTYPE, ceil_div, elementwise_launch, next_pow2
+from synperf.tasks import Launch, Resources, task_demand
+from synperf.validate import MAX_TOKENS, get_choice, get_int
+
+FAMILY = "moe"
+LIBRARIES = ("triton_fused_moe",)
+DTYPES = ("bf16", "fp16")
+FIELDS = {"tokens", "hidden", "intermediate", "num_experts", "topk", "stage", "config"}
+
+STAGES = ("w13", "w2", "all")
+DEFAULT_RULES = ("vllm_default", "sglang_default")
+CONFIG_KEYS = ("BLOCK_SIZE_M", "BLOCK_SIZE_N", "BLOCK_SIZE_K", "GROUP_SIZE_M", "num_warps", "num_stages")
+MAX_EXPERTS = 4096
+
+# Triton's launch defaults on NVIDIA GPUs (triton/backends/nvidia/compiler.py, CUDAOptions:
+# num_warps=4, num_stages=3); neither engine's bf16 default config sets them.
+TRITON_DEFAULT_NUM_WARPS = 4
+TRITON_DEFAULT_NUM_STAGES = 3
+
+# Allowed values. tl.arange needs power-of-two extents and tl.dot needs every dot dimension >= 16.
+_POW2_RANGES = {"BLOCK_SIZE_M": (16, 256), "BLOCK_SIZE_N": (16, 256), "BLOCK_SIZE_K": (16, 256),
+                "num_warps": (1, 32)}
+_INT_RANGES = {"GROUP_SIZE_M": (1, 256), "num_stages": (1, 8)}
+
+# Above this many tasks the launch carries no explicit blockIdx order (class order is used).
+_MAX_ORDERED_TASKS = 4_000_000
+
+
+# ------------------------------------------------------------------------------------------------
+# Default configs: the single source of truth (profile/moe_configs.py imports this).
+# ------------------------------------------------------------------------------------------------
+
+def default_config(rule: str, tokens: int, num_experts: int, hidden: int, intermediate: int,
+                   topk: int, dtype: str = "bf16") -> dict[str, int]:
+    """The config an engine uses for an unquantised bf16/fp16 fused-MoE call when no tuned JSON
+    config file exists for (E, N, device).
+
+    ``vllm_default``: vLLM vllm/model_executor/layers/fused_moe/fused_moe.py, ``get_default_config``
+    (unquantised branch; ``try_get_optimal_moe_config`` falls back to it). ``sglang_default``: SGLang
+    python/sglang/srt/layers/moe/fused_moe_triton/fused_moe_triton_config.py, ``get_default_config``
+    (non-fp8 branch; the ``is_marlin and M <= 32`` clause does not apply to the Triton path). Both
+    use M = tokens of the call (rows of hidden_states, before top-k expansion):
+
+        M <= E: BLOCK_SIZE_M=16, BLOCK_SIZE_N=32, BLOCK_SIZE_K=64, GROUP_SIZE_M=1
+        else:   BLOCK_SIZE_M=64, BLOCK_SIZE_N=64, BLOCK_SIZE_K=32, GROUP_SIZE_M=8
+
+    Neither sets num_warps / num_stages here, so Triton's defaults (4, 3) apply. ``hidden``,
+    ``intermediate`` and ``topk`` are accepted for parity with the engines' signatures (the bf16
+    rule ignores them). Raises ValueError for an unknown rule or an unsupported dtype.
+    """
+    if rule not in DEFAULT_RULES:
+        raise ValueError(f"unknown default config {rule!r}; expected one of {', '.join(DEFAULT_RULES)}")
+    if dtype not in DTYPES:
+        raise ValueError(f"default configs are modelled for {', '.join(DTYPES)} only, got {dtype!r}")
+    m, e = int(tokens), int(num_experts)
+    # vLLM and SGLang agree for unquantised weights; kept as two names on purpose so that a future
+    # divergence of either engine's rule is a one-line change here.
+    if m <= e:
+        cfg = {"BLOCK_SIZE_M": 16, "BLOCK_SIZE_N": 32, "BLOCK_SIZE_K": 64, "GROUP_SIZE_M": 1}
+    else:
+        cfg = {"BLOCK_SIZE_M": 64, "BLOCK_SIZE_N": 64, "BLOCK_SIZE_K": 32, "GROUP_SIZE_M": 8}
+    cfg["num_warps"] = TRITON_DEFAULT_NUM_WARPS
+    cfg["num_stages"] = TRITON_DEFAULT_NUM_STAGES
+    return cfg
+
+
+# ------------------------------------------------------------------------------------------------
+# Call and parsing
+# ------------------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class MoeConfig:
+    block_m: int
+    block_n: int
+    block_k: int
+    group_m: int
+    num_warps: int
+    num_stages: int
+
+    def as_dict(self) -> dict[str, int]:
+        return dict(zip(CONFIG_KEYS, (self.block_m, self.block_n, self.block_k, self.group_m,
+                                      self.num_warps, self.num_stages)))
+
+
+@dataclass(frozen=True)
+class MoeCall:
+    tokens: int
+    hidden: int
+    intermediate: int
+    num_experts: int
+    topk: int
+    stage: str
+    config: MoeConfig
+    config_source: str      # "explicit" or the default rule's name
+    dtype: str
+    library: str
+
+
+def _parse_config_dict(value: Mapping[str, Any]) -> MoeConfig:
+    keys = set(value)
+    missing = [k for k in CONFIG_KEYS if k not in keys]
+    unknown = sorted(keys - set(CONFIG_KEYS))
+    if missing or unknown:
+        parts = []
+        if missing:
+            parts.append(f"missing {', '.join(missing)}")
+        if unknown:
+            parts.append(f"unknown {', '.join(map(str, unknown))}")
+        raise InputError(f"config needs exactly {', '.join(CONFIG_KEYS)} ({'; '.join(parts)})", "config")
+    out = {}
+    for key in CONFIG_KEYS:
+        v = value[key]
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or (isinstance(v, float) and
+                                                                     (not math.isfinite(v) or v != int(v))):
+            raise InputError(f"{key} must be an integer, got {v!r}", "config")
+        v = int(v)
+        if key in _POW2_RANGES:
+            lo, hi = _POW2_RANGES[key]
+            if not (lo <= v <= hi and v & (v - 1) == 0):
+                raise InputError(f"{key} must be a power of two in [{lo}, {hi}], got {v}", "config")
+        else:
+            lo, hi = _INT_RANGES[key]
+            if not lo <= v <= hi:
+                raise InputError(f"{key} must be between {lo} and {hi}, got {v}", "config")
+        out[key] = v
+    return MoeConfig(*(out[k] for k in CONFIG_KEYS))
+
+
+def parse(obj: dict, dtype: str, library: str) -> MoeCall:
+    tokens = get_int(obj, "tokens", hi=MAX_TOKENS)
+    hidden = get_int(obj, "hidden", hi=65_536)
+    intermediate = get_int(obj, "intermediate", hi=65_536)
+    num_experts = get_int(obj, "num_experts", hi=MAX_EXPERTS)
+    topk = get_int(obj, "topk", hi=MAX_EXPERTS)
+    if topk > num_experts:
+        raise InputError(f"must be at most num_experts ({num_experts}), got {topk}", "topk")
+    stage = get_choice(obj, "stage", STAGES, default="all")
+    raw = obj.get("config")
+    if raw is None:
+        raw = "vllm_default"
+    if isinstance(raw, str):
+        if raw not in DEFAULT_RULES:
+            raise InputError(f"must be a config object or one of {', '.join(DEFAULT_RULES)}, got {raw!r}", "config")
+        config = _parse_config_dict(default_config(raw, tokens, num_experts, hidden, intermediate, topk, dtype))
+        source = raw
+    elif isinstance(raw, Mapping):
+        config = _parse_config_dict(raw)
+        source = "explicit"
+    else:
+        raise InputError(f"must be a config object or one of {', '.join(DEFAULT_RULES)}, got {type(raw).__name__}",
+                         "config")
+    return MoeCall(tokens, hidden, intermediate, num_experts, topk, stage, config, source, dtype, library)
+
+
+# ------------------------------------------------------------------------------------------------
+# Routing and padding
+# ------------------------------------------------------------------------------------------------
+
+def max_padded_len(pairs: int, num_experts: int, block_m: int) -> int:
+    """Length of ``sorted_token_ids`` (the kernel's EM): worst-case padded total, as
+    ``profile.moe_align.max_padded_len`` (and vLLM's moe_align_block_size) allocate it."""
+    n = pairs + num_experts * (block_m - 1)
+    if pairs < num_experts:
+        n = min(n, pairs * block_m)
+    return n
+
+
+def balanced_expert_counts(tokens: int, num_experts: int, topk: int) -> np.ndarray:
+    """Pairs per expert under round-robin routing: pair i -> expert i mod E (token t's k-th choice is
+    expert (t*topk + k) mod E, distinct for topk <= E). The first P mod E experts get one more."""
+    pairs = tokens * topk
+    counts = np.full(num_experts, pairs // num_experts, dtype=np.int64)
+    counts[: pairs % num_experts] += 1
+    return counts
+
+
+def expected_active_experts(tokens: int, num_experts: int, topk: int) -> float:
+    """Expected number of distinct experts hit when every token picks topk distinct experts
+    uniformly at random: E * (1 - (1 - topk/E)^T). Never above min(E, T*topk)."""
+    e = num_experts
+    miss = (1.0 - topk / e) ** tokens if topk < e else 0.0
+    return e * (1.0 - miss)
+
+
+@dataclass(frozen=True)
+class Padding:
+    counts: np.ndarray          # pairs per expert (balanced)
+    block_rows: np.ndarray      # valid rows of each active M block, in sorted (expert) order
+    em: int                     # len(sorted_token_ids): the grid's M extent
+    grid_m: int                 # cdiv(EM, BM)
+    active_m: int               # num_tokens_post_padded / BM
+    padded_total: int           # num_tokens_post_padded
+
+    @property
+    def exit_m(self) -> int:
+        return self.grid_m - self.active_m
+
+
+def padding(tokens: int, num_experts: int, topk: int, block_m: int) -> Padding:
+    """Expert-sorted, BM-padded layout of the balanced assignment: expert e's c_e pairs fill
+    ceil(c_e / BM) blocks, all full but the last, which holds the remaining rows."""
+    counts = balanced_expert_counts(tokens, num_experts, topk)
+    blocks = -(-counts // block_m)
+    active_m = int(blocks.sum())
+    block_rows = np.full(active_m, block_m, dtype=np.int64)
+    hit = blocks > 0
+    block_rows[np.cumsum(blocks[hit]) - 1] = counts[hit] - (blocks[hit] - 1) * block_m
+    em = max_padded_len(tokens * topk, num_experts, block_m)
+    return Padding(counts, block_rows, em, ceil_div(em, block_m), active_m, active_m * block_m)
+
+
+# ------------------------------------------------------------------------------------------------
+# Triton's MMA lowering (lib/Dialect/TritonGPU/Transforms/AccelerateMatmul.cpp, lib/Analysis/Utility.cpp)
+# ------------------------------------------------------------------------------------------------
+
+def tensor_path(cfg: MoeConfig, gpu) -> str:
+    """MMA instruction family Triton picks for this dot.
+
+    supportMMA(dot, 3) (wgmma, sm_90 only) and supportMMA(dot, 5) (tcgen05, sm_100/103) both require
+    num_warps % 4 == 0, the dot's M % 64 == 0 and N % 8 == 0; tcgen05 also needs num_warps 4 or 8.
+    Otherwise Triton falls back to MMAv2 (mma.sync), as on Ampere/Ada and consumer Blackwell (sm_120).
+    """
+    ok = cfg.num_warps % 4 == 0 and cfg.block_m % 64 == 0 and cfg.block_n % 8 == 0
+    if gpu.cc_major == 9 and ok:
+        return "wgmma"
+    if gpu.cc_major == 10 and ok and cfg.num_warps in (4, 8):
+        return "tcgen05"
+    return "mma"
+
+
+def warps_per_tile(cfg: MoeConfig, path: str) -> tuple[int, int]:
+    """Warp grid over the [BM, BN] accumulator: Triton's warpsPerTileV2 (mma) / warpsPerTileV3
+    (wgmma; the smallest unit is a 4-warp group along M)."""
+    m, n, w = cfg.block_m, cfg.block_n, cfg.num_warps
+    if path == "mma":
+        wm, wn = 1, 1
+        while wm * wn < w:
+            if m // 16 // wm >= n // 16 // wn:
+                if wm < m // 16:
+                    wm *= 2
+                else:
+                    wn *= 2
+            else:
+                wn *= 2
+        return wm, wn
+    wm, wn = 4, 1
+    while wm * wn < w:
+        if m > 16 * wm:
+            wm *= 2
+        else:
+            wn *= 2
+    return wm, wn
+
+
+def _operand_shared_reads(cfg: MoeConfig, path: str, k_pad: int, b: int) -> float:
+    """Bytes the MMAs read from the shared-memory operand buffers per CTA.
+
+    mma: every warp ldmatrix-loads its own A rows and B columns, so A is read once per warp column
+    and B once per warp row. wgmma: each warp group reads its A slice and B slice once, so A is read
+    once per warp-group column and B once per warp-group row. tcgen05: one issuing thread feeds
+    M <= 128 per instruction; B is re-read per 128-row slice of BM."""
+    if path == "tcgen05":
+        return (cfg.block_m + cfg.block_n * ceil_div(cfg.block_m, 128)) * k_pad * b
+    wm, wn = warps_per_tile(cfg, path)
+    if path == "wgmma":
+        wm = max(1, wm // 4)
+    return (cfg.block_m * wn + cfg.block_n * wm) * k_pad * b
+
+
+def _registers(cfg: MoeConfig, path: str, b: int) -> int:
+    """Estimate per thread: the fp32 accumulator, the [BM, BK] and [BK, BN] 64-bit pointer tensors
+    the loop carries, mma operand fragments (mma only), plus ~24 for indices and masks. Triton
+    reports the real figure per compile (the harness records it); this errs low, which keeps the
+    occupancy (and so the latency row) from being under-estimated."""
+    threads = cfg.num_warps * 32
+    acc = cfg.block_m * cfg.block_n / threads
+    ptrs = 2 * (cfg.block_m * cfg.block_k + cfg.block_k * cfg.block_n) / threads
+    frags = 0.0
+    if path == "mma":
+        frags = (cfg.block_m * cfg.block_k + cfg.block_k * cfg.block_n) * b / 4 / threads
+    regs = int(math.ceil((acc + ptrs + frags + 24) / 8) * 8)
+    return max(32, min(255, regs))
+
+
+def shared_bytes(cfg: MoeConfig, b: int) -> int:
+    """Triton's software pipeline keeps num_stages copies of the A and B tiles in shared memory."""
+    return cfg.num_stages * (cfg.block_m * cfg.block_k + cfg.block_k * cfg.block_n) * b
+
+
+# ------------------------------------------------------------------------------------------------
+# Launches
+# ------------------------------------------------------------------------------------------------
+
+def gemm_launch(call: MoeCall, gpu, which: str) -> Launch:
+    """One ``synperf_fused_moe_kernel`` launch (``which`` = "w13" or "w2")."""
+    cfg, b = call.config, DTYPE_BYTES[call.dtype]
+    if which == "w13":
+        n, k, a_rows_total, routed = 2 * call.intermediate, call.hidden, call.tokens, False
+    else:
+        n, k, a_rows_total, routed = call.hidden, call.intermediate, call.tokens * call.topk, True
+    smem = shared_bytes(cfg, b)
+    limit = int(gpu.shared_memory_per_block_kb * 1024)
+    if smem > limit:
+        raise InputError(f"needs {smem} B of shared memory for num_stages x (A + B tiles), "
+                         f"{gpu.id} allows {limit} B per block (Triton would fail with OutOfResources)", "config")
+    path = tensor_path(cfg, gpu)
+    pad = padding(call.tokens, call.num_experts, call.topk, cfg.block_m)
+    grid_n = ceil_div(n, cfg.block_n)
+    last_cols = n - (grid_n - 1) * cfg.block_n
+    k_pad = ceil_div(k, cfg.block_k) * cfg.block_k
+
+    # Task classes: (valid rows of the M block, valid columns of the N block) for active programs,
+    # then the early-exit class.
+    row_values, row_kind = np.unique(pad.block_rows, return_inverse=True)
+    col_values = [cfg.block_n] if last_cols == cfg.block_n else [cfg.block_n, last_cols]
+    col_count = [grid_n] if len(col_values) == 1 else [grid_n - 1, 1]
+    rows_count = np.bincount(row_kind, minlength=row_values.size) if row_values.size else np.zeros(0, np.int64)
+
+    demand, counts = [], []
+    shared = _operand_shared_reads(cfg, path, k_pad, b)
+    tensor = 2.0 * cfg.block_m * cfg.block_n * k_pad
+    for r, rc in zip(row_values.tolist(), rows_count.tolist()):
+        for c, cc in zip(col_values, col_count):
+            l2 = (r * k * b                     # gathered A rows (masked rows issue no loads)
+                  + cfg.block_n * k * b         # expert weight tile (offs_n wraps: always BN columns)
+                  + r * c * b                   # masked store of the output tile
+                  + cfg.block_m * 4 + 4 + 4     # sorted_token_ids slice, expert id, num_tokens_post_padded
+                  + (r * 4 if routed else 0))   # routing weights
+            demand.append(task_demand(tensor_flops=tensor,
+                                      fma_ops=cfg.block_m * cfg.block_n if routed else 0.0,
+                                      l2_bytes=l2, shared_bytes=shared))
+            counts.append(rc * cc)
+    n_active_classes = len(counts)
+    exit_tasks = pad.exit_m * grid_n
+    if exit_tasks:
+        demand.append(task_demand(l2_bytes=4))  # loads num_tokens_post_padded, returns
+        counts.append(exit_tasks)
+
+    order = _launch_order(pad, row_kind, grid_n, len(col_values), cfg.group_m, n_active_classes)
+
+    pairs = call.tokens * call.topk
+    active_experts = min(expected_active_experts(call.tokens, call.num_experts, call.topk),
+                         float(np.count_nonzero(pad.counts)))
+    dram_read = (active_experts * n * k * b                 # weights of the experts that get pairs
+                 + a_rows_total * k * b                     # activations (every row is used)
+                 + pad.padded_total * 4 + pad.active_m * 4  # sorted ids and expert ids read
+                 + (pairs * 4 if routed else 0))
+    dram_write = pairs * n * b
+    notes = (f"EM={pad.em} grid={pad.grid_m}x{grid_n} active_m_blocks={pad.active_m} "
+             f"padded_total={pad.padded_total} early_exit_ctas={exit_tasks}",
+             f"path={path} warps={warps_per_tile(cfg, path)} config={cfg.as_dict()} ({call.config_source})",
+             f"expected active experts (random routing)={active_experts:.2f}")
+    return Launch(
+        name=f"synperf_fused_moe_kernel[{which}]", demand=np.array(demand), counts=np.array(counts),
+        resources=Resources(cfg.num_warps * 32, _registers(cfg, path, b), smem),
+        dram_read_bytes=dram_read, dram_write_bytes=dram_write,
+        tensor_dtype=TENSOR_DTYPE[call.dtype], tensor_path=path, order=order, notes=notes,
+    )
+
+
+def _launch_order(pad: Padding, row_kind: np.ndarray, grid_n: int, n_col_kinds: int, group_m: int,
+                  n_active_classes: int) -> np.ndarray | None:
+    """Class of every program in blockIdx order, through the kernel's GROUP_SIZE_M swizzle."""
+    total = pad.grid_m * grid_n
+    if total > _MAX_ORDERED_TASKS:
+        return None
+    pid = np.arange(total, dtype=np.int64)
+    per_group = group_m * grid_n
+    first_m = (pid // per_group) * group_m
+    rows_in_group = np.minimum(pad.grid_m - first_m, group_m)
+    pid_m = first_m + (pid % per_group) % rows_in_group
+    pid_n = (pid % per_group) // rows_in_group
+    col_kind = (pid_n == grid_n - 1).astype(np.int64) if n_col_kinds == 2 else np.zeros(total, np.int64)
+    active = pid_m < pad.active_m
+    cls = np.full(total, n_active_classes, dtype=np.int64)      # early exit
+    cls[active] = row_kind[pid_m[active]] * n_col_kinds + col_kind[active]
+    return cls
+
+
+def silu_and_mul_launch(call: MoeCall) -> Launch:
+    """``silu_and_mul_triton`` on the [P, 2I] w13 output: grid (P, cdiv(I, BLOCK)),
+    BLOCK = min(1024, next_pow2(I)), num_warps = max(1, min(16, BLOCK // 256)) (1 below 256).
+    Per element: ex2 and a reciprocal on the XU pipe; scale, add and two multiplies on FMA."""
+    b = DTYPE_BYTES[call.dtype]
+    pairs, d = call.tokens * call.topk, call.intermediate
+    block = min(1024, next_pow2(d))
+    warps = max(1, min(16, block // 256)) if block >= 256 else 1
+    col_blocks = ceil_div(d, block)
+    last = d - (col_blocks - 1) * block
+    widths = [block] if last == block else [block, last]
+    per_row = [col_blocks] if last == block else [col_blocks - 1, 1]
+    demand = [task_demand(fma_ops=4.0 * w, xu_ops=2.0 * w, l2_bytes=3.0 * w * b) for w in widths]
+    return Launch("synperf_silu_and_mul_kernel", np.array(demand), np.array(per_row) * pairs,
+                  Resources(warps * 32, 32, 0), dram_read_bytes=2.0 * pairs * d * b,
+                  dram_write_bytes=1.0 * pairs * d * b, notes=(f"grid=({pairs}, {col_blocks}) BLOCK={block}",))
+
+
+def topk_sum_launch(call: MoeCall) -> Launch:
+    """``torch.sum(cache3.view(T, topk, H), dim=1)``: PyTorch's reduce kernel, modelled as one
+    output element per thread-slot (128 threads x 4) that adds its topk inputs in fp32."""
+    b = DTYPE_BYTES[call.dtype]
+    return elementwise_launch("reduce_kernel (sum over topk)", call.tokens * call.hidden,
+                              bytes_in_per_elem=call.topk * b, bytes_out_per_elem=b,
+                              fma_per_elem=float(max(call.topk - 1, 0)))
+
+
+def align_launches(call: MoeCall) -> tuple[Launch, ...]:
+    """The torch ops of ``profile.moe_align.moe_align_block_size``, one small launch each
+    (element counts and bytes per element; index tensors are int64 unless noted)."""
+    n, e, bm = call.tokens * call.topk, call.num_experts, call.config.block_m
+    mp = max_padded_len(n, e, bm)
+    nb = ceil_div(mp, bm)
+    ops: list[tuple[str, int, float, float]] = [
+        ("topk_ids to int64", n, 4, 8),
+        ("bincount: min", n, 8, 0),                 # _bincount_cuda checks min() and max() (host syncs)
+        ("bincount: max", n, 8, 0),
+        ("bincount: zero fill", e, 0, 8),
+        ("bincount: histogram", n, 8, 0),
+        ("padded: add", e, 8, 8), ("padded: floor_divide", e, 8, 8), ("padded: mul", e, 8, 8),
+        ("cumsum padded", e, 8, 8), ("padded_start: sub", e, 16, 8),
+        ("cumsum counts", e, 8, 8), ("unpadded_start: sub", e, 16, 8),
+    ]
+    ops += _stable_argsort_ops(n)
+    ops += [
+        ("flat[order]", n, 16, 8),
+        ("arange(numel)", n, 0, 8),
+        ("unpadded_start[sorted_experts]", n, 16, 8),
+        ("rank: sub", n, 16, 8),
+        ("padded_start[sorted_experts]", n, 16, 8),
+        ("dest: add", n, 16, 8),
+        ("sorted_ids: full", mp, 0, 4),
+        ("order to int32", n, 8, 4),
+        ("sorted_ids: scatter_", n, 12, 4),
+        ("block_end: floor_divide", e, 8, 8),
+        ("arange(n_blocks)", nb, 0, 8),
+        ("searchsorted", nb, 8 + 8 * max(1, math.ceil(math.log2(max(e, 2)))), 8),
+        ("expert_ids: clamp_", nb, 8, 8),
+        ("expert_ids to int32", nb, 8, 4),
+        ("num_post to int32", 1, 8, 4),
+    ]
+    return tuple(elementwise_launch(f"moe_align: {name}", max(1, count), bytes_in_per_elem=bin_,
+                                    bytes_out_per_elem=bout, fma_per_elem=0.0)
+                 for name, count, bin_, bout in ops)
+
+
+def _stable_argsort_ops(n: int) -> list[tuple[str, int, float, float]]:
+    """torch.argsort(stable=True) on n int64 keys (ATen Sort.cpp): up to 4096 keys one in-place
+    bitonic/merge sort kernel after copying keys and filling indices; beyond that cub radix
+    sort-pairs over all 64 key bits (one histogram pass, 8 onesweep passes of 8 bits)."""
+    ops = [("argsort: copy keys", n, 8, 8), ("argsort: fill indices", n, 0, 8)]
+    if n <= 4096:
+        return ops + [("argsort: small sort", n, 16, 16)]
+    return ops + [("argsort: radix histogram", n, 8, 0)] + [
+        (f"argsort: radix onesweep pass {i}", n, 16, 16) for i in range(8)]
+
+
+def decompose(call: MoeCall, gpu) -> tuple[Launch, ...]:
+    if call.stage == "w13":
+        return (gemm_launch(call, gpu, "w13"),)
+    if call.stage == "w2":
+        return (gemm_launch(call, gpu, "w2"),)
+    return (*align_launches(call), gemm_launch(call, gpu, "w13"), silu_and_mul_launch(call),
+            gemm_launch(call, gpu, "w2"), topk_sum_launch(call))

@@ -1,0 +1,261 @@
+import numpy as np
+import pytest
+
+from synperf.demand import kernel_demand
+from synperf.errors import InputError
+from synperf.gpu import resolve_gpu
+from synperf.kernels import families, moe
+from synperf.tasks import L2, SHARED, TENSOR
+
+LIB = "triton_fused_moe"
+
+
+@pytest.fixture(scope="module")
+def h100():
+    return resolve_gpu("h100-sxm")
+
+
+@pytest.fixture(scope="module")
+def a100():
+    return resolve_gpu("a100-sxm4-80gb")
+
+
+def cfg(bm=16, bn=32, bk=64, gm=1, warps=4, stages=3):
+    return {"BLOCK_SIZE_M": bm, "BLOCK_SIZE_N": bn, "BLOCK_SIZE_K": bk, "GROUP_SIZE_M": gm,
+            "num_warps": warps, "num_stages": stages}
+
+
+def call(tokens=4, hidden=128, intermediate=64, e=8, topk=2, stage="w13", config=None, dtype="bf16"):
+    obj = {"tokens": tokens, "hidden": hidden, "intermediate": intermediate, "num_experts": e,
+           "topk": topk, "stage": stage}
+    if config is not None:
+        obj["config"] = config
+    return moe.parse(obj, dtype, LIB)
+
+
+def test_family_is_registered():
+    assert families()["moe"] is moe
+    assert moe.LIBRARIES == (LIB,) and moe.DTYPES == ("bf16", "fp16")
+
+
+# ---------------------------------------------------------------- padding and grid, by hand
+
+def test_padding_tokens4_e8_top2_bm16():
+    # P = 8 pairs, one per expert -> 8 blocks of 1 valid row; EM = 8 + 8*15 = 128 (P >= E: no cap).
+    p = moe.padding(4, 8, 2, 16)
+    assert p.counts.tolist() == [1] * 8
+    assert (p.em, p.grid_m, p.active_m, p.padded_total, p.exit_m) == (128, 8, 8, 128, 0)
+    assert p.block_rows.tolist() == [1] * 8
+
+
+def test_padding_cap_when_fewer_pairs_than_experts():
+    # P = 6 < E = 8: EM = min(6 + 8*15, 6*16) = 96 -> 6 M blocks, all active (6 experts, 1 pair each).
+    p = moe.padding(3, 8, 2, 16)
+    assert (p.em, p.grid_m, p.active_m, p.exit_m) == (96, 6, 6, 0)
+    assert moe.max_padded_len(6, 8, 16) == 96
+
+
+def test_padding_with_early_exit_blocks():
+    # P = 80: 10 per expert -> 8 active blocks; EM = 80 + 120 = 200 -> 13 M blocks, 5 exit early.
+    p = moe.padding(40, 8, 2, 16)
+    assert (p.em, p.grid_m, p.active_m, p.padded_total, p.exit_m) == (200, 13, 8, 128, 5)
+    # P = 200: 25 per expert -> blocks of 16 and 9 rows; EM = 320 -> 20 M blocks, 4 exit.
+    p = moe.padding(100, 8, 2, 16)
+    assert (p.grid_m, p.active_m, p.exit_m) == (20, 16, 4)
+    assert p.block_rows.tolist() == [16, 9] * 8
+
+
+def test_padding_uneven_round_robin():
+    # P = 26 over 4 experts: round robin gives 7, 7, 6, 6.
+    p = moe.padding(13, 4, 2, 16)
+    assert p.counts.tolist() == [7, 7, 6, 6]
+    assert p.block_rows.tolist() == [7, 7, 6, 6]
+    assert p.padded_total == 64
+
+
+def test_w13_grid_and_classes_small(h100):
+    # tokens=4, E=8, topk=2, BM=16, BN=32: N = 2*64 = 128 -> 4 N blocks; 8 M blocks -> 32 CTAs.
+    (launch,) = moe.decompose(call(config=cfg()), h100)
+    assert launch.num_tasks == 8 * 4
+    assert launch.counts.tolist() == [32]
+    # K = hidden = 128 = 2 x BK: FLOP per CTA = 2*16*32*128.
+    assert launch.demand[0, TENSOR] == 2 * 16 * 32 * 128
+    # l2: 1 gathered A row + 32x128 weight tile + 1x32 store (bf16) + ids (16*4 + 4 + 4)
+    assert launch.demand[0, L2] == 1 * 128 * 2 + 32 * 128 * 2 + 1 * 32 * 2 + 16 * 4 + 8
+    assert launch.resources.threads == 128
+    assert launch.resources.shared_bytes == 3 * (16 * 64 + 64 * 32) * 2
+
+
+def test_w2_grid_with_exit_ctas(h100):
+    # tokens=40: 13 M blocks (8 active, 5 exit); w2 N = hidden = 128 -> 4 N blocks (BN=32).
+    (launch,) = moe.decompose(call(tokens=40, stage="w2", config=cfg()), h100)
+    assert launch.num_tasks == 13 * 4
+    assert launch.counts.tolist() == [32, 20]
+    assert launch.demand[1].tolist() == [0.0, 0.0, 0.0, 4.0, 0.0]      # early exit: one 4-byte load
+    # K = intermediate = 64 = BK; routed weight: BM*BN multiplies on the FMA pipe.
+    assert launch.demand[0, TENSOR] == 2 * 16 * 32 * 64
+    assert launch.demand[0, 1] == 16 * 32
+
+
+def test_partial_n_block_is_its_own_class(h100):
+    # N = 2*40 = 80 with BN = 32: blocks of 32, 32 and 16 columns; store bytes differ.
+    (launch,) = moe.decompose(call(intermediate=40, config=cfg()), h100)
+    assert launch.counts.tolist() == [8 * 2, 8 * 1]
+    assert launch.demand[0, L2] - launch.demand[1, L2] == 1 * (32 - 16) * 2
+
+
+def test_total_flop_matches_padded_gemm(h100):
+    for tokens, e, topk, hidden, inter, c in [(4, 8, 2, 128, 64, cfg()), (100, 8, 2, 256, 96, cfg()),
+                                              (300, 16, 4, 320, 160, cfg(64, 64, 32, 8)),
+                                              (1000, 64, 6, 512, 192, cfg(32, 128, 64, 4, 8, 2))]:
+        k = call(tokens, hidden, inter, e, topk, "all", c)
+        launches = moe.decompose(k, h100)
+        w13, w2 = [ln for ln in launches if ln.name.startswith("synperf_fused_moe_kernel")]
+        pad = moe.padding(tokens, e, topk, c["BLOCK_SIZE_M"])
+        kp13 = -(-hidden // c["BLOCK_SIZE_K"]) * c["BLOCK_SIZE_K"]
+        kp2 = -(-inter // c["BLOCK_SIZE_K"]) * c["BLOCK_SIZE_K"]
+        n13 = -(-2 * inter // c["BLOCK_SIZE_N"]) * c["BLOCK_SIZE_N"]
+        n2 = -(-hidden // c["BLOCK_SIZE_N"]) * c["BLOCK_SIZE_N"]
+        assert w13.total_demand[TENSOR] == 2 * pad.padded_total * n13 * kp13
+        assert w2.total_demand[TENSOR] == 2 * pad.padded_total * n2 * kp2
+        assert w13.num_tasks == pad.grid_m * (n13 // c["BLOCK_SIZE_N"])
+
+
+def test_launch_order_follows_group_swizzle(h100):
+    # GROUP_SIZE_M = 1: programs walk N fastest within each M block, so the active ones come first.
+    (launch,) = moe.decompose(call(tokens=40, config=cfg()), h100)
+    order = launch.task_classes()
+    assert order[:32].tolist() == [0] * 32 and order[32:].tolist() == [1] * 20
+    # GROUP_SIZE_M = 8 with 13 M blocks: group 0 = M blocks 0..7 (all active), group 1 = 8..12 (exit).
+    (launch,) = moe.decompose(call(tokens=40, config=cfg(gm=8)), h100)
+    assert np.bincount(launch.task_classes()).tolist() == launch.counts.tolist()
+
+
+def test_routing_weight_dram_and_active_experts(h100):
+    # 1 token, top-2 of 8: exactly 2 experts' weights are read.
+    assert moe.expected_active_experts(1, 8, 2) == pytest.approx(2.0)
+    assert moe.expected_active_experts(10_000, 8, 2) == pytest.approx(8.0)
+    assert moe.expected_active_experts(4, 64, 8) <= 32
+    k = call(tokens=1, hidden=256, intermediate=128, config=cfg())
+    (launch,) = moe.decompose(k, h100)
+    weights = 2 * (2 * 128) * 256 * 2
+    assert launch.dram_read_bytes >= weights
+    assert launch.dram_read_bytes < weights + 4096
+    assert launch.dram_write_bytes == 2 * 256 * 2
+
+
+# ---------------------------------------------------------------- default configs
+
+SMALL = {"BLOCK_SIZE_M": 16, "BLOCK_SIZE_N": 32, "BLOCK_SIZE_K": 64, "GROUP_SIZE_M": 1, "num_warps": 4, "num_stages": 3}
+LARGE = {"BLOCK_SIZE_M": 64, "BLOCK_SIZE_N": 64, "BLOCK_SIZE_K": 32, "GROUP_SIZE_M": 8, "num_warps": 4, "num_stages": 3}
+
+
+@pytest.mark.parametrize("rule", ["vllm_default", "sglang_default"])
+@pytest.mark.parametrize("tokens,e,expected", [(1, 8, SMALL), (8, 8, SMALL), (9, 8, LARGE), (64, 64, SMALL),
+                                               (65, 64, LARGE), (4096, 8, LARGE), (128, 256, SMALL)])
+def test_default_config_rules(rule, tokens, e, expected):
+    assert moe.default_config(rule, tokens, e, 4096, 14336, 2, "bf16") == expected
+    assert moe.default_config(rule, tokens, e, 4096, 14336, 2, "fp16") == expected
+
+
+def test_default_config_used_by_parse():
+    k = call(tokens=9, e=8)               # no config -> vllm_default, M > E -> large
+    assert k.config.as_dict() == LARGE and k.config_source == "vllm_default"
+    k = call(tokens=8, e=8, config="sglang_default")
+    assert k.config.as_dict() == SMALL and k.config_source == "sglang_default"
+    with pytest.raises(ValueError):
+        moe.default_config("tuned", 1, 8, 1, 1, 1)
+
+
+def test_profile_resolver_delegates():
+    from synperf.profile.moe_configs import resolve_config, resolve_default_config
+    assert resolve_default_config("vllm_default", 9, 8, 4096, 14336, 2) == LARGE
+    assert resolve_default_config("sglang_default", 3, 8, 4096, 14336, 2) == SMALL
+    assert resolve_config({"tokens": 3, "num_experts": 8, "hidden": 1, "intermediate": 1, "topk": 2})[0] == SMALL
+    with pytest.raises(ValueError):
+        resolve_default_config("nope", 1, 8, 1, 1, 1)
+
+
+# ---------------------------------------------------------------- validation
+
+@pytest.mark.parametrize("bad", [
+    cfg(bm=8), cfg(bm=48), cfg(bn=8), cfg(bk=512), cfg(warps=3), cfg(warps=64), cfg(stages=0), cfg(gm=0),
+    {**cfg(), "BLOCK_SIZE_M": True}, {**cfg(), "BLOCK_SIZE_N": "32"}, {**cfg(), "num_warps": 4.5},
+    {k: v for k, v in cfg().items() if k != "num_stages"}, {**cfg(), "SPLIT_K": 1},
+    "default", "tuned", 16, ["BLOCK_SIZE_M"],
+])
+def test_invalid_config_names_config(bad):
+    with pytest.raises(InputError) as err:
+        call(config=bad)
+    assert err.value.field == "config"
+
+
+def test_config_too_big_for_shared_memory(h100):
+    k = call(config=cfg(256, 256, 256, 1, 8, 4))
+    with pytest.raises(InputError) as err:
+        moe.decompose(k, h100)
+    assert err.value.field == "config"
+
+
+@pytest.mark.parametrize("obj,field", [
+    ({"topk": 9}, "topk"), ({"topk": 0}, "topk"), ({"tokens": 0}, "tokens"), ({"stage": "w3"}, "stage"),
+    ({"num_experts": "8"}, "num_experts"), ({"hidden": None}, "hidden"),
+])
+def test_invalid_fields(obj, field):
+    base = {"tokens": 4, "hidden": 128, "intermediate": 64, "num_experts": 8, "topk": 2}
+    base.update(obj)
+    if base.get("hidden") is None:
+        del base["hidden"]
+    with pytest.raises(InputError) as err:
+        moe.parse(base, "bf16", LIB)
+    assert err.value.field == field
+
+
+# ---------------------------------------------------------------- MMA path and layout
+
+def test_tensor_path_rules(h100, a100):
+    assert moe.tensor_path(call(tokens=64, config=cfg(64, 64, 32, 8)).config, h100) == "wgmma"
+    assert moe.tensor_path(call(config=cfg()).config, h100) == "mma"                 # BM = 16
+    assert moe.tensor_path(call(config=cfg(64, 64, 32, 8, warps=2)).config, h100) == "mma"
+    assert moe.tensor_path(call(config=cfg(64, 64, 32, 8)).config, a100) == "mma"
+    (launch,) = moe.decompose(call(tokens=64, config=cfg(64, 64, 32, 8)), h100)
+    assert launch.tensor_path == "wgmma" and launch.tensor_dtype == "bf16"
+
+
+def test_warps_per_tile():
+    c = lambda bm, bn, w: moe.MoeConfig(bm, bn, 64, 1, w, 3)  # noqa: E731
+    assert moe.warps_per_tile(c(16, 32, 4), "mma") == (1, 4)
+    assert moe.warps_per_tile(c(64, 64, 4), "mma") == (2, 2)
+    assert moe.warps_per_tile(c(64, 64, 4), "wgmma") == (4, 1)
+    assert moe.warps_per_tile(c(64, 64, 8), "wgmma") == (4, 2)
+    assert moe.warps_per_tile(c(128, 128, 8), "wgmma") == (8, 1)
+
+
+def test_shared_reads_per_cta(h100):
+    # BM=16, BN=32, mma with warps (1, 4): A read 4x, B once, K padded to 128.
+    (launch,) = moe.decompose(call(config=cfg()), h100)
+    assert launch.demand[0, SHARED] == (16 * 4 + 32 * 1) * 128 * 2
+
+
+# ---------------------------------------------------------------- whole call
+
+def test_stage_all_launch_sequence(h100):
+    launches = moe.decompose(call(tokens=64, hidden=256, intermediate=128, stage="all"), h100)
+    names = [ln.name for ln in launches]
+    assert all(n.startswith("moe_align") for n in names[:-4])
+    assert names[-4:] == ["synperf_fused_moe_kernel[w13]", "synperf_silu_and_mul_kernel",
+                          "synperf_fused_moe_kernel[w2]", "reduce_kernel (sum over topk)"]
+    silu = launches[-3]
+    assert silu.num_tasks == 64 * 2 and silu.dram_write_bytes == 64 * 2 * 128 * 2
+    red = launches[-1]
+    assert red.dram_read_bytes == 64 * 2 * 256 * 2 and red.dram_write_bytes == 64 * 256 * 2
+
+
+def test_kernel_demand_runs_and_decode_is_dram_bound(h100):
+    k = call(tokens=1, hidden=4096, intermediate=14336, e=8, topk=2, stage="w13")
+    kd = kernel_demand(moe.decompose(k, h100), h100)
+    assert kd.bound == "dram"
+    # two experts of w13 weights at 3.35 TB/s
+    assert kd.ceiling_us == pytest.approx(2 * 2 * 14336 * 4096 * 2 / 3350e9 * 1e6, rel=0.01)
+    kd = kernel_demand(moe.decompose(call(tokens=2048, hidden=4096, intermediate=14336, stage="all"), h100), h100)
+    assert np.isfinite(kd.ceiling_us) and kd.ceiling_us > 0
