@@ -158,9 +158,8 @@ def estimate_bytes(case: Dict[str, Any]) -> int:
         kv = 2 * b * hkv * kl * d * DTYPE_BYTES.get(c.get("kv_cache_dtype", c["dtype"]), eb)
         out = q
         lse = b * hq * ql * 4
-        # a possible GQA expansion of k/v (fallback path) is counted too
-        expand = kv * (hq // max(hkv, 1)) if hq != hkv else 0
-        return q + kv + out + lse + expand
+        # (the rare GQA-expansion fallback, kv * num_heads/num_kv_heads more, is not counted)
+        return q + kv + out + lse
     if fam == "moe":
         t, h, i = int(c["tokens"]), int(c["hidden"]), int(c["intermediate"])
         e, k = int(c["num_experts"]), int(c["topk"])

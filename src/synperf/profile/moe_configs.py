@@ -25,36 +25,22 @@ from typing import Any, Dict, Tuple
 
 CONFIG_KEYS = ("BLOCK_SIZE_M", "BLOCK_SIZE_N", "BLOCK_SIZE_K", "GROUP_SIZE_M", "num_warps", "num_stages")
 
-TRITON_DEFAULT_NUM_WARPS = 4
-TRITON_DEFAULT_NUM_STAGES = 3
-
-DEFAULT_NAMES = ("vllm_default", "sglang_default")
-
-
-def _small_m() -> Dict[str, int]:
-    return {"BLOCK_SIZE_M": 16, "BLOCK_SIZE_N": 32, "BLOCK_SIZE_K": 64, "GROUP_SIZE_M": 1}
-
-
-def _large_m() -> Dict[str, int]:
-    return {"BLOCK_SIZE_M": 64, "BLOCK_SIZE_N": 64, "BLOCK_SIZE_K": 32, "GROUP_SIZE_M": 8}
+# The rules themselves live in synperf.kernels.moe.default_config (single source of truth).
+from synperf.kernels.moe import (  # noqa: E402
+    DEFAULT_RULES as DEFAULT_NAMES,
+    TRITON_DEFAULT_NUM_STAGES,
+    TRITON_DEFAULT_NUM_WARPS,
+    default_config,
+)
 
 
 def resolve_default_config(
     name: str, tokens: int, num_experts: int, hidden: int, intermediate: int, topk: int
 ) -> Dict[str, int]:
     """The config vLLM / SGLang would use for a bf16 fused MoE call when no
-    tuned config file exists.  ``hidden``, ``intermediate`` and ``topk`` are
-    accepted for signature parity with the engines (their bf16 rule ignores
-    them)."""
-    if name not in DEFAULT_NAMES:
-        raise ValueError(f"unknown default config name {name!r}; expected one of {DEFAULT_NAMES}")
-    m, e = int(tokens), int(num_experts)
-    # vLLM and SGLang agree for unquantized weights (SGLang's extra
-    # `is_marlin and M <= 32` clause does not apply to the Triton path).
-    cfg = _small_m() if m <= e else _large_m()
-    cfg["num_warps"] = TRITON_DEFAULT_NUM_WARPS
-    cfg["num_stages"] = TRITON_DEFAULT_NUM_STAGES
-    return cfg
+    tuned config file exists (see ``synperf.kernels.moe.default_config``).
+    Raises ValueError for an unknown name."""
+    return default_config(name, tokens, num_experts, hidden, intermediate, topk, "bf16")
 
 
 def resolve_config(case: Dict[str, Any]) -> Tuple[Dict[str, int], str]:

@@ -1,0 +1,292 @@
+"""Build the timed callable of a case (inputs are created here, outside the
+timed region).  Requires torch with CUDA (or CPU for the pure-torch paths)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Callable, Dict
+
+import torch
+import torch.nn.functional as F
+
+from .cases import normalize_case
+
+
+class UnsupportedCase(Exception):
+    """The case cannot be run by this harness (library/dtype/shape)."""
+
+
+TORCH_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+@dataclass
+class Op:
+    fn: Callable[[], Any]
+    meta: Dict[str, Any] = field(default_factory=dict)
+    keep: Any = None  # tensors kept alive while the op is timed
+
+
+def _act_dtype(case) -> torch.dtype:
+    dt = case["dtype"]
+    if dt not in TORCH_DTYPES:
+        raise UnsupportedCase(f"dtype {dt!r} is not supported for family {case['family']!r} / library {case['library']!r}")
+    return TORCH_DTYPES[dt]
+
+
+def _randn(shape, dtype, device, scale=1.0):
+    t = torch.randn(shape, dtype=dtype, device=device)
+    if scale != 1.0:
+        t.mul_(scale)
+    return t
+
+
+def _import_flashinfer():
+    try:
+        import flashinfer  # noqa: F401
+    except Exception as e:  # ImportError or a broken install
+        raise UnsupportedCase(f"library 'flashinfer' is not importable here ({type(e).__name__}: {e})")
+    return flashinfer
+
+
+# ------------------------------------------------------------------ gemm
+
+
+def build_gemm(c, device) -> Op:
+    m, n, k = int(c["m"]), int(c["n"]), int(c["k"])
+    lib = c["library"]
+    if lib == "cublas":
+        dt = _act_dtype(c)
+        x = _randn((m, k), dt, device)
+        w = _randn((n, k), dt, device, scale=k ** -0.5)
+        return Op(lambda: F.linear(x, w), {"impl_note": "torch.nn.functional.linear"}, (x, w))
+    if lib == "cublaslt_scaled_mm":
+        if c["dtype"] != "fp8_e4m3":
+            raise UnsupportedCase("library 'cublaslt_scaled_mm' needs dtype 'fp8_e4m3'")
+        if not hasattr(torch, "float8_e4m3fn") or not hasattr(torch, "_scaled_mm"):
+            raise UnsupportedCase("this torch has no float8_e4m3fn / _scaled_mm")
+        if torch.device(device).type == "cuda":
+            cap = torch.cuda.get_device_capability(device)
+            if cap < (8, 9):
+                raise UnsupportedCase(f"FP8 _scaled_mm needs compute capability >= 8.9, device has {cap}")
+        if k % 16 or n % 16:
+            raise UnsupportedCase(f"_scaled_mm needs k and n multiples of 16 (k={k}, n={n})")
+        x = _randn((m, k), torch.float32, device).to(torch.float8_e4m3fn)
+        w = _randn((n, k), torch.float32, device).to(torch.float8_e4m3fn)
+        wt = w.t()  # column-major [k, n] as cuBLASLt requires
+        sa = torch.tensor(1.0, dtype=torch.float32, device=device)
+        sb = torch.tensor(1.0, dtype=torch.float32, device=device)
+
+        def fn():
+            return torch._scaled_mm(x, wt, scale_a=sa, scale_b=sb, out_dtype=torch.bfloat16)
+
+        return Op(fn, {"impl_note": "torch._scaled_mm per-tensor scales, out bf16"}, (x, w, sa, sb))
+    if lib == "fp8_block":
+        raise UnsupportedCase("library 'fp8_block' is not supported by the synperf profiling harness")
+    raise UnsupportedCase(f"unknown gemm library {lib!r}")
+
+
+# ------------------------------------------------------------- attention
+
+
+def build_attention(c, device) -> Op:
+    lib = c["library"]
+    if lib in ("flashinfer", "fa3"):
+        raise UnsupportedCase(f"attention library {lib!r} is out of scope for the synperf harness (use flash_attn2_torch_sdpa)")
+    if lib != "flash_attn2_torch_sdpa":
+        raise UnsupportedCase(f"unknown attention library {lib!r}")
+    dt = _act_dtype(c)
+    if c.get("kv_cache_dtype", c["dtype"]) != c["dtype"]:
+        raise UnsupportedCase("SDPA flash needs kv_cache_dtype == dtype")
+    b, hq, hkv, d = int(c["batch"]), int(c["num_heads"]), int(c["num_kv_heads"]), int(c["head_dim"])
+    phase = c.get("phase", "prefill")
+    ql = int(c.get("q_len", 1 if phase == "decode" else c["kv_len"]))
+    kl = int(c["kv_len"])
+    if d > 256 or d % 8:
+        raise UnsupportedCase(f"SDPA flash backend needs head_dim <= 256 and a multiple of 8 (got {d})")
+    if hq % hkv:
+        raise UnsupportedCase(f"num_heads {hq} is not a multiple of num_kv_heads {hkv}")
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+
+    q = _randn((b, hq, ql, d), dt, device)
+    k = _randn((b, hkv, kl, d), dt, device)
+    v = _randn((b, hkv, kl, d), dt, device)
+    causal = bool(c.get("causal", phase != "decode")) and phase != "decode"
+    attn_mask = None
+    is_causal = causal
+    note = "sdpa flash"
+    if causal and ql == 1:
+        is_causal = False  # one query at the end of the context sees every key
+    elif causal and ql != kl:
+        from torch.nn.attention.bias import causal_lower_right
+
+        attn_mask = causal_lower_right(ql, kl)
+        is_causal = False
+        note = "sdpa flash, causal_lower_right"
+
+    def make(qq, kk, vv, gqa):
+        def fn():
+            with sdpa_kernel(SDPBackend.FLASH_ATTENTION):
+                if gqa:
+                    return F.scaled_dot_product_attention(qq, kk, vv, attn_mask=attn_mask, is_causal=is_causal, enable_gqa=True)
+                return F.scaled_dot_product_attention(qq, kk, vv, attn_mask=attn_mask, is_causal=is_causal)
+
+        return fn
+
+    gqa = hq != hkv
+    fn = make(q, k, v, gqa)
+    meta = {"gqa_expanded": False, "impl_note": note}
+    try:
+        fn()
+        if torch.device(device).type == "cuda":
+            torch.cuda.synchronize(device)
+    except Exception as e:
+        if not gqa or isinstance(e, torch.cuda.OutOfMemoryError):
+            raise
+        # flash backend refused GQA: expand k/v outside the timed region
+        rep = hq // hkv
+        k = k.repeat_interleave(rep, dim=1)
+        v = v.repeat_interleave(rep, dim=1)
+        fn = make(q, k, v, False)
+        fn()
+        meta = {"gqa_expanded": True, "impl_note": note + f"; enable_gqa refused ({type(e).__name__}), k/v expanded"}
+    return Op(fn, meta, (q, k, v))
+
+
+# ------------------------------------------------------------------- moe
+
+
+def build_moe(c, device) -> Op:
+    if c["library"] != "triton_fused_moe":
+        raise UnsupportedCase(f"unknown moe library {c['library']!r} (supported: triton_fused_moe)")
+    dt = _act_dtype(c)
+    from .moe_configs import resolve_config
+    from .triton_moe import MoEWorkspace, random_routing
+
+    cfg, src = resolve_config(c)
+    T, H, I = int(c["tokens"]), int(c["hidden"]), int(c["intermediate"])
+    E, K = int(c["num_experts"]), int(c["topk"])
+    if not 1 <= K <= E:
+        raise UnsupportedCase(f"topk {K} must be in [1, num_experts={E}]")
+    x = _randn((T, H), dt, device)
+    w13 = _randn((E, 2 * I, H), dt, device, scale=H ** -0.5)
+    w2 = _randn((E, H, I), dt, device, scale=I ** -0.5)
+    tw, ids = random_routing(T, E, K, device)
+    ws = MoEWorkspace(x, w13, w2, tw, ids, cfg)
+    stage = c.get("stage", "all")
+    if stage == "w13":
+        fn = ws.w13_pass
+    elif stage == "w2":
+        ws.w13_pass()
+        ws.activation()
+        fn = ws.w2_pass
+    elif stage == "all":
+        fn = ws.full
+    else:
+        raise UnsupportedCase(f"unknown moe stage {stage!r}")
+    return Op(fn, {"config": cfg, "config_source": src, "impl_note": f"synperf triton fused moe, stage {stage}"}, ws)
+
+
+# ----------------------------------------------------------- elementwise
+
+
+def build_rmsnorm(c, device) -> Op:
+    dt = _act_dtype(c)
+    T, H = int(c["tokens"]), int(c["hidden"])
+    eps = 1e-6
+    x = _randn((T, H), dt, device)
+    w = (1.0 + 0.1 * torch.randn(H, device=device)).to(dt)
+    r = _randn((T, H), dt, device) if c.get("residual") else None
+    lib = c["library"]
+    if lib == "torch":
+        from .triton_elementwise import rmsnorm_torch
+
+        return Op(lambda: rmsnorm_torch(x, w, eps, residual=r), {"impl_note": "HF-style composed torch ops"}, (x, w, r))
+    if lib == "triton":
+        from .triton_elementwise import rmsnorm_triton
+
+        if r is not None:
+            return Op(lambda: rmsnorm_triton(x, w, eps, residual=r), {"impl_note": "synperf triton, in place"}, (x, w, r))
+        out = torch.empty_like(x)
+        return Op(lambda: rmsnorm_triton(x, w, eps, out=out), {"impl_note": "synperf triton"}, (x, w, out))
+    if lib == "flashinfer":
+        fi = _import_flashinfer()
+        if r is not None:
+            return Op(lambda: fi.norm.fused_add_rmsnorm(x, r, w, eps), {"impl_note": "flashinfer.norm.fused_add_rmsnorm"}, (x, w, r))
+        return Op(lambda: fi.norm.rmsnorm(x, w, eps), {"impl_note": "flashinfer.norm.rmsnorm"}, (x, w))
+    raise UnsupportedCase(f"unknown rmsnorm library {lib!r}")
+
+
+def build_silu_and_mul(c, device) -> Op:
+    dt = _act_dtype(c)
+    T, I = int(c["tokens"]), int(c["intermediate"])
+    x = _randn((T, 2 * I), dt, device)
+    lib = c["library"]
+    if lib == "torch":
+        from .triton_elementwise import silu_and_mul_torch
+
+        return Op(lambda: silu_and_mul_torch(x), {"impl_note": "F.silu(x[:, :d]) * x[:, d:]"}, x)
+    out = torch.empty((T, I), dtype=dt, device=device)
+    if lib == "triton":
+        from .triton_elementwise import silu_and_mul_triton
+
+        return Op(lambda: silu_and_mul_triton(x, out=out), {"impl_note": "synperf triton"}, (x, out))
+    if lib == "flashinfer":
+        fi = _import_flashinfer()
+        return Op(lambda: fi.activation.silu_and_mul(x, out=out), {"impl_note": "flashinfer.activation.silu_and_mul"}, (x, out))
+    raise UnsupportedCase(f"unknown silu_and_mul library {lib!r}")
+
+
+def build_rope(c, device) -> Op:
+    dt = _act_dtype(c)
+    T, HQ, HK, D = int(c["tokens"]), int(c["num_heads"]), int(c["num_kv_heads"]), int(c["head_dim"])
+    if D % 2:
+        raise UnsupportedCase("rope needs an even head_dim")
+    from .triton_elementwise import make_cos_sin_cache
+
+    cache = make_cos_sin_cache(8192, D, device=device)
+    pos = torch.randint(0, 8192, (T,), device=device, dtype=torch.int64)
+    lib = c["library"]
+    if lib in ("torch", "triton"):
+        # q and k are strided views of a fused qkv projection output, as in vLLM
+        qkv = _randn((T, (HQ + 2 * HK) * D), dt, device)
+        q = qkv[:, : HQ * D]
+        k = qkv[:, HQ * D : (HQ + HK) * D]
+        if lib == "torch":
+            from .triton_elementwise import rope_torch as impl
+        else:
+            from .triton_elementwise import rope_triton as impl
+        return Op(lambda: impl(pos, q, k, cache, HQ, HK, D), {"impl_note": f"{lib} neox rope in place (q,k views of qkv)"}, (qkv, cache, pos))
+    if lib == "flashinfer":
+        fi = _import_flashinfer()
+        q = _randn((T, HQ * D), dt, device)
+        k = _randn((T, HK * D), dt, device)
+        return Op(
+            lambda: fi.rope.apply_rope_with_cos_sin_cache_inplace(pos, q, k, D, cache, is_neox=True),
+            {"impl_note": "flashinfer apply_rope_with_cos_sin_cache_inplace"},
+            (q, k, cache, pos),
+        )
+    raise UnsupportedCase(f"unknown rope library {lib!r}")
+
+
+BUILDERS = {
+    "gemm": build_gemm,
+    "attention": build_attention,
+    "moe": build_moe,
+    "rmsnorm": build_rmsnorm,
+    "silu_and_mul": build_silu_and_mul,
+    "rope": build_rope,
+}
+
+
+def build_op(case: Dict[str, Any], device) -> Op:
+    c = normalize_case(case)
+    return BUILDERS[c["family"]](c, device)
+
+
+def case_seed(cid: str) -> int:
+    import hashlib
+
+    return int(hashlib.sha1(cid.encode()).hexdigest()[:8], 16)
+
+
+__all__ = ["Op", "UnsupportedCase", "build_op", "case_seed"]
