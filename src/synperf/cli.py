@@ -138,6 +138,22 @@ def cmd_data_ceiling(args) -> int:
     return 0
 
 
+def cmd_data_gemm_tiles(args) -> int:
+    from synperf.dataset import iter_records
+    from synperf.kernels.gemm import build_tile_table
+    records = []
+    for rec in iter_records(args.paths):
+        if rec.get("family") == "gemm" and rec.get("library") in ("cublas", "cublaslt_scaled_mm") and rec.get("kernel_names"):
+            records.append({**rec, **{k: json.loads(rec[k]) for k in ("kernel_names", "grids", "blocks", "shared_mem")}})
+    if not records:
+        raise SynperfError("no profiled cuBLAS GEMM rows with kernel names in the given data")
+    table = build_tile_table(records)
+    with open(args.output, "w", encoding="utf-8") as f:
+        json.dump(table, f, separators=(",", ":"))
+    print(f"{len(table['rows'])} shapes, {len(table['configs'])} kernel configurations -> {args.output}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="synperf", description=__doc__)
     parser.add_argument("--version", action="version", version=f"synperf {__version__}")
@@ -170,6 +186,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("paths", nargs="*", default=["data"])
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_data_ceiling)
+
+    p = data.add_parser("gemm-tiles", help="build a cuBLAS tile table from profiled GEMM rows")
+    p.add_argument("paths", nargs="+")
+    p.add_argument("--output", required=True, help="e.g. src/synperf/kernels/tiles/gemm_hopper.json")
+    p.set_defaults(func=cmd_data_gemm_tiles)
 
     try:
         from synperf.profile.cli import add_profile_parser

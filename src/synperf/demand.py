@@ -98,10 +98,12 @@ def launch_demand(launch: Launch, gpu: GpuSpec, cache: str = "cold") -> LaunchDe
                 1e6 * sm_max[L2] / (gpu.l2_load_bytes_per_clk_per_sm * clock)),
         PipeRow("shared", float(total[SHARED]), float(sm_max[SHARED]), 0.0,
                 1e6 * sm_max[SHARED] / (gpu.shared_bandwidth_bytes_per_clk_per_sm * clock)),
-        # Every task waits at least one DRAM round trip for its first operand; tasks that share a
-        # CTA slot run one after another (a persistent CTA can prefetch, so it pays once).
+        # An empty kernel already takes the launch floor; on top, every task waits at least one
+        # DRAM round trip for its first operand, and tasks sharing a CTA slot run one after another
+        # (a persistent CTA can prefetch its next tile, so it pays once).
         PipeRow("latency", float(sched.rounds_on_busiest), float(sched.rounds_on_busiest), 0.0,
-                1e-3 * gpu.dram_latency_ns * (1 if launch.persistent_ctas else sched.rounds_on_busiest)),
+                (gpu.kernel_launch_floor_us or 0.0)
+                + 1e-3 * gpu.dram_latency_ns * (1 if launch.persistent_ctas else sched.rounds_on_busiest)),
     )
     return LaunchDemand(launch, sched, rows)
 

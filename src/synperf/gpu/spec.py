@@ -39,6 +39,7 @@ _NUMERIC_FIELDS: dict[str, tuple[type, bool]] = {
     "xu_ops_per_clk_per_sm": (float, True),
     "alu_ops_per_clk_per_sm": (float, True),
     "list_price_usd": (float, False),
+    "kernel_launch_floor_us": (float, False),
 }
 _INTERCONNECT_FIELDS = ("nvlink_gb_s", "pcie_gb_s")
 
@@ -72,6 +73,7 @@ class GpuSpec:
     alu_ops_per_clk_per_sm: float
     tensor_flops_per_clk_per_sm: Mapping[str, Mapping[str, float]]
     sustained_clock_mhz: float | None = None
+    kernel_launch_floor_us: float | None = None   # shortest possible kernel (empty kernel, CUPTI)
     list_price_usd: float | None = None
     nvlink_gb_s: float | None = None
     pcie_gb_s: float | None = None

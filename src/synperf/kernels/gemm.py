@@ -58,13 +58,14 @@ class TileConfig:
     tile_n: int
     tile_k: int
     split_k: int = 1
-    ctas: int | None = None          # persistent grid size; None = one CTA per (tile, split)
+    persistent_ctas: int | None = None   # persistent grid: at most this many CTAs walk the tiles
     threads: int = 256
     shared_bytes: int = 0
     tensor_path: str = "mma"
     reduce_kernel: bool = False      # split-K partials summed by a second kernel
     cluster_m: int = 1               # Hopper thread-block cluster: CTAs along M share (multicast)
     cluster_n: int = 1               # the B tile, CTAs along N share the A tile
+    memset: bool = False             # cuBLAS clears a workspace (tile semaphores) first
 
 
 _NAME_PATTERNS = (
@@ -80,15 +81,17 @@ _NAME_PATTERNS = (
 
 
 def tile_from_kernel_name(name: str) -> dict | None:
-    """Tile shape (tile_m, tile_n, tile_k, and cluster_m/cluster_n where the name has them)
-    encoded in a cuBLAS/CUTLASS kernel name, or None (e.g. gemv)."""
+    """Tile shape encoded in a cuBLAS/CUTLASS kernel name, in this call's orientation, or None
+    (e.g. gemv). PyTorch hands cuBLAS the transposed problem (out^T = w . x^T, column-major), so a
+    name's first tile extent runs along our n and the second along our m; the same holds for the
+    cluster shape of nvjet names."""
     for pattern in _NAME_PATTERNS:
         found = pattern.search(name)
         if found:
             groups = found.groupdict()
-            tile = {"tile_m": int(groups["tm"]), "tile_n": int(groups["tn"]), "tile_k": int(groups["tk"])}
+            tile = {"tile_m": int(groups["tn"]), "tile_n": int(groups["tm"]), "tile_k": int(groups["tk"])}
             if groups.get("cm"):
-                tile.update(cluster_m=int(groups["cm"]), cluster_n=int(groups["cn"]))
+                tile.update(cluster_m=int(groups["cn"]), cluster_n=int(groups["cm"]))
             return tile
     return None
 
@@ -111,20 +114,33 @@ def _tile_table(arch: str):
     return data["dtypes"], rows, configs
 
 
-def table_config(call: GemmCall, arch: str) -> TileConfig | None:
+def table_configs(call: GemmCall, arch: str, neighbours: int = 8) -> list[TileConfig]:
+    """Configurations cuBLAS chose for the profiled shapes nearest this call (log-space distance,
+    same dtype), nearest first, without repeats."""
     table = _tile_table(arch)
-    if table is None:
-        return None
+    if table is None or call.library == "fp8_block":
+        return []
     dtypes, rows, configs = table
-    if call.dtype not in dtypes or call.library == "fp8_block":
-        return None
+    if call.dtype not in dtypes:
+        return []
     same = rows[rows[:, 0] == dtypes.index(call.dtype)]
-    if same.size == 0:
-        return None
     query = np.log2([call.m, call.n, call.k])
     # m decides tile height and split-K most, so it weighs more.
     dist = ((np.log2(same[:, 1:4]) - query) ** 2 * np.array([2.0, 1.0, 1.0])).sum(axis=1)
-    return configs[int(same[int(np.argmin(dist)), 4])]
+    found: list[TileConfig] = []
+    for index in np.argsort(dist, kind="stable")[: neighbours]:
+        cfg = configs[int(same[index, 4])]
+        if cfg not in found:
+            found.append(cfg)
+    return found
+
+
+def busiest_sm_flops(call: GemmCall, cfg: TileConfig, sm_count: int) -> float:
+    """Tensor FLOP the busiest SM executes under ``cfg`` (full tiles, wave quantisation)."""
+    tasks = ceil_div(call.m, cfg.tile_m) * ceil_div(call.n, cfg.tile_n) * cfg.split_k
+    slots = min(cfg.persistent_ctas or sm_count, sm_count)
+    k_chunk = round_up(ceil_div(call.k, cfg.split_k), cfg.tile_k)
+    return ceil_div(tasks, slots) * 2.0 * cfg.tile_m * cfg.tile_n * k_chunk
 
 
 def heuristic_config(call: GemmCall, gpu) -> TileConfig:
@@ -159,15 +175,21 @@ def fp8_block_config(call: GemmCall, gpu) -> TileConfig:
             best = (key, tile_n)
     tile_n = best[1]
     path = "wgmma" if "wgmma" in gpu.tensor_flops_per_clk_per_sm else ("tcgen05" if "tcgen05" in gpu.tensor_flops_per_clk_per_sm else "mma")
-    return TileConfig("fp8_block_scaled_gemm", tile_m, tile_n, _FP8_BLOCK, ctas=gpu.sm_count, threads=384,
+    return TileConfig("fp8_block_scaled_gemm", tile_m, tile_n, _FP8_BLOCK, persistent_ctas=gpu.sm_count, threads=384,
                       shared_bytes=min(int(gpu.shared_memory_per_block_kb * 1024), 4 * (tile_m + tile_n) * _FP8_BLOCK),
                       tensor_path=path)
 
 
 def choose_config(call: GemmCall, gpu) -> TileConfig:
+    """cuBLAS's heuristic picks among its kernels the fastest for the shape; we take, among the
+    kernels it picked for the nearest profiled shapes, the one with the least work on the busiest
+    SM (nearest first on ties)."""
     if call.library == "fp8_block":
         return fp8_block_config(call, gpu)
-    return table_config(call, gpu.architecture) or heuristic_config(call, gpu)
+    candidates = table_configs(call, gpu.architecture)
+    if not candidates:
+        return heuristic_config(call, gpu)
+    return min(candidates, key=lambda cfg: busiest_sm_flops(call, cfg, gpu.sm_count))
 
 
 def config_from_profile(call: GemmCall, kernel_names: list[str], grids: list, blocks: list,
@@ -178,6 +200,10 @@ def config_from_profile(call: GemmCall, kernel_names: list[str], grids: list, bl
     CTA is taken to own an equal slice of N with the whole of M and K. A grid with more CTAs than
     output tiles is split-K (a ``reduce`` kernel after it sums the partials); one with fewer is a
     persistent kernel that walks the tiles."""
+    memset = any(name.startswith("[gpu_memset]") for name in kernel_names)
+    kept = [i for i, name in enumerate(kernel_names) if not name.startswith("[gpu_")]
+    kernel_names = [kernel_names[i] for i in kept]
+    grids, blocks, shared_mem = ([seq[i] for i in kept] for seq in (grids, blocks, shared_mem))
     main = next((i for i, name in enumerate(kernel_names) if tile_from_kernel_name(name)), None)
     if main is None:
         main = 0
@@ -186,16 +212,23 @@ def config_from_profile(call: GemmCall, kernel_names: list[str], grids: list, bl
     else:
         tile = tile_from_kernel_name(kernel_names[main])
         ctas = int(np.prod(grids[main]))
-    tiles = ceil_div(call.m, tile["tile_m"]) * ceil_div(call.n, tile["tile_n"])
+    launched = _launched_tiles(call, tile.get("tile_m"), tile.get("tile_n"), tile.get("cluster_m", 1), tile.get("cluster_n", 1))
     has_reduce = any("reduce" in name.lower() for i, name in enumerate(kernel_names) if i != main)
-    split = max(1, ctas // tiles) if ctas >= 2 * tiles else 1
-    persistent = ctas < tiles
     name = kernel_names[main]
+    split_named = "splitk" in name.lower() or has_reduce
+    split = max(1, round(ctas / launched)) if ctas >= 2 * launched or (split_named and ctas > launched) else 1
+    persistent = ctas < launched and not split_named
     return TileConfig(
-        kernel=re.sub(r"<.*", "", name)[:120], split_k=split, ctas=ctas if persistent else None,
+        kernel=re.sub(r"<.*", "", name)[:120], split_k=split, persistent_ctas=ctas if persistent else None,
         threads=int(np.prod(blocks[main])), shared_bytes=int(shared_mem[main] or 0),
-        tensor_path="wgmma" if uses_wgmma(name) else "mma", reduce_kernel=has_reduce and split > 1, **tile,
+        tensor_path="wgmma" if uses_wgmma(name) else "mma", reduce_kernel=has_reduce and split > 1,
+        memset=memset, **tile,
     )
+
+
+def _launched_tiles(call: GemmCall, tile_m: int, tile_n: int, cluster_m: int, cluster_n: int) -> int:
+    """CTAs of a one-tile-per-CTA grid: tile counts rounded up to whole clusters."""
+    return round_up(ceil_div(call.m, tile_m), cluster_m) * round_up(ceil_div(call.n, tile_n), cluster_n)
 
 
 def build_tile_table(records: list[dict]) -> dict:
@@ -240,21 +273,25 @@ def decompose(call: GemmCall, gpu) -> tuple[Launch, ...]:
         resources=Resources(cfg.threads, 168, cfg.shared_bytes),
         dram_read_bytes=(call.m + call.n) * call.k * b + scale_reads, dram_write_bytes=writes,
         tensor_dtype=TENSOR_DTYPE[call.dtype], tensor_path=cfg.tensor_path,
-        persistent_ctas=cfg.ctas,
+        persistent_ctas=min(tiles, cfg.persistent_ctas, gpu.sm_count) if cfg.persistent_ctas else None,
         notes=(f"tile {cfg.tile_m}x{cfg.tile_n}x{cfg.tile_k}", f"split_k={cfg.split_k}", f"tiles={tiles}"),
     )
-    if not cfg.reduce_kernel:
-        return (main,)
-    # splitKreduce_kernel: reads every fp32 partial, writes the output once.
-    elems = call.m * call.n
-    per_cta = 256 * 4
-    reduce_ = Launch(
-        name="splitKreduce_kernel",
-        demand=task_demand(fma_ops=per_cta * cfg.split_k, l2_bytes=per_cta * (4 * cfg.split_k + OUT_BYTES)),
-        counts=[ceil_div(elems, per_cta)], resources=Resources(256, 32, 0),
-        dram_read_bytes=4.0 * elems * cfg.split_k, dram_write_bytes=OUT_BYTES * elems,
-    )
-    return (main, reduce_)
+    launches = [main]
+    if cfg.memset:
+        # One small clear of the per-tile semaphores the persistent kernel synchronises on.
+        launches.insert(0, Launch("memset workspace", task_demand(l2_bytes=4.0 * tiles), [1],
+                                  Resources(32, 16, 0), dram_read_bytes=0.0, dram_write_bytes=4.0 * tiles))
+    if cfg.reduce_kernel:
+        # splitKreduce_kernel: reads every fp32 partial, writes the output once.
+        elems = call.m * call.n
+        per_cta = 256 * 4
+        launches.append(Launch(
+            name="splitKreduce_kernel",
+            demand=task_demand(fma_ops=per_cta * cfg.split_k, l2_bytes=per_cta * (4 * cfg.split_k + OUT_BYTES)),
+            counts=[ceil_div(elems, per_cta)], resources=Resources(256, 32, 0),
+            dram_read_bytes=4.0 * elems * cfg.split_k, dram_write_bytes=OUT_BYTES * elems,
+        ))
+    return tuple(launches)
 
 
 def flops(call: GemmCall) -> float:
