@@ -154,6 +154,50 @@ def cmd_data_gemm_tiles(args) -> int:
     return 0
 
 
+def cmd_data_split(args) -> int:
+    from synperf.dataset import holdout_split, iter_records, write_records
+    train, test = holdout_split(iter_records(args.paths), args.test_fraction)
+    write_records(train, args.train)
+    write_records(test, args.test)
+    print(f"{len(train)} training rows -> {args.train}, {len(test)} held-out rows -> {args.test}")
+    return 0
+
+
+def cmd_data_fit_priors(args) -> int:
+    from synperf.dataset import fit_efficiency_priors, iter_records
+    priors = fit_efficiency_priors(iter_records(args.paths), _registry(args))
+    with open(args.output, "w", encoding="utf-8") as f:
+        json.dump(priors, f, indent=1)
+    print(f"{len(priors)} family/library priors -> {args.output}")
+    return 0
+
+
+def cmd_data_evaluate(args) -> int:
+    from synperf.dataset import evaluate_estimates, iter_records
+    rows = evaluate_estimates(iter_records(args.paths), _registry(args))
+    if args.json:
+        print(json.dumps(rows, indent=1))
+        return 0
+    print(f"{'gpu':<12}{'family':<14}{'library':<24}{'rows':>7}{'MAPE':>8}{'median':>8}{'in 80%':>8}")
+    for r in rows:
+        print(f"{r['gpu']:<12}{r['family']:<14}{r['library']:<24}{r['rows']:>7}{r['mape']:>8.1%}"
+              f"{r['median_ape']:>8.1%}{r['coverage_80']:>8.1%}")
+    return 0
+
+
+def cmd_data_import(args) -> int:
+    from synperf.dataset import write_records_streaming
+    from synperf.importers import Report, iter_source
+    report = Report()
+    options = {"limit": args.limit} if args.limit else {}
+    rows = write_records_streaming(iter_source(args.source, args.path, report=report, **options), args.output)
+    summary = report.as_dict()
+    print(f"{args.source}: read {summary['read']}, kept {summary['kept']} -> {args.output} ({rows} rows)")
+    for reason, count in summary["dropped"].items():
+        print(f"  dropped {count}: {reason}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="synperf", description=__doc__)
     parser.add_argument("--version", action="version", version=f"synperf {__version__}")
@@ -187,6 +231,28 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_data_ceiling)
 
+    p = data.add_parser("import", help="read public measurements (aiconfigurator, vidur, pipeweave) into parquet")
+    p.add_argument("source", choices=("aiconfigurator", "vidur", "pipeweave"))
+    p.add_argument("path", help="the source's folder, e.g. ../shared/data/aiconfigurator")
+    p.add_argument("--output", required=True, help="parquet file to write")
+    p.add_argument("--limit", type=int, help="read at most this many source rows")
+    p.set_defaults(func=cmd_data_import)
+    p = data.add_parser("split", help="hash-split rows into training and held-out parquet files")
+    p.add_argument("paths", nargs="+")
+    p.add_argument("--test-fraction", type=float, default=0.2)
+    p.add_argument("--train", required=True)
+    p.add_argument("--test", required=True)
+    p.set_defaults(func=cmd_data_split)
+    p = data.add_parser("fit-priors", help="fit the analytical estimator's efficiency priors")
+    _add_gpu_args(p, required=False)
+    p.add_argument("paths", nargs="+")
+    p.add_argument("--output", required=True, help="e.g. src/synperf/kernels/efficiency_priors.json")
+    p.set_defaults(func=cmd_data_fit_priors)
+    p = data.add_parser("evaluate", help="latency error and interval coverage of the estimate on measured rows")
+    _add_gpu_args(p, required=False)
+    p.add_argument("paths", nargs="+")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_data_evaluate)
     p = data.add_parser("gemm-tiles", help="build a cuBLAS tile table from profiled GEMM rows")
     p.add_argument("paths", nargs="+")
     p.add_argument("--output", required=True, help="e.g. src/synperf/kernels/tiles/gemm_hopper.json")

@@ -7,6 +7,7 @@ and ``source``. pyarrow is needed here only (the prediction path never imports i
 from __future__ import annotations
 
 import glob
+import hashlib
 import json
 import math
 import os
@@ -79,24 +80,15 @@ def ceiling_check(records: Iterable[dict], registry) -> dict:
     and the median ceiling / measured ratio. Also the worst violations."""
     ratios: dict[tuple, list[float]] = defaultdict(list)
     worst: list[tuple[float, dict]] = []
-    skipped = Counter()
-    for rec in records:
-        latency = rec.get("latency_us")
-        if latency is None or not math.isfinite(latency) or latency <= 0:
-            skipped["no latency"] += 1
-            continue
-        try:
-            case = parse_case(case_of(rec))
-            gpu = registry.get(gpu_of(rec))
-            ceiling = demand_for(case, gpu).ceiling_us
-        except SynperfError as exc:
-            skipped[str(exc).split(":")[0][:60]] += 1
-            continue
+    records = list(records)
+    for rec, case, ceiling in _ceilings(records, registry):
+        latency = rec["latency_us"]
         ratio = ceiling / latency
-        ratios[(gpu.id, case.family, case.library)].append(ratio)
+        ratios[(registry.get(gpu_of(rec)).id, case.family, case.library)].append(ratio)
         if ratio > 1:
             worst.append((ratio, {**case_of(rec), "latency_us": latency, "ceiling_us": ceiling,
                                   "kernel_names": rec.get("kernel_names")}))
+    skipped = {"unusable rows": len(records) - sum(len(v) for v in ratios.values())}
     groups = []
     for (gpu_id, family, library), values in sorted(ratios.items()):
         arr = np.asarray(values)
@@ -111,5 +103,109 @@ def ceiling_check(records: Iterable[dict], registry) -> dict:
                     "below_fraction": float((every <= 1.0).mean()) if every.size else float("nan"),
                     "median_ratio": float(np.median(every)) if every.size else float("nan")},
         "worst": [dict(item[1], ratio=item[0]) for item in worst[:20]],
-        "skipped": dict(skipped),
+        "skipped": skipped if skipped["unusable rows"] else {},
     }
+
+
+def holdout_split(records: Iterable[dict], test_fraction: float) -> tuple[list[dict], list[dict]]:
+    """Deterministic split by a hash of the case: the same shape always lands on the same side."""
+    train, test = [], []
+    for rec in records:
+        key = json.dumps(case_of(rec), sort_keys=True) + gpu_of(rec)
+        bucket = int(hashlib.sha1(key.encode()).hexdigest()[:8], 16) / 0xFFFFFFFF
+        (test if bucket < test_fraction else train).append(rec)
+    return train, test
+
+
+def write_records(records: list[dict], path: str) -> None:
+    pq = _pyarrow()
+    import pyarrow as pa
+    clean = [{k: v for k, v in rec.items() if not k.startswith("_")} for rec in records]
+    pq.write_table(pa.Table.from_pylist(clean), path, compression="zstd", compression_level=9)
+
+
+def fit_efficiency_priors(records: Iterable[dict], registry) -> dict:
+    """Per family/library: median and 10th/90th percentile of efficiency = ceiling / measured."""
+    effs: dict[str, list[float]] = defaultdict(list)
+    gpus = set()
+    for rec, case, ceiling in _ceilings(records, registry):
+        effs[f"{case.family}/{case.library}"].append(min(1.0, ceiling / rec["latency_us"]))
+        gpus.add(gpu_of(rec))
+    priors = {}
+    for key, values in sorted(effs.items()):
+        arr = np.asarray(values)
+        priors[key] = {"median": round(float(np.median(arr)), 4), "low": round(float(np.quantile(arr, 0.1)), 4),
+                       "high": round(float(np.quantile(arr, 0.9)), 4),
+                       "source": f"fitted on {arr.size} measured rows ({', '.join(sorted(gpus))})"}
+    return priors
+
+
+def _ceilings(records: Iterable[dict], registry) -> Iterator[tuple[dict, object, float]]:
+    for rec in records:
+        latency = rec.get("latency_us")
+        if latency is None or not math.isfinite(latency) or latency <= 0:
+            continue
+        try:
+            case = parse_case(case_of(rec))
+            ceiling = demand_for(case, registry.get(gpu_of(rec))).ceiling_us
+        except SynperfError:
+            continue
+        yield rec, case, ceiling
+
+
+def evaluate_estimates(records: Iterable[dict], registry) -> list[dict]:
+    """Latency MAPE and interval coverage of synperf's estimate per (gpu, family, library)."""
+    from synperf.predict import predict
+    errs: dict[tuple, list[tuple[float, bool]]] = defaultdict(list)
+    for rec in records:
+        latency = rec.get("latency_us")
+        if latency is None or not math.isfinite(latency) or latency <= 0:
+            continue
+        try:
+            case = parse_case(case_of(rec))
+            gpu = registry.get(gpu_of(rec))
+            pred = predict(case, gpu)
+        except SynperfError:
+            continue
+        inside = pred.latency_low_us <= latency <= pred.latency_high_us
+        errs[(gpu.id, case.family, case.library)].append((abs(pred.latency_us / latency - 1.0), inside))
+    out = []
+    for (gpu_id, family, library), values in sorted(errs.items()):
+        arr = np.asarray([v[0] for v in values])
+        out.append({"gpu": gpu_id, "family": family, "library": library, "rows": int(arr.size),
+                    "mape": float(arr.mean()), "median_ape": float(np.median(arr)),
+                    "coverage_80": float(np.mean([v[1] for v in values]))})
+    return out
+
+
+# Columns of imported datasets: the contract's shape fields plus provenance; anything else a
+# source adds stays inside case_json.
+IMPORT_COLUMNS = {
+    "gpu": "string", "family": "string", "dtype": "string", "library": "string", "cache": "string",
+    "latency_us": "float64", "source": "string", "framework": "string", "framework_version": "string",
+    "kernel_source": "string", "case_json": "string",
+    "m": "int64", "n": "int64", "k": "int64", "phase": "string", "batch": "int64", "q_len": "int64",
+    "kv_len": "int64", "num_heads": "int64", "num_kv_heads": "int64", "head_dim": "int64", "causal": "bool_",
+    "kv_cache_dtype": "string", "page_size": "int64", "tokens": "int64", "hidden": "int64",
+    "intermediate": "int64", "num_experts": "int64", "topk": "int64", "stage": "string", "residual": "bool_",
+}
+
+
+def write_records_streaming(records: Iterable[dict], path: str, chunk_rows: int = 200_000) -> int:
+    """Stream records into one parquet file in row groups; returns the rows written."""
+    pq = _pyarrow()
+    import pyarrow as pa
+    schema = pa.schema([(name, getattr(pa, kind)()) for name, kind in IMPORT_COLUMNS.items()])
+    written = 0
+    with pq.ParquetWriter(path, schema, compression="zstd") as writer:
+        chunk: list[dict] = []
+        for rec in records:
+            chunk.append({name: rec.get(name) for name in IMPORT_COLUMNS})
+            if len(chunk) >= chunk_rows:
+                writer.write_table(pa.Table.from_pylist(chunk, schema=schema))
+                written += len(chunk)
+                chunk = []
+        if chunk:
+            writer.write_table(pa.Table.from_pylist(chunk, schema=schema))
+            written += len(chunk)
+    return written

@@ -35,14 +35,16 @@ class LaunchDemand:
     launch: Launch
     schedule: Schedule
     rows: tuple[PipeRow, ...]
+    fixed_us: float   # launch floor + the first operand's DRAM round trip: before any pipe can work
 
     @property
     def ceiling_us(self) -> float:
-        return max(row.ideal_us for row in self.rows)
+        return self.fixed_us + max(row.ideal_us for row in self.rows)
 
     @property
     def bound(self) -> str:
-        return max(self.rows, key=lambda row: row.ideal_us).pipe
+        top = max(self.rows, key=lambda row: row.ideal_us)
+        return top.pipe if top.ideal_us >= self.fixed_us else "latency"
 
     def row(self, pipe: str) -> PipeRow:
         return self.rows[PIPES.index(pipe)]
@@ -89,6 +91,7 @@ def launch_demand(launch: Launch, gpu: GpuSpec, cache: str = "cold") -> LaunchDe
                        1e6 * sm_max[col] / (rate_per_sm * clock))
 
     dram = dram_bytes(launch, gpu, cache)
+    serial_rounds = 0 if launch.persistent_ctas else sched.rounds_on_busiest - 1
     rows = (
         math_row("tensor", TENSOR, tensor_rate),
         math_row("fma", FMA, gpu.fp32_ops_per_clk_per_sm),
@@ -98,14 +101,14 @@ def launch_demand(launch: Launch, gpu: GpuSpec, cache: str = "cold") -> LaunchDe
                 1e6 * sm_max[L2] / (gpu.l2_load_bytes_per_clk_per_sm * clock)),
         PipeRow("shared", float(total[SHARED]), float(sm_max[SHARED]), 0.0,
                 1e6 * sm_max[SHARED] / (gpu.shared_bandwidth_bytes_per_clk_per_sm * clock)),
-        # An empty kernel already takes the launch floor; on top, every task waits at least one
-        # DRAM round trip for its first operand, and tasks sharing a CTA slot run one after another
-        # (a persistent CTA can prefetch its next tile, so it pays once).
-        PipeRow("latency", float(sched.rounds_on_busiest), float(sched.rounds_on_busiest), 0.0,
-                (gpu.kernel_launch_floor_us or 0.0)
-                + 1e-3 * gpu.dram_latency_ns * (1 if launch.persistent_ctas else sched.rounds_on_busiest)),
+        # Tasks sharing a CTA slot run one after another and each waits for its first operand
+        # (a persistent CTA prefetches its next tile, so only its first one waits, in fixed_us).
+        PipeRow("latency", float(serial_rounds), float(serial_rounds), 0.0, 1e-3 * gpu.dram_latency_ns * serial_rounds),
     )
-    return LaunchDemand(launch, sched, rows)
+    # Work cannot start before the kernel is launched and its first operand has crossed from DRAM,
+    # and an empty kernel already takes the launch floor: these come before every pipe's time.
+    fixed = (gpu.kernel_launch_floor_us or 0.0) + 1e-3 * gpu.dram_latency_ns
+    return LaunchDemand(launch, sched, rows, fixed)
 
 
 def kernel_demand(launches: tuple[Launch, ...], gpu: GpuSpec, cache: str = "cold") -> KernelDemand:

@@ -30,9 +30,10 @@ def explain_text(demand: KernelDemand, gpu_id: str) -> str:
             row = ld.row(pipe)
             if row.gpu_demand == 0 and row.sm_demand == 0:
                 continue
-            share = row.ideal_us / ceiling if ceiling else 0.0
+            share = (row.ideal_us + ld.fixed_us) / ceiling if ceiling else 0.0
             lines.append(f"  {pipe:<8}{_fmt(row.gpu_demand) + ' ' + UNITS[pipe]:>14}{_fmt(row.sm_demand) + ' ' + UNITS[pipe]:>14}"
                          f"{row.gpu_us:>10.3f}{row.sm_us:>10.3f}{share:>8.0%}")
+        lines.append(f"  fixed   launch floor + first DRAM round trip {ld.fixed_us:.3f} us")
         lines.append(f"  ceiling {ceiling:.3f} us ({ld.bound})")
     return "\n".join(lines)
 
@@ -50,6 +51,7 @@ def explain_dict(demand: KernelDemand) -> dict:
                 "occupancy_limiter": ld.schedule.occupancy.limiter,
                 "waves": ld.schedule.waves,
                 "imbalance": ld.schedule.imbalance,
+                "fixed_us": ld.fixed_us,
                 "ceiling_us": ld.ceiling_us,
                 "bound": ld.bound,
                 "pipes": {row.pipe: {"gpu_demand": row.gpu_demand, "sm_demand": row.sm_demand, "unit": UNITS[row.pipe],

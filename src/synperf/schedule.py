@@ -3,7 +3,6 @@ persistent scheduler. The result is per-SM demand, from which the busiest SM is 
 
 from __future__ import annotations
 
-import heapq
 import math
 from dataclasses import dataclass
 
@@ -103,21 +102,41 @@ def schedule(launch: Launch, gpu: GpuSpec) -> Schedule:
         rounds = math.ceil(int(per_sm_tasks.max()) / occ.ctas_per_sm)
         return Schedule(occ, min(total, slots), per_sm_tasks, per_sm_demand.astype(np.float64), per_sm_cycles, rounds, waves)
 
-    # Heterogeneous tasks: simulate the GigaThread engine. Every SM first gets one CTA, then more
-    # rounds while resources allow; afterwards a CTA goes to the slot that retires first.
+    # Heterogeneous tasks: the GigaThread engine first deals one CTA to every SM, then more rounds
+    # while resources allow; afterwards a waiting CTA goes to the slot that retires first. Tasks
+    # after the first fill are placed in batches of half the slots, each batch onto the
+    # slots that free up earliest (exact when a batch's tasks retire in the order they started;
+    # one heap operation per task would cost seconds for a 100k-CTA causal attention grid).
     classes = launch.task_classes()
-    heap = [(0.0, r, sm) for r in range(occ.ctas_per_sm) for sm in range(n_sm)]
-    heapq.heapify(heap)
-    sm_of_task = np.empty(classes.size, dtype=np.int64)
-    slot_tasks: dict[tuple[int, int], int] = {}
-    for i, cls in enumerate(classes):
-        free_at, r, sm = heapq.heappop(heap)
-        sm_of_task[i] = sm
-        slot_tasks[(r, sm)] = slot_tasks.get((r, sm), 0) + 1
-        heapq.heappush(heap, (free_at + task_cycles[cls] + 1e-9, r, sm))
+    durations = task_cycles[classes]
+    slot_sm = np.arange(slots) % n_sm          # slot s = (round s // n_sm, SM s % n_sm)
+    free_at = np.zeros(slots)
+    slot_tasks = np.zeros(slots, dtype=np.int64)
+    slot_of_task = np.empty(total, dtype=np.int64)
+    first = min(total, slots)
+    slot_of_task[:first] = np.arange(first)
+    free_at[:first] = durations[:first]
+    slot_tasks[:first] = 1
+    # Very long grids are placed in runs of consecutive CTAs (at most ~8 runs per slot), which
+    # keeps the cost bounded while each run stays small against a slot's total load.
+    run = max(1, (total - first) // (8 * slots))
+    starts = np.arange(first, total, run)
+    run_durations = np.add.reduceat(durations[first:], starts - first) if starts.size else starts
+    batch = max(1, slots // 2)
+    for b0 in range(0, starts.size, batch):
+        b1 = min(starts.size, b0 + batch)
+        targets = np.argsort(free_at, kind="stable")[: b1 - b0]
+        free_at[targets] += run_durations[b0:b1]
+        slot_tasks[targets] += np.minimum(run, total - starts[b0:b1])
+        for offset in range(run):
+            picked = starts[b0:b1] + offset
+            keep = picked < total
+            slot_of_task[picked[keep]] = targets[keep]
+    sm_of_task = slot_sm[slot_of_task]
     per_sm_tasks = np.bincount(sm_of_task, minlength=n_sm)
     per_sm_demand = np.zeros((n_sm, 5))
-    np.add.at(per_sm_demand, sm_of_task, launch.demand[classes])
-    per_sm_cycles = np.bincount(sm_of_task, weights=task_cycles[classes], minlength=n_sm) / occ.ctas_per_sm
+    for column in range(5):
+        per_sm_demand[:, column] = np.bincount(sm_of_task, weights=launch.demand[classes, column], minlength=n_sm)
+    per_sm_cycles = np.bincount(sm_of_task, weights=durations, minlength=n_sm) / occ.ctas_per_sm
     return Schedule(occ, min(total, slots), per_sm_tasks, per_sm_demand, per_sm_cycles,
-                    max(slot_tasks.values()), waves)
+                    int(slot_tasks.max()), waves)

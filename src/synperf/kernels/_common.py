@@ -24,21 +24,31 @@ def next_pow2(x: int) -> int:
     return 1 << max(0, math.ceil(math.log2(max(1, x))))
 
 
+def triton_num_warps(elements: int) -> int:
+    """The warps synperf's Triton element-wise kernels launch: a power of two in [1, 16], about one
+    warp per 256 elements of the program's block."""
+    warps = 1
+    while warps < 16 and warps * 256 < elements:
+        warps *= 2
+    return warps
+
+
 def rowwise_launch(name: str, rows: int, cols: int, *, threads: int, bytes_in_per_col: float,
                    bytes_out_per_col: float, fma_per_col: float, xu_per_col: float,
                    xu_per_row: float = 0.0, registers: int = 32, shared_bytes: int = 0,
-                   fixed_bytes_in: float = 0.0) -> Launch:
-    """One CTA per row (RMSNorm, SiLU-and-mul in FlashInfer/Triton/vLLM style).
+                   fixed_bytes_in: float = 0.0, col_blocks: int = 1) -> Launch:
+    """One CTA per row, or per (row, column block) when ``col_blocks`` > 1 (RMSNorm, SiLU-and-mul
+    in FlashInfer/Triton/vLLM style). The last column block may be partial; the demand is spread evenly.
 
     ``fixed_bytes_in`` is read by every CTA but only once from DRAM (e.g. a norm weight); it is
     left out of the L2 demand because L1 may serve the repeats, and the ceiling must stay a bound."""
     per_task = task_demand(
-        fma_ops=fma_per_col * cols,
-        xu_ops=xu_per_col * cols + xu_per_row,
-        l2_bytes=(bytes_in_per_col + bytes_out_per_col) * cols,
+        fma_ops=fma_per_col * cols / col_blocks,
+        xu_ops=(xu_per_col * cols + xu_per_row) / col_blocks,
+        l2_bytes=(bytes_in_per_col + bytes_out_per_col) * cols / col_blocks,
     )
     return Launch(
-        name=name, demand=per_task, counts=[rows],
+        name=name, demand=per_task, counts=[rows * col_blocks],
         resources=Resources(threads=threads, registers_per_thread=registers, shared_bytes=shared_bytes),
         dram_read_bytes=bytes_in_per_col * cols * rows + fixed_bytes_in,
         dram_write_bytes=bytes_out_per_col * cols * rows,

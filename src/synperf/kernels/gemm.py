@@ -128,7 +128,8 @@ def table_configs(call: GemmCall, arch: str, neighbours: int = 8) -> list[TileCo
     # m decides tile height and split-K most, so it weighs more.
     dist = ((np.log2(same[:, 1:4]) - query) ** 2 * np.array([2.0, 1.0, 1.0])).sum(axis=1)
     found: list[TileConfig] = []
-    for index in np.argsort(dist, kind="stable")[: neighbours]:
+    nearest = np.argpartition(dist, min(neighbours, dist.size - 1))[: neighbours]
+    for index in nearest[np.argsort(dist[nearest], kind="stable")]:
         cfg = configs[int(same[index, 4])]
         if cfg not in found:
             found.append(cfg)

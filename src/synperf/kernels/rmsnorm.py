@@ -4,7 +4,7 @@ flashinfer (norm.cuh, RMSNormKernel / FusedAddRMSNormKernel): grid = one CTA per
 vec_size = gcd(16 / sizeof(T), hidden); block = (32, ceil(min(1024, hidden / vec_size) / 32));
 shared memory = one float per warp (the cross-warp reduction).
 triton (synperf.profile.triton_elementwise): one program per token, BLOCK = next_pow2(hidden),
-num_warps = min(max(BLOCK // 256, 1), 8).
+one warp per 256 elements of BLOCK (at most 16).
 torch: the HuggingFace composition x.float().pow(2).mean(-1) -> rsqrt -> scale -> cast -> weight,
 launched by PyTorch eager as separate element-wise and reduction kernels.
 """
@@ -14,7 +14,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from synperf.kernels._common import DTYPE_BYTES, elementwise_launch, next_pow2, rowwise_launch
+from synperf.kernels._common import DTYPE_BYTES, elementwise_launch, next_pow2, rowwise_launch, triton_num_warps
 from synperf.tasks import Launch, Resources, task_demand
 from synperf.validate import MAX_TOKENS, get_bool, get_int
 
@@ -61,8 +61,7 @@ def decompose(call: RmsNormCall, gpu) -> tuple[Launch, ...]:
         name = "FusedAddRMSNormKernel" if call.residual else "RMSNormKernel"
         return (_fused_row_kernel(call, warps * 32, warps * 4, name),)
     if call.library == "triton":
-        warps = min(max(next_pow2(call.hidden) // 256, 1), 8)
-        return (_fused_row_kernel(call, warps * 32, 0, "synperf_rmsnorm"),)
+        return (_fused_row_kernel(call, 32 * triton_num_warps(next_pow2(call.hidden)), 0, "synperf_rmsnorm_kernel"),)
     return _torch_launches(call)
 
 

@@ -2,8 +2,8 @@
 
 flashinfer (activation.cuh, act_and_mul_kernel): one CTA per token, vec = 16 / sizeof(T) elements
 a thread, block = min(d / vec, 1024) threads.
-triton (synperf.profile.triton_elementwise): one program per token, BLOCK = next_pow2(d) capped
-by the kernel at 4096 columns a program (it loops over the rest), num_warps = 4.
+triton (synperf.profile.triton_elementwise): grid (tokens, cdiv(d, BLOCK)) with
+BLOCK = min(1024, next_pow2(d)) and one warp per 256 elements of the block.
 torch: F.silu(x[:, :d]) * x[:, d:]: two PyTorch element-wise kernels (silu, then mul).
 """
 
@@ -11,7 +11,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from synperf.kernels._common import DTYPE_BYTES, ceil_div, elementwise_launch, rowwise_launch
+from synperf.kernels._common import (DTYPE_BYTES, ceil_div, elementwise_launch, next_pow2, rowwise_launch,
+                                     triton_num_warps)
 from synperf.tasks import Launch
 from synperf.validate import MAX_TOKENS, get_int
 
@@ -40,11 +41,15 @@ def parse(obj: dict, dtype: str, library: str) -> SiluMulCall:
 def decompose(call: SiluMulCall, gpu) -> tuple[Launch, ...]:
     b = DTYPE_BYTES[call.dtype]
     d = call.intermediate
-    if call.library in ("flashinfer", "triton"):
-        threads = min(ceil_div(d, 16 // b), 1024) if call.library == "flashinfer" else 128
-        name = "act_and_mul_kernel" if call.library == "flashinfer" else "synperf_silu_and_mul"
-        return (rowwise_launch(name, call.tokens, d, threads=threads, bytes_in_per_col=2 * b,
-                               bytes_out_per_col=b, fma_per_col=_FMA_PER_ELEM, xu_per_col=_XU_PER_ELEM),)
+    if call.library == "flashinfer":
+        return (rowwise_launch("act_and_mul_kernel", call.tokens, d, threads=min(ceil_div(d, 16 // b), 1024),
+                               bytes_in_per_col=2 * b, bytes_out_per_col=b, fma_per_col=_FMA_PER_ELEM,
+                               xu_per_col=_XU_PER_ELEM),)
+    if call.library == "triton":
+        block = min(1024, next_pow2(d))
+        return (rowwise_launch("synperf_silu_and_mul_kernel", call.tokens, d, threads=32 * triton_num_warps(block),
+                               bytes_in_per_col=2 * b, bytes_out_per_col=b, fma_per_col=_FMA_PER_ELEM,
+                               xu_per_col=_XU_PER_ELEM, col_blocks=ceil_div(d, block)),)
     n = call.tokens * d
     return (
         elementwise_launch("silu", n, bytes_in_per_elem=b, bytes_out_per_elem=b, fma_per_elem=3.0, xu_per_elem=2.0),

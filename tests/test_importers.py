@@ -1,0 +1,168 @@
+"""Importers of public measured kernel data (shared/data next to the repository, read-only).
+
+Each importer runs on a small slice of the real data; the filters are checked on synthetic rows.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from synperf.cases import parse_case
+from synperf.gpu import resolve_gpu
+from synperf.importers import Report, import_source
+
+DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+
+pd = pytest.importorskip("pandas")
+pytest.importorskip("pyarrow")
+
+
+def _need(path: Path) -> Path:
+    if not path.exists():
+        pytest.skip(f"public data not found at {path}")
+    return path
+
+
+def _check(records, report, source):
+    assert report["read"] == report["kept"] + sum(report["dropped"].values())
+    assert report["kept"] == len(records) > 0
+    for rec in records:
+        assert rec["source"] == source
+        assert 0.5 <= rec["latency_us"] <= 5e6, rec          # µs, not ms or s
+        assert rec["cache"] in ("warm", "cold")
+        assert resolve_gpu(rec["gpu"]).id == rec["gpu"]
+        case = json.loads(rec["case_json"])
+        assert set(case) <= {"family", "dtype", "library"} | set(rec)
+        assert all(rec[k] == v for k, v in case.items())     # record fields mirror the case
+        assert "gpu" not in case and "latency_us" not in case and "cache" not in case
+        parsed = parse_case(case)
+        assert (parsed.family, parsed.dtype, parsed.library) == (rec["family"], rec["dtype"], rec["library"])
+
+
+def test_aiconfigurator_slice():
+    path = _need(DATA / "aiconfigurator" / "data" / "a100_sxm")
+    records, report = import_source("aiconfigurator", str(path), limit=40_000)
+    _check(records, report, "aiconfigurator")
+    assert report["read"] <= 40_000
+    assert {r["gpu"] for r in records} == {"a100-sxm4-80gb"}
+    assert all(r["framework"] in ("vllm", "sglang", "trtllm") and r["framework_version"] for r in records)
+    assert report["dropped"]                                    # e.g. kernels not modelled on sm_80
+
+
+def _frame(rows: list[dict], defaults: dict):
+    return pd.DataFrame([{**defaults, **row} for row in rows])
+
+
+ATTN = dict(framework="VLLM", version="0.19.0", device="NVIDIA H100 80GB HBM3", op_name="generation_attention",
+            kernel_source="vllm_flash_attn_fa3", batch_size=4, isl=1, num_heads=32, num_key_value_heads=8,
+            head_dim=128, beam_width=1, attn_dtype="bfloat16", kv_cache_dtype="bfloat16", step=1023,
+            window_size=0, latency=0.05)
+
+
+def test_aiconfigurator_attention_filters():
+    from synperf.importers.aiconfigurator import records_of_frame
+
+    df = _frame([
+        {},                                                            # kept: decode, kv_len 1024
+        {"latency": 0.0},                                              # latency 0
+        {"window_size": 128},                                          # sliding window
+        {"framework": "TRTLLM", "version": "1.2.0rc5", "kernel_source": "torch_flow_flashinfer"},
+        {"framework": "TRTLLM", "version": "1.3.0rc20", "kernel_source": "torch_flow_flashinfer"},  # kept
+        {"device": "NVIDIA A100-SXM4-80GB"},                           # FA3 only on Hopper
+        {"kv_cache_dtype": "fp8"},                                     # fp8 KV only for flashinfer decode
+        {"kernel_source": "trtllm_mha"},                               # not modelled
+        {"device": "Some Unknown GPU"},                                # no spec: dropped by device
+        {"head_dim": 100},                                             # parse_case rejects head_dim
+    ], ATTN)
+    report = Report()
+    records = list(records_of_frame(df, "decode", report))
+    rep = report.as_dict()
+    assert rep["read"] == 10 and rep["kept"] == 2 == len(records)
+    assert rep["read"] == rep["kept"] + sum(rep["dropped"].values())
+    d = rep["dropped"]
+    assert d["latency <= 0 or missing"] == 1
+    assert d["attention window_size > 0 (sliding window)"] == 1
+    assert d["TensorRT-LLM decode attention older than 1.3.0rc20 (KV-length convention)"] == 1
+    assert d["attention kernel_source vllm_flash_attn_fa3 not mapped on cc 8.x"] == 1
+    assert d["attention fp8 KV cache (modelled for flashinfer decode only)"] == 1
+    assert d["attention kernel_source trtllm_mha not modelled"] == 1
+    assert d["device 'Some Unknown GPU' has no synperf GPU spec"] == 1
+    assert d["rejected by parse_case (head_dim)"] == 1
+    fa3, fi = records
+    assert (fa3["library"], fa3["phase"], fa3["q_len"], fa3["kv_len"], fa3["causal"]) == ("fa3", "decode", 1, 1024, False)
+    assert fa3["latency_us"] == pytest.approx(50.0) and fa3["gpu"] == "h100-sxm" and fa3["cache"] == "warm"
+    assert fi["library"] == "flashinfer" and fi["framework"] == "trtllm"
+
+
+def test_aiconfigurator_gemm_and_moe_mapping():
+    from synperf.importers.aiconfigurator import records_of_frame
+
+    gemm = _frame([{"gemm_dtype": d} for d in ("bfloat16", "fp8", "fp8_block", "nvfp4", "int4_wo")],
+                  dict(framework="SGLang", version="0.5.9", device="NVIDIA H200", op_name="gemm",
+                       kernel_source="sglang", m=128, n=4096, k=4096, latency=0.02))
+    report = Report()
+    libs = [(r["library"], r["dtype"]) for r in records_of_frame(gemm, "gemm", report)]
+    assert libs == [("cublas", "bf16"), ("cublaslt_scaled_mm", "fp8_e4m3"), ("fp8_block", "fp8_e4m3")]
+    assert report.dropped == {"gemm_dtype nvfp4 not modelled": 1, "gemm_dtype int4_wo not modelled": 1}
+
+    moe = _frame([
+        {}, {"kernel_source": "sglang_fused_moe_triton"}, {"kernel_source": "moe_torch_flow_cutlass"},
+        {"distribution": "power_law_1.2"}, {"moe_ep_size": 4}, {"moe_dtype": "fp8"},
+    ], dict(framework="VLLM", version="0.19.0", device="NVIDIA H100 80GB HBM3", op_name="moe",
+            kernel_source="vllm_fused_moe", moe_dtype="bfloat16", num_tokens=256, hidden_size=4096,
+            inter_size=1536, topk=8, num_experts=128, moe_tp_size=2, moe_ep_size=1, distribution="balanced",
+            latency=0.1))
+    report = Report()
+    recs = list(records_of_frame(moe, "moe", report))
+    assert [(r["config"], r["intermediate"], r["stage"]) for r in recs] == [
+        ("vllm_default", 768, "all"), ("sglang_default", 768, "all")]
+    assert report.kept == 2 and report.read == 6 and sum(report.dropped.values()) == 4
+
+
+def test_vidur_slice():
+    path = _need(DATA / "vidur")
+    records, report = import_source("vidur", str(path), limit=3000)
+    _check(records, report, "vidur")
+    assert report["read"] == 3000
+    fams = {r["family"] for r in records}
+    assert {"gemm", "rmsnorm", "silu_and_mul", "rope"} <= fams
+    for r in records:
+        assert r["dtype"] == "fp16"
+        assert r["cache"] == ("cold" if r["family"] == "gemm" else "warm")
+    # QKV projection of a TP-1 row: n = (heads + 2 kv heads) * head_dim, k = hidden
+    qkv = [r for r in records if r["kernel_source"].startswith("sarathi attn_pre_proj") and r["tp"] == 1]
+    assert qkv and all(r["k"] * 3 == r["n"] for r in qkv if r["model"].endswith("Llama-2-7b-hf"))
+
+
+def test_pipeweave_slice():
+    path = _need(DATA / "pipeweave")
+    records, report = import_source("pipeweave", str(path), limit=2500)
+    _check(records, report, "pipeweave")
+    for r in records:
+        assert r["family"] == "moe" and r["stage"] == "w13" and isinstance(r["config"], dict)
+        assert set(r["config"]) == {"BLOCK_SIZE_M", "BLOCK_SIZE_N", "BLOCK_SIZE_K", "GROUP_SIZE_M",
+                                    "num_warps", "num_stages"}
+
+
+def test_pipeweave_fp8_gemm():
+    from synperf.importers import CaseValidator
+    from synperf.importers.pipeweave import _gemm_file
+
+    file = _need(DATA / "pipeweave" / "gemm_fp8_train.csv")
+    report = Report()
+    records = list(_gemm_file(str(file), report, CaseValidator(), 2000))
+    rep = report.as_dict()
+    _check(records, rep, "pipeweave")
+    assert rep["read"] == 2000
+    assert {r["gpu"] for r in records} <= {"h20", "h800"}
+    assert all(r["library"] == "fp8_block" and r["dtype"] == "fp8_e4m3" for r in records)
+
+
+def test_unknown_source():
+    from synperf.errors import SynperfError
+
+    with pytest.raises(SynperfError):
+        import_source("nope", ".")
