@@ -198,6 +198,17 @@ def cmd_data_import(args) -> int:
     return 0
 
 
+def cmd_bench(args) -> int:
+    from synperf.bench import run_bench
+    result = run_bench(_registry(args).get(args.gpu), args.lines, args.seed)
+    if args.json:
+        print(json.dumps(result, indent=1))
+    else:
+        for key, value in result.items():
+            print(f"{key:<36}{value}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="synperf", description=__doc__)
     parser.add_argument("--version", action="version", version=f"synperf {__version__}")
@@ -219,6 +230,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("kernel", help="one kernel case as a JSON object")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_explain)
+
+    p = sub.add_parser("bench", help="prediction speed: cases per second and single-call latency")
+    _add_gpu_args(p, required=False)
+    p.set_defaults(gpu="h100-sxm")
+    p.add_argument("--lines", type=int, default=100_000, help="cases per measured stream")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_bench)
 
     data = sub.add_parser("data", help="measured datasets").add_subparsers(dest="data_command", required=True)
     p = data.add_parser("summary", help="rows per (gpu, family, dtype, library, source)")

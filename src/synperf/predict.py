@@ -56,7 +56,9 @@ def demand_for(case: KernelCase, gpu: GpuSpec) -> KernelDemand:
     return kernel_demand(launches, gpu, case.cache)
 
 
+@lru_cache(maxsize=200_000)
 def predict(case: KernelCase, gpu: GpuSpec) -> Prediction:
+    """Cached: serving and end-to-end workloads repeat the same kernel shapes many times."""
     demand = demand_for(case, gpu)
     ceiling = demand.ceiling_us
     prior = efficiency_prior(case.family, case.library)

@@ -80,6 +80,10 @@ class GpuSpec:
     sources: Mapping[str, str] = field(default_factory=dict, compare=False, repr=False)
     origin: str = field(default="", compare=False, repr=False)
 
+    def __hash__(self) -> int:
+        # Specs hold dicts, so the generated hash would fail; id + origin identify a spec.
+        return hash((self.id, self.origin))
+
     # -- derived quantities (pure) -------------------------------------------------------
     @property
     def clock_hz(self) -> float:

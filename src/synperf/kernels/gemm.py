@@ -104,14 +104,23 @@ def uses_wgmma(name: str) -> bool:
 
 @lru_cache(maxsize=None)
 def _tile_table(arch: str):
-    """Profiled (dtype, log m, log n, log k) -> TileConfig rows for one architecture, or None."""
+    """Per dtype: log2 (m, n, k) of the profiled shapes and the index of the config cuBLAS chose,
+    plus the list of configs; None when the architecture was never profiled."""
     entry = resources.files("synperf.kernels") / "tiles" / f"gemm_{arch}.json"
     if not entry.is_file():
         return None
     data = json.loads(entry.read_text())
     configs = [TileConfig(**c) for c in data["configs"]]
     rows = np.asarray(data["rows"], dtype=np.float64)  # dtype_code, m, n, k, config index
-    return data["dtypes"], rows, configs
+    by_dtype = {}
+    for code, dtype in enumerate(data["dtypes"]):
+        same = rows[rows[:, 0] == code]
+        by_dtype[dtype] = (np.log2(same[:, 1:4]), same[:, 4].astype(np.int64))
+    return by_dtype, configs
+
+
+# m decides tile height and split-K most, so it weighs more in the shape distance.
+_SHAPE_WEIGHTS = np.array([2.0, 1.0, 1.0])
 
 
 def table_configs(call: GemmCall, arch: str, neighbours: int = 8) -> list[TileConfig]:
@@ -120,17 +129,16 @@ def table_configs(call: GemmCall, arch: str, neighbours: int = 8) -> list[TileCo
     table = _tile_table(arch)
     if table is None or call.library == "fp8_block":
         return []
-    dtypes, rows, configs = table
-    if call.dtype not in dtypes:
+    by_dtype, configs = table
+    if call.dtype not in by_dtype:
         return []
-    same = rows[rows[:, 0] == dtypes.index(call.dtype)]
-    query = np.log2([call.m, call.n, call.k])
-    # m decides tile height and split-K most, so it weighs more.
-    dist = ((np.log2(same[:, 1:4]) - query) ** 2 * np.array([2.0, 1.0, 1.0])).sum(axis=1)
+    logs, config_index = by_dtype[call.dtype]
+    diff = logs - np.log2([call.m, call.n, call.k])
+    dist = (diff * diff) @ _SHAPE_WEIGHTS
     found: list[TileConfig] = []
     nearest = np.argpartition(dist, min(neighbours, dist.size - 1))[: neighbours]
     for index in nearest[np.argsort(dist[nearest], kind="stable")]:
-        cfg = configs[int(same[index, 4])]
+        cfg = configs[config_index[index]]
         if cfg not in found:
             found.append(cfg)
     return found
