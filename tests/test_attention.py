@@ -270,3 +270,18 @@ def test_defaults():
 def test_family_is_discovered():
     from synperf.kernels import families
     assert families()["attention"] is A
+
+
+def test_prefill_is_paged_only_when_a_page_size_is_given():
+    from synperf.cases import parse_case
+    from synperf.gpu import resolve_gpu
+    from synperf.kernels import families
+    gpu = resolve_gpu("h100-sxm")
+    base = {"family": "attention", "library": "flashinfer", "phase": "prefill", "batch": 2, "q_len": 512,
+            "kv_len": 512, "num_heads": 32, "num_kv_heads": 8, "head_dim": 128}
+    ragged = parse_case(base).call
+    paged = parse_case({**base, "page_size": 16}).call
+    assert not ragged.paged and paged.paged
+    decompose = families()["attention"].decompose
+    assert "Ragged" in decompose(ragged, gpu)[0].name
+    assert "Paged" in decompose(paged, gpu)[0].name

@@ -1,5 +1,5 @@
-"""Attention forward kernels: PyTorch SDPA's vendored FlashAttention-2, FlashInfer FA2 (ragged
-prefill, paged decode) and FlashInfer FA3 (Hopper, persistent). Rules, and the source files they
+"""Attention forward kernels: PyTorch SDPA's vendored FlashAttention-2, FlashInfer FA2 (prefill
+on a ragged KV, or a paged one when the case gives page_size; paged decode) and FlashInfer FA3 (Hopper, persistent). Rules, and the source files they
 were read from, are in docs/kernels-attention.md; the SDPA grids were checked on an H200 (torch 2.11).
 
 A task is one CTA (FA2 kernels) or one (q-tile, head) work item of FA3's persistent scheduler.
@@ -44,6 +44,7 @@ class AttentionCall:
     page_size: int
     dtype: str
     library: str
+    paged: bool = True   # KV in a paged cache (decode always; prefill when page_size is given)
 
     @property
     def batch(self) -> int:
@@ -91,9 +92,11 @@ def parse(obj: dict, dtype: str, library: str) -> AttentionCall:
     kv_dtype = get_choice(obj, "kv_cache_dtype", ("bf16", "fp16", "fp8_e4m3"), default=dtype)
     if kv_dtype != dtype and not (kv_dtype == "fp8_e4m3" and library == "flashinfer" and decode):
         raise InputError(f"must equal dtype {dtype} (fp8_e4m3 only for flashinfer decode)", "kv_cache_dtype")
+    # A prefill reads a ragged (contiguous) KV unless the case names a page size.
+    paged = decode or obj.get("page_size") is not None
     page_size = get_int(obj, "page_size", hi=4096, default=16)
     call = AttentionCall(phase, tuple(q_list), tuple(kv_list), num_heads, num_kv_heads, head_dim,
-                         causal, kv_dtype, page_size, dtype, library)
+                         causal, kv_dtype, page_size, dtype, library, paged)
     if library == "flash_attn2_torch_sdpa":
         if len(set(q_list)) > 1 or len(set(kv_list)) > 1:
             raise InputError("SDPA takes dense (padded) tensors: per-request lengths must be equal", "kv_lens")
@@ -416,7 +419,7 @@ def _fa3(call: AttentionCall, gpu) -> tuple[Launch, ...]:
     if gpu.cc_major != 9:
         raise InputError("fa3 needs a Hopper GPU", "library")
     d, h, n_sm = call.head_dim, call.num_heads, gpu.sm_count
-    paged = call.phase == "decode"
+    paged = call.paged
     cq, ckv = _fa3_tile(d, paged, call.causal)
     q = np.asarray(call.q_lens, dtype=np.int64)
     kv = np.asarray(call.kv_lens, dtype=np.int64)
@@ -470,4 +473,4 @@ def decompose(call: AttentionCall, gpu) -> tuple[Launch, ...]:
         return _fa3(call, gpu)
     if call.phase == "decode":
         return _fi_decode(call, gpu)
-    return _fi_prefill(call, gpu, paged=False)
+    return _fi_prefill(call, gpu, paged=call.paged)

@@ -66,6 +66,7 @@ class TileConfig:
     cluster_m: int = 1               # Hopper thread-block cluster: CTAs along M share (multicast)
     cluster_n: int = 1               # the B tile, CTAs along N share the A tile
     memset: bool = False             # cuBLAS clears a workspace (tile semaphores) first
+    stream_k: bool = False           # split-K over a persistent grid: each CTA an equal K share
 
 
 _NAME_PATTERNS = (
@@ -225,12 +226,16 @@ def config_from_profile(call: GemmCall, kernel_names: list[str], grids: list, bl
     has_reduce = any("reduce" in name.lower() for i, name in enumerate(kernel_names) if i != main)
     name = kernel_names[main]
     split_named = "splitk" in name.lower() or has_reduce
-    split = max(1, round(ctas / launched)) if ctas >= 2 * launched or (split_named and ctas > launched) else 1
-    persistent = ctas < launched and not split_named
+    # A split-K grid that is no whole multiple of the tiles (or smaller than them) shares the
+    # K iterations of all tiles evenly over its CTAs (stream-K).
+    stream_k = split_named and ctas % launched != 0
+    split = ctas // launched if ctas >= 2 * launched and not stream_k else 1
+    persistent = (ctas < launched and not split_named) or stream_k
     return TileConfig(
         kernel=re.sub(r"<.*", "", name)[:120], split_k=split, persistent_ctas=ctas if persistent else None,
+        stream_k=stream_k,
         threads=int(np.prod(blocks[main])), shared_bytes=int(shared_mem[main] or 0),
-        tensor_path="wgmma" if uses_wgmma(name) else "mma", reduce_kernel=has_reduce and split > 1,
+        tensor_path="wgmma" if uses_wgmma(name) else "mma", reduce_kernel=has_reduce and (split > 1 or stream_k),
         memset=memset, **tile,
     )
 
@@ -264,8 +269,12 @@ def decompose(call: GemmCall, gpu) -> tuple[Launch, ...]:
     b = DTYPE_BYTES[call.dtype]
     tiles_m, tiles_n = ceil_div(call.m, cfg.tile_m), ceil_div(call.n, cfg.tile_n)
     tiles = tiles_m * tiles_n
+    tasks = tiles * cfg.split_k
     k_chunk = round_up(ceil_div(call.k, cfg.split_k), cfg.tile_k)   # K slice one CTA walks
-    partial_bytes = 4 if cfg.split_k > 1 else OUT_BYTES              # split-K partials are fp32
+    partial_bytes = 4 if cfg.split_k > 1 or cfg.stream_k else OUT_BYTES   # split-K partials are fp32
+    if cfg.stream_k:
+        tasks = min(cfg.persistent_ctas, gpu.sm_count)
+        k_chunk = round_up(ceil_div(tiles * round_up(call.k, cfg.tile_k), tasks), cfg.tile_k)
     # A cluster multicasts a tile to all its CTAs, so each CTA pulls only its share through L2.
     operand_l2 = (cfg.tile_m / cfg.cluster_n + cfg.tile_n / cfg.cluster_m) * k_chunk * b
     per_task = task_demand(
@@ -276,13 +285,14 @@ def decompose(call: GemmCall, gpu) -> tuple[Launch, ...]:
     scale_reads = 0.0
     if call.library == "fp8_block":
         scale_reads = 4.0 * (call.m + ceil_div(call.n, _FP8_BLOCK)) * ceil_div(call.k, _FP8_BLOCK)
-    writes = call.m * call.n * (partial_bytes * cfg.split_k if cfg.reduce_kernel else OUT_BYTES)
+    pieces = cfg.split_k if not cfg.stream_k else ceil_div(tasks, tiles) + 1   # partial sums per output
+    writes = call.m * call.n * (partial_bytes * pieces if cfg.reduce_kernel else OUT_BYTES)
     main = Launch(
-        name=cfg.kernel, demand=per_task, counts=[tiles * cfg.split_k],
+        name=cfg.kernel, demand=per_task, counts=[tasks],
         resources=Resources(cfg.threads, 168, cfg.shared_bytes),
         dram_read_bytes=(call.m + call.n) * call.k * b + scale_reads, dram_write_bytes=writes,
         tensor_dtype=TENSOR_DTYPE[call.dtype], tensor_path=cfg.tensor_path,
-        persistent_ctas=min(tiles, cfg.persistent_ctas, gpu.sm_count) if cfg.persistent_ctas else None,
+        persistent_ctas=min(tasks, cfg.persistent_ctas, gpu.sm_count) if cfg.persistent_ctas else None,
         notes=(f"tile {cfg.tile_m}x{cfg.tile_n}x{cfg.tile_k}", f"split_k={cfg.split_k}", f"tiles={tiles}"),
     )
     launches = [main]
@@ -296,9 +306,9 @@ def decompose(call: GemmCall, gpu) -> tuple[Launch, ...]:
         per_cta = 256 * 4
         launches.append(Launch(
             name="splitKreduce_kernel",
-            demand=task_demand(fma_ops=per_cta * cfg.split_k, l2_bytes=per_cta * (4 * cfg.split_k + OUT_BYTES)),
+            demand=task_demand(fma_ops=per_cta * pieces, l2_bytes=per_cta * (4 * pieces + OUT_BYTES)),
             counts=[ceil_div(elems, per_cta)], resources=Resources(256, 32, 0),
-            dram_read_bytes=4.0 * elems * cfg.split_k, dram_write_bytes=OUT_BYTES * elems,
+            dram_read_bytes=4.0 * elems * pieces, dram_write_bytes=OUT_BYTES * elems,
         ))
     return tuple(launches)
 

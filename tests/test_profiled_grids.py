@@ -1,0 +1,63 @@
+"""Decomposed grids against the grids recorded when the kernels ran (data/h200, CUPTI)."""
+
+import json
+import math
+import re
+from pathlib import Path
+
+import pytest
+
+from synperf.cases import parse_case
+from synperf.gpu import resolve_gpu
+from synperf.kernels import families
+from synperf.kernels.gemm import GemmCall, _launched_tiles, config_from_profile
+
+pq = pytest.importorskip("pyarrow.parquet")
+DATA = Path(__file__).resolve().parents[1] / "data" / "h200"
+
+
+def rows(family, every=1):
+    table = pq.read_table(DATA / f"{family}.parquet").to_pylist()
+    return table[::every]
+
+
+def test_gemm_kernel_names_and_grids_agree():
+    """Every profiled nvjet launch: the tile from its name, rounded to clusters, gives its grid
+    (or the grid is a persistent one, or a split-K multiple)."""
+    exact = persistent = split = 0
+    records = rows("gemm", every=7)
+    for rec in records:
+        names, grids = json.loads(rec["kernel_names"]), json.loads(rec["grids"])
+        call = GemmCall(rec["m"], rec["n"], rec["k"], rec["dtype"], rec["library"])
+        cfg = config_from_profile(call, names, grids, json.loads(rec["blocks"]), json.loads(rec["shared_mem"]))
+        grid = math.prod(next(g for n, g in zip(names, grids) if n.startswith("nvjet")))
+        launched = _launched_tiles(call, cfg.tile_m, cfg.tile_n, cfg.cluster_m, cfg.cluster_n)
+        if cfg.stream_k:
+            assert cfg.persistent_ctas == grid and grid % launched
+            split += 1
+        elif cfg.persistent_ctas:
+            assert cfg.persistent_ctas == grid < launched
+            persistent += 1
+        elif cfg.split_k > 1:
+            assert grid == launched * cfg.split_k
+            split += 1
+        else:
+            assert grid == launched, (rec["m"], rec["n"], rec["k"], names)
+            exact += 1
+    assert exact > 0.4 * len(records) and persistent > 0.2 * len(records) and split > 0
+
+
+def test_sdpa_grids_match_the_profile():
+    gpu = resolve_gpu("NVIDIA H200")
+    decompose = families()["attention"].decompose
+    checked = 0
+    for rec in rows("attention", every=11):
+        case = parse_case(json.loads(rec["case_json"]))
+        profiled = [g for n, g in zip(json.loads(rec["kernel_names"]), json.loads(rec["grids"])) if "flash" in n]
+        modelled = []
+        for launch in decompose(case.call, gpu):
+            note = next(n for n in launch.notes if n.startswith("grid="))
+            modelled.append([int(x) for x in re.findall(r"\d+", note)])
+        assert modelled == profiled, (json.loads(rec["case_json"]), json.loads(rec["kernel_names"]))
+        checked += 1
+    assert checked > 400
