@@ -52,6 +52,8 @@ def test_sdpa_grids_match_the_profile():
     decompose = families()["attention"].decompose
     checked = 0
     for rec in rows("attention", every=11):
+        if rec["library"] != "flash_attn2_torch_sdpa":
+            continue
         case = parse_case(json.loads(rec["case_json"]))
         profiled = [g for n, g in zip(json.loads(rec["kernel_names"]), json.loads(rec["grids"])) if "flash" in n]
         modelled = []
@@ -61,3 +63,24 @@ def test_sdpa_grids_match_the_profile():
         assert modelled == profiled, (json.loads(rec["case_json"]), json.loads(rec["kernel_names"]))
         checked += 1
     assert checked > 400
+
+
+def test_flashinfer_and_fa3_main_kernel_grids_match_the_profile():
+    """FlashInfer's planners (KV chunking, FA3's persistent grid) reproduce the profiled grid of the
+    attention kernel itself; the decode planner's occupancy estimate still misses a few split
+    counts (docs/kernels-attention.md), so the bar is 95 %."""
+    gpu = resolve_gpu("NVIDIA H200")
+    decompose = families()["attention"].decompose
+    matched = total = 0
+    for rec in rows("attention"):
+        if rec["library"] not in ("flashinfer", "fa3"):
+            continue
+        case = parse_case(json.loads(rec["case_json"]))
+        launches = decompose(case.call, gpu)
+        main = next(l for l in launches if "Prefill" in l.name or "Decode" in l.name)
+        modelled = [int(x) for x in re.findall(r"\d+", next(n for n in main.notes if n.startswith("grid=")))]
+        profiled = next(g for n, g in zip(json.loads(rec["kernel_names"]), json.loads(rec["grids"]))
+                        if "Prefill" in n or "Decode" in n)
+        matched += modelled == profiled
+        total += 1
+    assert total >= 300 and matched / total >= 0.95

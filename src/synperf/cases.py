@@ -57,6 +57,8 @@ def parse_json_text(text: str) -> Any:
         return json.loads(text, parse_constant=_reject_constants)
     except (json.JSONDecodeError, ValueError) as exc:
         raise InputError(f"not valid JSON ({exc})") from None
+    except RecursionError:   # e.g. 100k nested '[': the decoder recurses per level
+        raise InputError("not valid JSON (nested too deeply)") from None
 
 
 def read_cases(lines: Iterable[bytes | str]) -> Iterator[tuple[int, Any, KernelCase | InputError]]:

@@ -31,6 +31,10 @@ def load_spec_file(path: str | os.PathLike) -> GpuSpec:
         data = yaml.safe_load(text)
     except yaml.YAMLError as exc:
         raise SpecError(f"{path}: not valid YAML ({str(exc).splitlines()[0]})") from None
+    except (ValueError, RecursionError) as exc:
+        # PyYAML's constructors raise plain errors for scalars it resolves but cannot build
+        # (date 2001-13-45, a 5000-digit integer) and for very deep nesting.
+        raise SpecError(f"{path}: not valid YAML ({exc.__class__.__name__}: {str(exc).splitlines()[0][:120]})") from None
     return GpuSpec.from_mapping(data, origin=str(path))
 
 

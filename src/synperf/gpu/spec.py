@@ -42,6 +42,16 @@ _NUMERIC_FIELDS: dict[str, tuple[type, bool]] = {
     "kernel_launch_floor_us": (float, False),
 }
 _INTERCONNECT_FIELDS = ("nvlink_gb_s", "pcie_gb_s")
+_MAX_NUMBER = 1e30   # no GPU quantity comes near; larger values are typos or garbage
+# Counts that size arrays (per-SM schedules) or loops get a physical upper bound, generous enough
+# for any GPU to come: a typo such as sm_count 1e20 must fail here, not as a MemoryError later.
+_MAX_COUNT = {"sm_count": 4096, "max_ctas_per_sm": 1024, "max_warps_per_sm": 1024,
+              "max_threads_per_sm": 32768, "registers_per_sm": 1 << 22, "max_registers_per_thread": 4096}
+
+
+def _short(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 40 else text[:37] + "..."
 
 
 @dataclass(frozen=True)
@@ -140,10 +150,14 @@ class GpuSpec:
             if not isinstance(node, Mapping) or "value" not in node or "source" not in node:
                 raise SpecError(f"{origin}: field '{key}' must be {{value: <number>, source: <text>}}")
             value, source = node["value"], node["source"]
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value <= 0:
-                raise SpecError(f"{origin}: field '{key}' value must be a positive finite number, got {value!r}")
+            # (a 400-digit YAML integer is an int that math.isfinite cannot convert: bound it first)
+            if (isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0 or value > _MAX_NUMBER
+                    or not math.isfinite(value)):
+                raise SpecError(f"{origin}: field '{key}' value must be a positive finite number, got {_short(value)}")
             if kind is int and float(value) != int(value):
                 raise SpecError(f"{origin}: field '{key}' value must be an integer, got {value!r}")
+            if key in _MAX_COUNT and value > _MAX_COUNT[key]:
+                raise SpecError(f"{origin}: field '{key}' value must be at most {_MAX_COUNT[key]}, got {_short(value)}")
             if not isinstance(source, str) or not source.strip():
                 raise SpecError(f"{origin}: field '{key}' needs a non-empty source")
             sources[key] = source.strip()
@@ -151,7 +165,7 @@ class GpuSpec:
 
         known = set(_NUMERIC_FIELDS) | {"id", "name", "cuda_names", "architecture", "compute_capability",
                                         "same_silicon_as", "tensor_flops_per_clk_per_sm", "interconnect"}
-        unknown = sorted(set(data) - known)
+        unknown = sorted(str(key) for key in set(data) - known)   # YAML keys may be ints, None...
         if unknown:
             raise SpecError(f"{origin}: unknown field(s) {', '.join(unknown)}")
 
@@ -166,7 +180,7 @@ class GpuSpec:
         if values["architecture"] not in ARCHITECTURES:
             raise SpecError(f"{origin}: field 'architecture' must be one of {', '.join(ARCHITECTURES)}")
         cc = values["compute_capability"]
-        if not all(part.isdigit() for part in cc.split(".")) or cc.count(".") != 1:
+        if not all(part.isascii() and part.isdigit() for part in cc.split(".")) or cc.count(".") != 1:
             raise SpecError(f"{origin}: field 'compute_capability' must look like '9.0', got {cc!r}")
         for key, (kind, required) in _NUMERIC_FIELDS.items():
             if key in data:

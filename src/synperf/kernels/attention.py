@@ -17,7 +17,7 @@ import numpy as np
 from synperf.errors import InputError
 from synperf.kernels._common import DTYPE_BYTES, TENSOR_DTYPE, ceil_div
 from synperf.schedule import occupancy
-from synperf.tasks import Launch, Resources
+from synperf.tasks import Launch, Resources, task_demand
 from synperf.validate import MAX_TOKENS, get_bool, get_choice, get_int, get_int_list
 
 FAMILY = "attention"
@@ -461,8 +461,21 @@ def _fa3(call: AttentionCall, gpu) -> tuple[Launch, ...]:
         return (_launch(name, np.tile(per_cta, (h, 1)), res, dram_r, dram_w, call,
                         _grid_note(n_sm, h, 1, (threads,)) + notes, path="wgmma"),)
     order = np.argsort(cta, kind="stable")                  # tasks grouped by CTA, in plan order
-    return (_launch(name, all_rows[order], res, dram_r, dram_w, call, _grid_note(n_sm, 1, 1, (threads,)) + notes,
-                    path="wgmma", persistent=n_sm, task_cta=cta[order]),)
+    main = _launch(name, all_rows[order], res, dram_r, dram_w, call, _grid_note(n_sm, 1, 1, (threads,)) + notes,
+                   path="wgmma", persistent=n_sm, task_cta=cta[order])
+    return ((_page_offsets_launch(call, n_sm), main) if paged else (main,))
+
+
+def _page_offsets_launch(call: AttentionCall, n_sm: int) -> Launch:
+    """FA3 on a paged cache first expands the page table into one KV offset per token
+    (BlockSparseIndicesToVectorSparseOffsetsKernel, profiled on H200 with a grid of num_SM CTAs):
+    4 bytes read per page, 4 bytes written per KV token."""
+    tokens = int(sum(call.kv_lens))
+    pages = int(sum(-(-kv // call.page_size) for kv in call.kv_lens))
+    per_cta = task_demand(l2_bytes=4.0 * (tokens + pages) / n_sm)
+    return Launch("BlockSparseIndicesToVectorSparseOffsetsKernel", per_cta, [n_sm], Resources(128, 32, 0),
+                  dram_read_bytes=4.0 * pages, dram_write_bytes=4.0 * tokens,
+                  notes=_grid_note(n_sm, 1, 1, (128,)))
 
 
 # -------------------------------------------------------------------------------- decompose

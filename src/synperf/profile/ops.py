@@ -3,6 +3,8 @@ timed region).  Requires torch with CUDA (or CPU for the pure-torch paths)."""
 
 from __future__ import annotations
 
+import itertools
+
 from dataclasses import dataclass, field
 from typing import Any, Callable, Dict
 
@@ -91,7 +93,7 @@ def build_gemm(c, device) -> Op:
 def build_attention(c, device) -> Op:
     lib = c["library"]
     if lib in ("flashinfer", "fa3"):
-        raise UnsupportedCase(f"attention library {lib!r} is out of scope for the synperf harness (use flash_attn2_torch_sdpa)")
+        return _build_flashinfer_attention(c, device)
     if lib != "flash_attn2_torch_sdpa":
         raise UnsupportedCase(f"unknown attention library {lib!r}")
     dt = _act_dtype(c)
@@ -150,6 +152,60 @@ def build_attention(c, device) -> Op:
         fn()
         meta = {"gqa_expanded": True, "impl_note": note + f"; enable_gqa refused ({type(e).__name__}), k/v expanded"}
     return Op(fn, meta, (q, k, v))
+
+
+def _lengths(c) -> tuple[list[int], list[int]]:
+    b = int(c["batch"])
+    decode = c.get("phase", "prefill") == "decode"
+    q_lens = [int(x) for x in c["q_lens"]] if c.get("q_lens") else [int(c.get("q_len") or (1 if decode else c["kv_len"]))] * b
+    kv_lens = [int(x) for x in c["kv_lens"]] if c.get("kv_lens") else [int(c["kv_len"])] * b
+    return q_lens, kv_lens
+
+
+def _build_flashinfer_attention(c, device) -> Op:
+    """FlashInfer wrappers as serving engines call them: ragged prefill (no page_size), paged
+    prefill (page_size given), paged decode; library fa3 selects FlashInfer's SM90 backend."""
+    fi = _import_flashinfer()
+    lib = c["library"]
+    if lib == "fa3" and torch.cuda.get_device_capability(device)[0] != 9:
+        raise UnsupportedCase("fa3 needs a Hopper GPU")
+    dt = _act_dtype(c)
+    kv_dt = torch.float8_e4m3fn if c.get("kv_cache_dtype") == "fp8_e4m3" else dt
+    hq, hkv, d = int(c["num_heads"]), int(c["num_kv_heads"]), int(c["head_dim"])
+    decode = c.get("phase", "prefill") == "decode"
+    causal = bool(c.get("causal", not decode)) and not decode
+    q_lens, kv_lens = _lengths(c)
+    i32 = dict(dtype=torch.int32, device=device)
+    qo_indptr = torch.tensor([0] + list(itertools.accumulate(q_lens)), **i32)
+    workspace = torch.empty(256 << 20, dtype=torch.uint8, device=device)
+    backend = "fa3" if lib == "fa3" else "fa2"
+    q = _randn((sum(q_lens), hq, d), dt, device)
+    paged = decode or c.get("page_size") is not None
+    if not paged:
+        kv_indptr = torch.tensor([0] + list(itertools.accumulate(kv_lens)), **i32)
+        k = _randn((sum(kv_lens), hkv, d), dt, device)
+        v = _randn((sum(kv_lens), hkv, d), dt, device)
+        wrapper = fi.BatchPrefillWithRaggedKVCacheWrapper(workspace, "NHD", backend=backend)
+        wrapper.plan(qo_indptr, kv_indptr, hq, hkv, d, causal=causal, q_data_type=dt, kv_data_type=dt)
+        return Op(lambda: wrapper.run(q, k, v), {"impl_note": f"flashinfer ragged prefill ({backend})"},
+                  (q, k, v, workspace, wrapper))
+    page = int(c.get("page_size") or 16)
+    pages = [max(1, -(-kv // page)) for kv in kv_lens]
+    kv_indptr = torch.tensor([0] + list(itertools.accumulate(pages)), **i32)
+    # Pages of a request scattered over the pool, as a serving engine's allocator leaves them.
+    indices = torch.randperm(sum(pages), device=device).to(torch.int32)
+    last_len = torch.tensor([kv - (n - 1) * page for kv, n in zip(kv_lens, pages)], **i32)
+    cache = _randn((sum(pages), 2, page, hkv, d), dt, device).to(kv_dt)
+    if decode and lib == "flashinfer":
+        wrapper = fi.BatchDecodeWithPagedKVCacheWrapper(workspace, "NHD")
+        wrapper.plan(kv_indptr, indices, last_len, hq, hkv, d, page, q_data_type=dt, kv_data_type=kv_dt)
+        note = "flashinfer paged decode"
+    else:
+        wrapper = fi.BatchPrefillWithPagedKVCacheWrapper(workspace, "NHD", backend=backend)
+        wrapper.plan(qo_indptr, kv_indptr, indices, last_len, hq, hkv, d, page, causal=causal,
+                     q_data_type=dt, kv_data_type=kv_dt)
+        note = f"flashinfer paged prefill ({backend})"
+    return Op(lambda: wrapper.run(q, cache), {"impl_note": note}, (q, cache, workspace, wrapper))
 
 
 # ------------------------------------------------------------------- moe
