@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import sys
 from typing import Sequence
 
@@ -108,16 +109,27 @@ def cmd_explain(args) -> int:
     return 0
 
 
+def _print_table(rows: list[dict], columns: list[tuple[str, str]]) -> None:
+    """Rows as an aligned text table; ``columns`` are (key, format spec) pairs, e.g. ("mape", ">8.1%")."""
+    def header(spec: str) -> str:
+        align, width = re.match(r"([<>^]?)(\d*)", spec).groups()
+        return (align or "<") + width
+
+    def cell(value, spec: str) -> str:
+        return format(value, spec) if spec[-1] in "%fd" and isinstance(value, (int, float)) else format(str(value), header(spec))
+
+    print("".join(format(key, header(spec)) for key, spec in columns))
+    for row in rows:
+        print("".join(cell(row[key], spec) for key, spec in columns))
+
+
 def cmd_data_summary(args) -> int:
     from synperf.dataset import iter_records, summary
     rows = summary(iter_records(args.paths))
     if args.json:
         print(json.dumps(rows, indent=1))
         return 0
-    print(f"{'gpu':<28}{'family':<14}{'dtype':<10}{'library':<24}{'source':<22}{'rows':>8}")
-    for r in rows:
-        print(f"{str(r['gpu']):<28}{str(r['family']):<14}{str(r['dtype']):<10}{str(r['library']):<24}"
-              f"{str(r['source']):<22}{r['rows']:>8}")
+    _print_table(rows, [("gpu", "<30"), ("family", "<14"), ("dtype", "<10"), ("library", "<24"), ("source", "<18"), ("rows", ">8")])
     return 0
 
 
@@ -127,10 +139,9 @@ def cmd_data_ceiling(args) -> int:
     if args.json:
         print(json.dumps(report, indent=1))
         return 0
-    print(f"{'gpu':<12}{'family':<14}{'library':<24}{'rows':>7}{'ceil<=meas':>12}{'median':>8}{'p10':>7}{'max':>7}")
-    for g in report["groups"]:
-        print(f"{g['gpu']:<12}{g['family']:<14}{g['library']:<24}{g['rows']:>7}{g['below_fraction']:>12.1%}"
-              f"{g['median_ratio']:>8.3f}{g['p10_ratio']:>7.3f}{g['max_ratio']:>7.2f}")
+    _print_table(report["groups"], [("gpu", "<30"), ("family", "<14"), ("library", "<24"), ("rows", ">7d"),
+                                    ("below_fraction", ">16.1%"), ("median_ratio", ">14.3f"), ("p10_ratio", ">11.3f"),
+                                    ("max_ratio", ">11.2f")])
     o = report["overall"]
     print(f"overall: {o['rows']} rows, ceiling <= measured for {o['below_fraction']:.1%}, median ratio {o['median_ratio']:.3f}")
     if report["skipped"]:
@@ -178,10 +189,8 @@ def cmd_data_evaluate(args) -> int:
     if args.json:
         print(json.dumps(rows, indent=1))
         return 0
-    print(f"{'gpu':<12}{'family':<14}{'library':<24}{'rows':>7}{'MAPE':>8}{'median':>8}{'in 80%':>8}")
-    for r in rows:
-        print(f"{r['gpu']:<12}{r['family']:<14}{r['library']:<24}{r['rows']:>7}{r['mape']:>8.1%}"
-              f"{r['median_ape']:>8.1%}{r['coverage_80']:>8.1%}")
+    _print_table(rows, [("gpu", "<30"), ("family", "<14"), ("library", "<24"), ("rows", ">7d"), ("mape", ">8.1%"),
+                        ("median_ape", ">12.1%"), ("coverage_80", ">13.1%")])
     return 0
 
 

@@ -140,30 +140,33 @@ def fit_efficiency_priors(records: Iterable[dict], registry) -> dict:
     return priors
 
 
-def _ceilings(records: Iterable[dict], registry) -> Iterator[tuple[dict, object, float]]:
+def _usable(records: Iterable[dict], registry) -> Iterator[tuple[dict, object, object]]:
+    """(record, parsed case, GPU spec) for rows with a positive latency, a valid case and a known GPU."""
     for rec in records:
         latency = rec.get("latency_us")
         if latency is None or not math.isfinite(latency) or latency <= 0:
             continue
         try:
-            case = parse_case(case_of(rec))
-            ceiling = demand_for(case, registry.get(gpu_of(rec))).ceiling_us
+            yield rec, parse_case(case_of(rec)), registry.get(gpu_of(rec))
         except SynperfError:
             continue
-        yield rec, case, ceiling
+
+
+def _ceilings(records: Iterable[dict], registry) -> Iterator[tuple[dict, object, float]]:
+    for rec, case, gpu in _usable(records, registry):
+        try:
+            yield rec, case, demand_for(case, gpu).ceiling_us
+        except SynperfError:
+            continue
 
 
 def evaluate_estimates(records: Iterable[dict], registry) -> list[dict]:
     """Latency MAPE and interval coverage of synperf's estimate per (gpu, family, library)."""
     from synperf.predict import predict
     errs: dict[tuple, list[tuple[float, bool]]] = defaultdict(list)
-    for rec in records:
-        latency = rec.get("latency_us")
-        if latency is None or not math.isfinite(latency) or latency <= 0:
-            continue
+    for rec, case, gpu in _usable(records, registry):
+        latency = rec["latency_us"]
         try:
-            case = parse_case(case_of(rec))
-            gpu = registry.get(gpu_of(rec))
             pred = predict(case, gpu)
         except SynperfError:
             continue

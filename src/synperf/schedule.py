@@ -123,15 +123,15 @@ def schedule(launch: Launch, gpu: GpuSpec) -> Schedule:
     starts = np.arange(first, total, run)
     run_durations = np.add.reduceat(durations[first:], starts - first) if starts.size else starts
     batch = max(1, slots // 2)
+    run_slot = np.empty(starts.size, dtype=np.int64)
     for b0 in range(0, starts.size, batch):
         b1 = min(starts.size, b0 + batch)
         targets = np.argsort(free_at, kind="stable")[: b1 - b0]
         free_at[targets] += run_durations[b0:b1]
         slot_tasks[targets] += np.minimum(run, total - starts[b0:b1])
-        for offset in range(run):
-            picked = starts[b0:b1] + offset
-            keep = picked < total
-            slot_of_task[picked[keep]] = targets[keep]
+        run_slot[b0:b1] = targets
+    # run j holds tasks starts[j] .. starts[j] + run - 1 (the last one may be short)
+    slot_of_task[first:] = np.repeat(run_slot, run)[: total - first]
     sm_of_task = slot_sm[slot_of_task]
     per_sm_tasks = np.bincount(sm_of_task, minlength=n_sm)
     per_sm_demand = np.zeros((n_sm, 5))

@@ -81,12 +81,8 @@ def _moe_file(file, name, report, validator, seen, limit) -> Iterator[dict]:
     case_cols = {k: [] for k in ("tokens", "hidden", "intermediate", "num_experts", "topk", "config")}
     lat = []
     for row in rows:
-        try:
-            us = float(row["avg_duration"])
-        except (KeyError, ValueError):
-            us = float("nan")
-        if not us > 0:
-            report.drop("latency <= 0 or missing")
+        us = _latency_us(row, report)
+        if us is None:
             continue
         if row.get("weight_type") != "w13":
             report.drop(f"pipeweave MoE weight_type {row.get('weight_type')!r} not w13")
@@ -124,12 +120,8 @@ def _gemm_file(file, report, validator, limit) -> Iterator[dict]:
         if gpu is None:
             report.drop(f"device {row.get('hardware')!r} has no synperf GPU spec")
             continue
-        try:
-            us = float(row["avg_duration"])
-        except (KeyError, ValueError):
-            us = float("nan")
-        if not us > 0:
-            report.drop("latency <= 0 or missing")
+        us = _latency_us(row, report)
+        if us is None:
             continue
         cols["gpu"].append(gpu)
         for k in ("m", "n", "k"):
@@ -141,3 +133,15 @@ def _gemm_file(file, report, validator, limit) -> Iterator[dict]:
             "k": cols["k"]}
     yield from emit(case, {"gpu": cols["gpu"], "kernel_source": "vLLM CUTLASS block-scaled FP8"}, lat,
                     report, validator, source=SOURCE, cache=CACHE, extra={"file": os.path.basename(file)})
+
+
+def _latency_us(row: dict, report) -> float | None:
+    """avg_duration (already in us) when positive; otherwise the row is dropped and counted."""
+    try:
+        us = float(row["avg_duration"])
+    except (KeyError, TypeError, ValueError):
+        us = float("nan")
+    if not us > 0:
+        report.drop("latency <= 0 or missing")
+        return None
+    return us
