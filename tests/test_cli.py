@@ -39,7 +39,7 @@ def test_predict_kernels_contract(tmp_path, capsys):
     for r in rows:
         assert 0 < r["ceiling_us"] <= r["latency_low_us"] <= r["latency_us"] <= r["latency_high_us"]
         assert r["bound"] in ("tensor", "fma", "xu", "dram", "l2", "shared", "latency")
-        assert r["model"].startswith("analytical")
+        assert r["model"].startswith(("mlp:", "analytical")) and isinstance(r["ood"], bool)
 
 
 @pytest.mark.parametrize("line,field", [

@@ -8,7 +8,7 @@ stops the good ones.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Iterable, Iterator
 
 from synperf.demand import CACHE_STATES
@@ -27,7 +27,9 @@ class KernelCase:
     library: str
     cache: str
     call: Any                 # the family's frozen Call dataclass
-    id: str | int | None = None
+    # The id is echoed, not modelled: cases differing only in id are equal, so predict's cache
+    # serves a file of many ids over few shapes (without this, 200k lines missed it every time).
+    id: str | int | None = field(default=None, compare=False)
 
 
 def parse_case(obj: Any) -> KernelCase:

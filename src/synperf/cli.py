@@ -66,9 +66,14 @@ def cmd_predict_kernels(args) -> int:
     from synperf.cases import read_cases
     from synperf.predict import predict
     gpu = _registry(args).get(args.gpu)
-    out = open(args.output, "w", encoding="utf-8") if args.output else sys.stdout
-    errors = 0
     source = _open_input(args.input)
+    try:
+        out = open(args.output, "w", encoding="utf-8") if args.output else sys.stdout
+    except OSError as exc:
+        if source is not sys.stdin.buffer:
+            source.close()
+        raise SynperfError(f"cannot write --output {args.output}: {exc.strerror}") from None
+    errors = 0
     try:
         for number, raw, case in read_cases(source):
             if isinstance(case, InputError):
@@ -218,6 +223,45 @@ def cmd_bench(args) -> int:
     return 0
 
 
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {value}")
+    return value
+
+
+def cmd_train(args) -> int:
+    from pathlib import Path
+
+    from synperf.dataset import iter_records
+    from synperf.predict import model_dir
+    from synperf.train import train
+    out = Path(args.output) if args.output else model_dir()
+    for card in train(iter_records(args.paths), _registry(args), out, seed=args.seed, epochs=args.epochs):
+        print(f"{card['family']:<14}{card['rows']:>7} rows from {', '.join(card['gpus'])}, {card['train_seconds']} s -> {out / card['family']}.npz")
+    return 0
+
+
+def cmd_eval(args) -> int:
+    from synperf.dataset import iter_records
+    from synperf.predict import family_models
+    from synperf.train import evaluate
+    import time
+    start = time.perf_counter()
+    rows = evaluate(iter_records(args.paths), _registry(args), family_models())
+    elapsed = time.perf_counter() - start
+    if args.json:
+        print(json.dumps({"rows": rows, "seconds": round(elapsed, 1)}, indent=1))
+        return 0
+    _print_table(rows, [("gpu", "<10"), ("family", "<14"), ("library", "<24"), ("rows", ">7d"), ("mlp_mape", ">10.1%"),
+                        ("mlp_coverage_80", ">17.1%"), ("analytical_mape", ">17.1%"), ("roofline_mape", ">15.1%")])
+    print(f"{sum(r['rows'] for r in rows)} rows in {elapsed:.1f} s")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="synperf", description=__doc__)
     parser.add_argument("--version", action="version", version=f"synperf {__version__}")
@@ -243,10 +287,24 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("bench", help="prediction speed: cases per second and single-call latency")
     _add_gpu_args(p, required=False)
     p.set_defaults(gpu="h100-sxm")
-    p.add_argument("--lines", type=int, default=100_000, help="cases per measured stream")
+    p.add_argument("--lines", type=_positive_int, default=100_000, help="cases per measured stream")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_bench)
+
+    p = sub.add_parser("train", help="fit the per-family efficiency models on measured rows")
+    _add_gpu_args(p, required=False)
+    p.add_argument("paths", nargs="*", default=["data"])
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--epochs", type=int, default=150)
+    p.add_argument("--output", help="folder for the weights (default: the package's models/)")
+    p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("eval", help="latency error of the learned model and the baselines on measured rows")
+    _add_gpu_args(p, required=False)
+    p.add_argument("paths", nargs="+")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_eval)
 
     data = sub.add_parser("data", help="measured datasets").add_subparsers(dest="data_command", required=True)
     p = data.add_parser("summary", help="rows per (gpu, family, dtype, library, source)")
@@ -263,7 +321,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("source", choices=("aiconfigurator", "vidur", "pipeweave"))
     p.add_argument("path", help="the source's folder, e.g. ../shared/data/aiconfigurator")
     p.add_argument("--output", required=True, help="parquet file to write")
-    p.add_argument("--limit", type=int, help="read at most this many source rows")
+    p.add_argument("--limit", type=_positive_int, help="read at most this many source rows")
     p.set_defaults(func=cmd_data_import)
     p = data.add_parser("split", help="hash-split rows into training and held-out parquet files")
     p.add_argument("paths", nargs="+")
@@ -305,6 +363,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     except BrokenPipeError:
         return 0
+    except OSError as exc:
+        # An output path that cannot be written (missing folder, permissions, disk full): the
+        # user's environment, never a bug, so one line like any other input error.
+        print(f"synperf: {exc.strerror or exc}{': ' + str(exc.filename) if exc.filename else ''}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

@@ -1,8 +1,10 @@
 """From a kernel case and a GPU to a latency estimate with an interval, its ceiling and bound.
 
-Until a learned efficiency model ships, the estimate is analytical: ceiling / typical efficiency,
-with the typical efficiency and its spread per family read from ``kernels/efficiency_priors.json``
-(fitted on measured data, see docs/ceiling.md). The ceiling itself never depends on data.
+The estimate comes from the family's learned efficiency model (``models/<family>.npz``, see
+docs/efficiency-model.md): latency = ceiling x exp(predicted log(latency / ceiling)), with the 10th
+and 90th quantiles as the interval, and ``ood`` set when a feature is outside the training range.
+A family without a model falls back to the analytical estimate: ceiling / typical efficiency from
+``kernels/efficiency_priors.json``. The ceiling itself never depends on data.
 """
 
 from __future__ import annotations
@@ -12,8 +14,15 @@ from dataclasses import dataclass
 from functools import lru_cache
 from importlib import resources
 
+from pathlib import Path
+
+import numpy as np
+
 from synperf.cases import KernelCase
 from synperf.demand import KernelDemand, kernel_demand
+from synperf.efficiency import EfficiencyModel
+from synperf.features import family_features
+from synperf.errors import InputError
 from synperf.gpu.spec import GpuSpec
 from synperf.kernels import families
 
@@ -28,6 +37,7 @@ class Prediction:
     ceiling_us: float
     bound: str
     model: str
+    ood: bool = False
 
     def as_dict(self) -> dict:
         return {
@@ -37,6 +47,7 @@ class Prediction:
             "ceiling_us": round(self.ceiling_us, 4),
             "bound": self.bound,
             "model": self.model,
+            "ood": self.ood,
         }
 
 
@@ -46,14 +57,31 @@ def _priors() -> dict:
     return json.loads(entry.read_text()) if entry.is_file() else {}
 
 
+def model_dir() -> Path:
+    return Path(str(resources.files("synperf") / "models"))
+
+
+@lru_cache(maxsize=1)
+def family_models() -> dict[str, tuple[EfficiencyModel, dict]]:
+    """The shipped efficiency models by family (read once; a damaged file fails loudly)."""
+    folder = model_dir()
+    return {card.stem: EfficiencyModel.load(folder / card.stem) for card in sorted(folder.glob("*.json"))}
+
+
 def efficiency_prior(family: str, library: str) -> dict:
     priors = _priors()
     return priors.get(f"{family}/{library}") or priors.get(family) or _DEFAULT_PRIOR
 
 
 def demand_for(case: KernelCase, gpu: GpuSpec) -> KernelDemand:
-    launches = families()[case.family].decompose(case.call, gpu)
-    return kernel_demand(launches, gpu, case.cache)
+    try:
+        launches = families()[case.family].decompose(case.call, gpu)
+        return kernel_demand(launches, gpu, case.cache)
+    except MemoryError:
+        # Every field is within its range, but together they ask for more tasks than fit in
+        # memory (e.g. 65536 requests x 10M tokens x 1024 heads): the case's fault, one line.
+        raise InputError(f"too large to model: the {case.family} call's tasks do not fit in memory"
+                         f" (every field is in range, but not all at once)") from None
 
 
 @lru_cache(maxsize=200_000)
@@ -61,6 +89,17 @@ def predict(case: KernelCase, gpu: GpuSpec) -> Prediction:
     """Cached: serving and end-to-end workloads repeat the same kernel shapes many times."""
     demand = demand_for(case, gpu)
     ceiling = demand.ceiling_us
+    learned = family_models().get(case.family)
+    if learned is not None:
+        model, card = learned
+        x = family_features(case, demand)
+        low, mid, high = model.predict(x)[0]
+        return Prediction(
+            latency_us=ceiling * float(np.exp(mid)), latency_low_us=ceiling * float(np.exp(low)),
+            latency_high_us=ceiling * float(np.exp(high)), ceiling_us=ceiling, bound=demand.bound,
+            model=f"mlp:{case.family}/v{card['format_version']} (trained on {card['rows']} rows from {', '.join(card['gpus'])})",
+            ood=bool(model.out_of_range(x)[0]),
+        )
     prior = efficiency_prior(case.family, case.library)
     # Efficiency = ceiling / latency, so the high-efficiency quantile gives the low latency.
     return Prediction(

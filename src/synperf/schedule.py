@@ -93,12 +93,16 @@ def schedule(launch: Launch, gpu: GpuSpec) -> Schedule:
     slots = n_sm * occ.ctas_per_sm
     total = launch.num_tasks
     waves = math.ceil(total / slots)
-    if launch.counts.size == 1:
-        # Uniform tasks: round-robin with retirement deals them evenly in SM order.
+    used = np.flatnonzero(launch.counts)
+    if used.size == 1:
+        # Uniform tasks (one class, or one with tasks and empty others, e.g. a partial last column
+        # block when there is only one column block): round-robin with retirement deals them
+        # evenly in SM order.
+        only = int(used[0])
         per_sm_tasks = np.full(n_sm, total // n_sm, dtype=np.int64)
         per_sm_tasks[: total % n_sm] += 1
-        per_sm_demand = per_sm_tasks[:, None] * launch.demand[0][None, :]
-        per_sm_cycles = per_sm_tasks * task_cycles[0] / occ.ctas_per_sm
+        per_sm_demand = per_sm_tasks[:, None] * launch.demand[only][None, :]
+        per_sm_cycles = per_sm_tasks * task_cycles[only] / occ.ctas_per_sm
         rounds = math.ceil(int(per_sm_tasks.max()) / occ.ctas_per_sm)
         return Schedule(occ, min(total, slots), per_sm_tasks, per_sm_demand.astype(np.float64), per_sm_cycles, rounds, waves)
 

@@ -68,6 +68,17 @@ class CaseValidator:
         return reason
 
 
+def read_csv_rows(file: str) -> list[dict]:
+    """All rows of one CSV file of a source folder; an unreadable or malformed file is a
+    SynperfError naming it (not a traceback)."""
+    import csv
+    try:
+        with open(file, newline="", encoding="utf-8") as fh:
+            return list(csv.DictReader(fh))
+    except (OSError, UnicodeDecodeError, csv.Error) as exc:
+        raise SynperfError(f"{file}: not a readable CSV file ({exc.__class__.__name__}: {exc})") from None
+
+
 def _is_column(value) -> bool:
     return hasattr(value, "tolist") or isinstance(value, list)
 

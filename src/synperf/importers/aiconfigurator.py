@@ -116,6 +116,15 @@ def parquet_files(path: str) -> list[str]:
     return sorted(out)
 
 
+def _read_parquet(pq, file: str, metadata_only: bool = False):
+    """The table (or only its row count) of one parquet file; a damaged file is a SynperfError."""
+    try:
+        return pq.ParquetFile(file).metadata.num_rows if metadata_only else pq.read_table(file)
+    except Exception as exc:  # pyarrow raises many types (ArrowInvalid, OSError...) for a bad file
+        from synperf.errors import SynperfError
+        raise SynperfError(f"{file}: not a readable parquet file ({exc.__class__.__name__})") from None
+
+
 def iter_records(path: str, report: Report, *, limit: int | None = None) -> Iterator[dict]:
     import pyarrow.parquet as pq
 
@@ -126,13 +135,13 @@ def iter_records(path: str, report: Report, *, limit: int | None = None) -> Iter
         name = os.path.basename(file)
         kind = TABLES.get(name)
         if kind is None:
-            rows = pq.ParquetFile(file).metadata.num_rows
+            rows = _read_parquet(pq, file, metadata_only=True)
             if limit is not None:
                 rows = min(rows, limit - report.read)
             report.read += rows
             report.drop(f"table {name[:-len('.parquet')]} not modelled", rows)
             continue
-        df = pq.read_table(file).to_pandas()
+        df = _read_parquet(pq, file).to_pandas()
         if limit is not None:
             df = df.iloc[: limit - report.read]
         yield from records_of_frame(df, kind, report, gpus=gpus, validator=validator)

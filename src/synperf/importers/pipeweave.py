@@ -15,12 +15,11 @@ Cache state: warm (repeated launches of the same kernel with no L2 flush in betw
 
 from __future__ import annotations
 
-import csv
 import os
 import re
 from typing import Iterator
 
-from synperf.importers import CaseValidator, Report, emit
+from synperf.importers import CaseValidator, Report, emit, read_csv_rows
 
 SOURCE = "pipeweave"
 CACHE = "warm"
@@ -63,8 +62,7 @@ def iter_records(path: str, report: Report, *, limit: int | None = None) -> Iter
 
 
 def _rows(file: str, report: Report, limit: int | None) -> list[dict]:
-    with open(file, newline="") as fh:
-        rows = list(csv.DictReader(fh))
+    rows = read_csv_rows(file)
     if limit is not None:
         rows = rows[: max(0, limit - report.read)]
     report.read += len(rows)

@@ -15,11 +15,10 @@ chosen for those fused kernels and the cache state.
 
 from __future__ import annotations
 
-import csv
 import os
 from typing import Iterator
 
-from synperf.importers import CaseValidator, Report, emit
+from synperf.importers import CaseValidator, Report, emit, read_csv_rows
 
 SOURCE = "vidur"
 FRAMEWORK = "sarathi-serve"
@@ -78,8 +77,7 @@ def iter_records(path: str, report: Report, *, limit: int | None = None,
     for file, gpu_dir, model in csv_files(path):
         if limit is not None and report.read >= limit:
             break
-        with open(file, newline="") as fh:
-            rows = list(csv.DictReader(fh))
+        rows = read_csv_rows(file)
         ops = [c[len("time_stats."):-len(".median")] for c in (rows[0] if rows else {})
                if c.startswith("time_stats.") and c.endswith(".median")]
         if os.path.basename(file) != "mlp.csv":

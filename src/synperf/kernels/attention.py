@@ -28,6 +28,7 @@ FIELDS = {"phase", "batch", "q_len", "kv_len", "q_lens", "kv_lens", "num_heads",
 HEAD_DIMS = (64, 80, 96, 128, 192, 256)
 FA3_HEAD_DIMS = (64, 128, 256)
 DECODE_GROUP_SIZES = (1, 2, 3, 4, 8)     # FlashInfer DISPATCH_GQA_GROUP_SIZE for the decode kernel
+MAX_KV_TOKENS = 1 << 30                  # 2^30 tokens x 1 kv head x 64 dims x K and V in fp8 = 128 GiB
 _REGS_FULL = 255                         # FA2-style kernels run at the register cap (probe: 244-255)
 
 
@@ -78,6 +79,12 @@ def parse(obj: dict, dtype: str, library: str) -> AttentionCall:
     if len(q_list) != batch:
         raise InputError(f"has {len(q_list)} entries but batch is {batch}", "q_lens")
     field = "q_lens" if "q_lens" in obj else "q_len"
+    # Totals over the batch: no GPU holds more query tokens, or a bigger KV cache, in one call.
+    if sum(q_list) > MAX_TOKENS:
+        raise InputError(f"{sum(q_list)} query tokens over the batch, at most {MAX_TOKENS}", field)
+    if sum(kv_list) > MAX_KV_TOKENS:
+        raise InputError(f"{sum(kv_list)} kv tokens over the batch, at most {MAX_KV_TOKENS}",
+                         "kv_lens" if "kv_lens" in obj else "kv_len")
     for q, kv in zip(q_list, kv_list):
         if q > kv:
             raise InputError(f"q_len {q} exceeds kv_len {kv} (the kv cache holds the query tokens)", field)
@@ -108,16 +115,20 @@ def parse(obj: dict, dtype: str, library: str) -> AttentionCall:
 # ------------------------------------------------------------------------------ shared helpers
 def _launch(name: str, rows: np.ndarray, resources: Resources, dram_read: float, dram_write: float,
             call: AttentionCall, notes: tuple[str, ...], *, tensor: bool = True, path: str = "mma",
-            persistent: int | None = None, task_cta: np.ndarray | None = None) -> Launch:
+            persistent: int | None = None, task_cta: np.ndarray | None = None, repeat: int = 1) -> Launch:
     """Tasks in launch order (one demand row each) -> a Launch of deduplicated classes. Tasks
     that differ only in bytes (partial edge tiles) are averaged into one class when they share
-    the same math, which keeps totals exact and uniform grids cheap to schedule."""
+    the same math, which keeps totals exact and uniform grids cheap to schedule.
+
+    ``repeat``: the launch runs ``rows`` that many times over (e.g. once per batch x head); the
+    classes are found on one copy (np.unique over millions of rows took seconds)."""
     rows = np.asarray(rows, dtype=np.float64).reshape(-1, 5)
     if persistent is None and np.all(rows[:, :3] == rows[0, :3]):
-        return Launch(name, rows.mean(axis=0), [rows.shape[0]], resources, float(dram_read), float(dram_write),
+        full = np.tile(rows, (repeat, 1)) if repeat > 1 else rows
+        return Launch(name, full.mean(axis=0), [full.shape[0]], resources, float(dram_read), float(dram_write),
                       tensor_dtype=TENSOR_DTYPE[call.dtype] if tensor else None, tensor_path=path, notes=notes)
     classes, inverse = np.unique(rows, axis=0, return_inverse=True)
-    inverse = inverse.reshape(-1)
+    inverse = np.tile(inverse.reshape(-1), repeat)
     counts = np.bincount(inverse, minlength=len(classes))
     order = inverse if len(classes) > 1 else None
     return Launch(name, classes, counts, resources, float(dram_read), float(dram_write),
@@ -223,8 +234,7 @@ def _sdpa(call: AttentionCall, gpu) -> tuple[Launch, ...]:
         smem = (bm + 2 * bn) * kd * qb
         res = Resources(warps * 32, _REGS_FULL if kd != 192 else 228, smem)
         notes = _grid_note(m_blocks, b, h, (warps * 32,)) + (f"tile=({bm},{bn},{warps} warps)",)
-        return (_launch(f"flash_fwd_kernel<hdim{kd}>", np.tile(rows, (b * h, 1)), res, dram_r, dram_w,
-                        call, notes),)
+        return (_launch(f"flash_fwd_kernel<hdim{kd}>", rows, res, dram_r, dram_w, call, notes, repeat=b * h),)
     # split-KV kernel (kBlockM = 64) + combine kernel
     bm, bn = 64, block_n
     m_blocks, n_blocks = ceil_div(sq, bm), ceil_div(sk, bn)
@@ -240,9 +250,10 @@ def _sdpa(call: AttentionCall, gpu) -> tuple[Launch, ...]:
     rows = _fa_rows(iters, np.minimum(bm, sq - m * bm), cols, bm, bn, kd, d, call,
                     warps_read_kv=4, q_reads=1, out_bytes_per_row=d_rounded * 4 + 4)
     accum = float(splits) * b * h * sq * (d_rounded * 4 + 4)
-    split = _launch(f"flash_fwd_splitkv_kernel<hdim{kd}>", np.tile(rows, (b * h, 1)),
+    split = _launch(f"flash_fwd_splitkv_kernel<hdim{kd}>", rows,
                     Resources(128, _REGS_FULL, (bm + 2 * bn) * kd * qb), dram_r, accum, call,
-                    _grid_note(m_blocks, splits, b * h) + (f"tile=({bm},{bn},4 warps)", f"num_splits={splits}"))
+                    _grid_note(m_blocks, splits, b * h) + (f"tile=({bm},{bn},4 warps)", f"num_splits={splits}"),
+                    repeat=b * h)
     cm = 4 if kd % 128 == 0 else 8 if kd % 64 == 0 else 16
     n_rows = b * h * sq
     c_ctas = ceil_div(n_rows, cm)
@@ -348,8 +359,8 @@ def _fi_prefill(call: AttentionCall, gpu, paged: bool) -> tuple[Launch, ...]:
     partial = float((rows_q * (d * 4 + 4)).sum() * hkv)
     notes = _grid_note(req.size, 1, hkv, (32, wq, wkv)) + (f"tile=({cta_q},{cta_kv})",
                                                           f"kv_chunk={chunk if split else 0}")
-    main = _launch(name, np.tile(rows, (hkv, 1)), Resources(128, _REGS_FULL, smem), dram_r,
-                   partial if split else dram_w, call, notes)
+    main = _launch(name, rows, Resources(128, _REGS_FULL, smem), dram_r,
+                   partial if split else dram_w, call, notes, repeat=hkv)
     if not split:
         return (main,)
     return main, _merge_launch(call, np.repeat(n_chunks, q), gpu)
@@ -398,8 +409,8 @@ def _fi_decode(call: AttentionCall, gpu) -> tuple[Launch, ...]:
     dram_r, dram_w = _dram(call)
     partial = float(req.size * hkv * g * (d * 4 + 4))
     notes = _grid_note(req.size, hkv, 1, (bdx, g, bdz)) + (f"kv_chunk={chunk_pages * p if split else 0}",)
-    main = _launch("BatchDecodeWithPagedKVCacheKernel", np.tile(rows, (hkv, 1)), res, dram_r,
-                   partial if split else dram_w, call, notes, tensor=False)
+    main = _launch("BatchDecodeWithPagedKVCacheKernel", rows, res, dram_r,
+                   partial if split else dram_w, call, notes, tensor=False, repeat=hkv)
     if not split:
         return (main,)
     return main, _merge_launch(call, n_chunks, gpu)

@@ -1,0 +1,142 @@
+"""The learned efficiency model: a small MLP per kernel family that maps a call's features to
+quantiles of log(measured / ceiling). Latency = ceiling x exp(quantile), so the ceiling stays the
+floor and the 10th/90th quantiles give the interval. numpy only: fit, predict, and a pickle-free
+store (an .npz of arrays read with allow_pickle=False, plus a JSON card)."""
+
+from __future__ import annotations
+
+import json
+import zipfile
+from pathlib import Path
+
+import numpy as np
+
+from synperf.errors import SynperfError
+
+QUANTILES = np.array([0.1, 0.5, 0.9])
+FORMAT_VERSION = 1
+
+
+class NotFittedError(SynperfError):
+    pass
+
+
+class EfficiencyModel:
+    """scikit-learn style: __init__ stores hyperparameters, fit sets the trailing-underscore state."""
+
+    def __init__(self, hidden: tuple[int, ...] = (64, 64), epochs: int = 300, batch_size: int = 256,
+                 learning_rate: float = 3e-3, weight_decay: float = 1e-5, seed: int = 0):
+        self.hidden = hidden
+        self.epochs = epochs
+        self.batch_size = batch_size
+        self.learning_rate = learning_rate
+        self.weight_decay = weight_decay
+        self.seed = seed
+
+    # -- training ----------------------------------------------------------------------------
+    def fit(self, X: np.ndarray, y: np.ndarray, feature_names: tuple[str, ...]) -> "EfficiencyModel":
+        X = np.asarray(X, dtype=np.float64)
+        y = np.asarray(y, dtype=np.float64)
+        if X.ndim != 2 or X.shape[1] != len(feature_names) or y.shape != (X.shape[0],):
+            raise ValueError(f"X {X.shape} / y {y.shape} do not match {len(feature_names)} features")
+        rng = np.random.default_rng(self.seed)
+        self.feature_names_in_ = tuple(feature_names)
+        self.feature_min_, self.feature_max_ = X.min(axis=0), X.max(axis=0)
+        self.mean_ = X.mean(axis=0)
+        self.scale_ = np.where(X.std(axis=0) > 1e-9, X.std(axis=0), 1.0)
+        Z = (X - self.mean_) / self.scale_
+        sizes = (X.shape[1], *self.hidden, QUANTILES.size)
+        self.weights_ = [rng.normal(0, np.sqrt(2.0 / a), (a, b)) for a, b in zip(sizes[:-1], sizes[1:])]
+        self.biases_ = [np.zeros(b) for b in sizes[1:]]
+        self.biases_[-1] += np.quantile(y, QUANTILES)
+        params = self.weights_ + self.biases_
+        m = [np.zeros_like(p) for p in params]
+        v = [np.zeros_like(p) for p in params]
+        step = 0
+        for epoch in range(self.epochs):
+            lr = self.learning_rate * 0.5 * (1 + np.cos(np.pi * epoch / self.epochs))   # cosine decay
+            order = rng.permutation(len(Z))
+            for start in range(0, len(Z), self.batch_size):
+                idx = order[start:start + self.batch_size]
+                grads = self._gradients(Z[idx], y[idx])
+                step += 1
+                for i, (p, g) in enumerate(zip(params, grads)):
+                    g = g + self.weight_decay * p
+                    m[i] = 0.9 * m[i] + 0.1 * g
+                    v[i] = 0.999 * v[i] + 0.001 * g * g
+                    p -= lr * (m[i] / (1 - 0.9 ** step)) / (np.sqrt(v[i] / (1 - 0.999 ** step)) + 1e-8)
+        return self
+
+    def _forward(self, Z: np.ndarray) -> tuple[list[np.ndarray], np.ndarray]:
+        activations = [Z]
+        for W, b in zip(self.weights_[:-1], self.biases_[:-1]):
+            activations.append(np.maximum(activations[-1] @ W + b, 0.0))
+        return activations, activations[-1] @ self.weights_[-1] + self.biases_[-1]
+
+    def _gradients(self, Z: np.ndarray, y: np.ndarray) -> list[np.ndarray]:
+        activations, out = self._forward(Z)
+        # pinball loss per quantile: d/d(out) = (1 - q) above the target, -q below
+        delta = np.where(out > y[:, None], 1.0 - QUANTILES, -QUANTILES) / len(Z)
+        grads_w, grads_b = [], []
+        for layer in range(len(self.weights_) - 1, -1, -1):
+            grads_w.insert(0, activations[layer].T @ delta)
+            grads_b.insert(0, delta.sum(axis=0))
+            if layer:
+                delta = (delta @ self.weights_[layer].T) * (activations[layer] > 0)
+        return grads_w + grads_b
+
+    # -- inference -----------------------------------------------------------------------------
+    def predict(self, X: np.ndarray) -> np.ndarray:
+        """Quantiles (10th, 50th, 90th) of log(latency / ceiling), sorted, never below 0."""
+        if not hasattr(self, "weights_"):
+            raise NotFittedError("the efficiency model is not fitted")
+        X = np.atleast_2d(np.asarray(X, dtype=np.float64))
+        _, out = self._forward((X - self.mean_) / self.scale_)
+        return np.maximum(np.sort(out, axis=1), 0.0)
+
+    def out_of_range(self, X: np.ndarray) -> np.ndarray:
+        """Per row: is any feature outside the training range (with a 5 % margin of that range)?"""
+        X = np.atleast_2d(X)
+        margin = 0.05 * (self.feature_max_ - self.feature_min_)
+        return ((X < self.feature_min_ - margin) | (X > self.feature_max_ + margin)).any(axis=1)
+
+    # -- storage (no pickle) ---------------------------------------------------------------------
+    def save(self, stem: Path, card: dict) -> None:
+        arrays = {"mean": self.mean_, "scale": self.scale_, "feature_min": self.feature_min_,
+                  "feature_max": self.feature_max_}
+        arrays.update({f"w{i}": w for i, w in enumerate(self.weights_)})
+        arrays.update({f"b{i}": b for i, b in enumerate(self.biases_)})
+        np.savez(stem.with_suffix(".npz"), **arrays)
+        card = {**card, "format_version": FORMAT_VERSION, "feature_names": list(self.feature_names_in_),
+                "layers": len(self.weights_), "quantiles": QUANTILES.tolist(),
+                "hyperparameters": {"hidden": list(self.hidden), "epochs": self.epochs, "batch_size": self.batch_size,
+                                    "learning_rate": self.learning_rate, "weight_decay": self.weight_decay,
+                                    "seed": self.seed}}
+        stem.with_suffix(".json").write_text(json.dumps(card, indent=1))
+
+    @classmethod
+    def load(cls, stem: Path) -> tuple["EfficiencyModel", dict]:
+        try:
+            card = json.loads(stem.with_suffix(".json").read_text())
+            with np.load(stem.with_suffix(".npz"), allow_pickle=False) as data:
+                arrays = {key: data[key] for key in data.files}
+        except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as exc:
+            raise SynperfError(f"{stem}: efficiency weights are unreadable or damaged ({exc.__class__.__name__}: {exc});"
+                               f" rebuild them with `synperf train`") from None
+        if card.get("format_version") != FORMAT_VERSION:
+            raise SynperfError(f"{stem}: weights format {card.get('format_version')} is not {FORMAT_VERSION}")
+        hp = card["hyperparameters"]
+        model = cls(tuple(hp["hidden"]), hp["epochs"], hp["batch_size"], hp["learning_rate"], hp["weight_decay"], hp["seed"])
+        try:
+            model.feature_names_in_ = tuple(card["feature_names"])
+            model.mean_, model.scale_ = arrays["mean"], arrays["scale"]
+            model.feature_min_, model.feature_max_ = arrays["feature_min"], arrays["feature_max"]
+            model.weights_ = [arrays[f"w{i}"] for i in range(card["layers"])]
+            model.biases_ = [arrays[f"b{i}"] for i in range(card["layers"])]
+        except KeyError as exc:
+            raise SynperfError(f"{stem}: efficiency weights are missing array {exc}; rebuild with `synperf train`") from None
+        sizes = [model.mean_.size] + [w.shape[1] for w in model.weights_]
+        if any(w.shape != (a, b) for w, a, b in zip(model.weights_, sizes[:-1], sizes[1:])) or sizes[-1] != QUANTILES.size \
+                or model.mean_.size != len(model.feature_names_in_):
+            raise SynperfError(f"{stem}: efficiency weights have inconsistent shapes; rebuild with `synperf train`")
+        return model, card

@@ -1,0 +1,55 @@
+"""The feature vector of one kernel call: the per-pipe ideal times of its demand, plus the wave,
+occupancy and imbalance measures. Hardware enters only through these times (never a GPU name),
+which is what lets the efficiency model carry over to GPUs it was not trained on."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from synperf.cases import KernelCase
+from synperf.demand import KernelDemand
+from synperf.kernels._common import DTYPE_BYTES
+
+# Pipes with a busiest-SM time and pipes with a GPU-wide time (DRAM is GPU-wide only, shared
+# memory and latency per SM only).
+SM_PIPES = ("tensor", "fma", "xu", "l2", "shared", "latency")
+GPU_PIPES = ("tensor", "fma", "xu", "dram", "l2")
+
+# Times are summed over the call's launches; every time is log1p(microseconds).
+FEATURE_NAMES = (
+    *(f"{pipe}_sm_us" for pipe in SM_PIPES),
+    *(f"{pipe}_gpu_us" for pipe in GPU_PIPES),
+    "fixed_us", "ceiling_us",
+    "log_tasks", "max_waves", "min_ctas_per_sm", "max_imbalance", "launches",
+    "dtype_bytes", "warm_cache",
+)
+
+
+def features(case: KernelCase, demand: KernelDemand) -> np.ndarray:
+    sm = [sum(ld.row(pipe).sm_us for ld in demand.launches) for pipe in SM_PIPES]
+    gpu = [sum(ld.row(pipe).gpu_us for ld in demand.launches) for pipe in GPU_PIPES]
+    fixed = sum(ld.fixed_us for ld in demand.launches)
+    schedules = [ld.schedule for ld in demand.launches]
+    values = [
+        *np.log1p(sm), *np.log1p(gpu), np.log1p(fixed), np.log1p(demand.ceiling_us),
+        np.log(sum(ld.launch.num_tasks for ld in demand.launches)),
+        max(s.waves for s in schedules),
+        min(s.occupancy.ctas_per_sm for s in schedules),
+        max(s.imbalance for s in schedules),
+        len(demand.launches),
+        DTYPE_BYTES[case.dtype],
+        1.0 if case.cache == "warm" else 0.0,
+    ]
+    return np.asarray(values, dtype=np.float64)
+
+
+def family_feature_names(family: str) -> tuple[str, ...]:
+    """The family's model inputs: the shared features plus a one-hot of its libraries."""
+    from synperf.kernels import families
+    return (*FEATURE_NAMES, *(f"library_{lib}" for lib in families()[family].LIBRARIES))
+
+
+def family_features(case: KernelCase, demand: KernelDemand) -> np.ndarray:
+    from synperf.kernels import families
+    libraries = families()[case.family].LIBRARIES
+    return np.concatenate([features(case, demand), [1.0 if case.library == lib else 0.0 for lib in libraries]])

@@ -1,0 +1,86 @@
+"""`synperf train` and `synperf eval`: fit one efficiency model per kernel family on measured rows,
+and report latency error on held-out rows against the baselines (I/O lives here, not in the model)."""
+
+from __future__ import annotations
+
+import time
+from collections import defaultdict
+from pathlib import Path
+from typing import Iterable
+
+import numpy as np
+
+from synperf.dataset import _usable
+from synperf.efficiency import EfficiencyModel
+from synperf.errors import SynperfError
+from synperf.features import family_feature_names, family_features
+from synperf.predict import demand_for, model_dir
+
+
+def build_rows(records: Iterable[dict], registry) -> dict[str, dict[str, list]]:
+    """Per family: features, target log(measured / ceiling), and what evaluation needs."""
+    rows: dict[str, dict[str, list]] = defaultdict(lambda: defaultdict(list))
+    for rec, case, gpu in _usable(records, registry):
+        try:
+            demand = demand_for(case, gpu)
+        except SynperfError:
+            continue
+        latency = rec["latency_us"]
+        ceiling = demand.ceiling_us
+        group = rows[case.family]
+        group["X"].append(family_features(case, demand))
+        group["y"].append(np.log(max(latency, ceiling) / ceiling))
+        group["latency"].append(latency)
+        group["ceiling"].append(ceiling)
+        group["roofline"].append(_roofline_us(demand, gpu))
+        group["gpu"].append(gpu.id)
+        group["library"].append(case.library)
+        group["case"].append(case)
+    return rows
+
+
+def _roofline_us(demand, gpu) -> float:
+    """A plain two-ceiling roofline: total FLOP at the tensor (or FP32) peak vs compulsory DRAM bytes."""
+    compute = sum(max(ld.row("tensor").gpu_us, ld.row("fma").gpu_us) for ld in demand.launches)
+    memory = sum(ld.row("dram").gpu_us for ld in demand.launches)
+    return max(compute, memory)
+
+
+def train(records: Iterable[dict], registry, out: Path, seed: int = 0, epochs: int = 300) -> list[dict]:
+    out.mkdir(parents=True, exist_ok=True)
+    summary = []
+    for family, group in sorted(build_rows(records, registry).items()):
+        X, y = np.asarray(group["X"]), np.asarray(group["y"])
+        start = time.perf_counter()
+        model = EfficiencyModel(epochs=epochs, seed=seed).fit(X, y, family_feature_names(family))
+        gpus = sorted(set(group["gpu"]))
+        card = {"family": family, "rows": int(len(y)), "gpus": gpus, "seed": seed,
+                "train_seconds": round(time.perf_counter() - start, 1)}
+        model.save(out / family, card)
+        summary.append(card)
+    return summary
+
+
+def evaluate(records: Iterable[dict], registry, models: dict) -> list[dict]:
+    """Latency MAPE per (gpu, family, library) for the learned model, the analytical estimate and the
+    plain roofline, with the learned model's 80 % interval coverage."""
+    from synperf.predict import efficiency_prior
+    out = []
+    for family, group in sorted(build_rows(records, registry).items()):
+        X = np.asarray(group["X"])
+        latency, ceiling = np.asarray(group["latency"]), np.asarray(group["ceiling"])
+        roofline = np.asarray(group["roofline"])
+        if family in models:
+            q = models[family][0].predict(X)
+            learned, low, high = ceiling * np.exp(q[:, 1]), ceiling * np.exp(q[:, 0]), ceiling * np.exp(q[:, 2])
+        else:
+            learned = low = high = np.full_like(latency, np.nan)
+        analytical = np.array([c / efficiency_prior(family, lib)["median"] for c, lib in zip(ceiling, group["library"])])
+        keys = list(zip(group["gpu"], group["library"]))
+        for gpu_id, library in sorted(set(keys)):
+            mask = np.array([k == (gpu_id, library) for k in keys])
+            ape = lambda pred: float(np.mean(np.abs(pred[mask] / latency[mask] - 1)))  # noqa: E731
+            out.append({"gpu": gpu_id, "family": family, "library": library, "rows": int(mask.sum()),
+                        "mlp_mape": ape(learned), "analytical_mape": ape(analytical), "roofline_mape": ape(roofline),
+                        "mlp_coverage_80": float(np.mean((low[mask] <= latency[mask]) & (latency[mask] <= high[mask])))})
+    return out

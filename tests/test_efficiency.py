@@ -1,0 +1,71 @@
+import json
+
+import numpy as np
+import pytest
+
+from synperf.cases import parse_case
+from synperf.efficiency import QUANTILES, EfficiencyModel
+from synperf.errors import SynperfError
+from synperf.features import family_feature_names, family_features
+from synperf.predict import demand_for, family_models, predict
+
+
+def synthetic(n=3000, seed=0):
+    rng = np.random.default_rng(seed)
+    X = rng.normal(size=(n, 4))
+    y = 0.3 + 0.5 * np.abs(X[:, 0]) + 0.1 * rng.normal(size=n)
+    return X, y
+
+
+def test_quantile_heads_are_calibrated_on_held_out_rows():
+    X, y = synthetic()
+    model = EfficiencyModel(epochs=60, seed=1).fit(X[:2000], y[:2000], ("a", "b", "c", "d"))
+    q = model.predict(X[2000:])
+    below = [(y[2000:] < q[:, i]).mean() for i in range(3)]
+    assert below == pytest.approx(QUANTILES.tolist(), abs=0.06)
+    assert (q[:, 0] <= q[:, 1]).all() and (q[:, 1] <= q[:, 2]).all() and (q >= 0).all()
+
+
+def test_save_load_round_trip_is_exact_and_needs_no_pickle(tmp_path):
+    X, y = synthetic(500)
+    model = EfficiencyModel(epochs=5).fit(X, y, ("a", "b", "c", "d"))
+    model.save(tmp_path / "m", {"family": "test", "rows": 500, "gpus": ["h200"]})
+    loaded, card = EfficiencyModel.load(tmp_path / "m")
+    assert card["feature_names"] == ["a", "b", "c", "d"]
+    assert np.array_equal(loaded.predict(X), model.predict(X))
+    with np.load(tmp_path / "m.npz", allow_pickle=False) as data:   # plain arrays only
+        assert all(data[key].dtype != object for key in data.files)
+
+
+def test_tampered_or_truncated_weights_fail_loudly(tmp_path):
+    X, y = synthetic(300)
+    EfficiencyModel(epochs=2).fit(X, y, ("a", "b", "c", "d")).save(tmp_path / "m", {"rows": 300, "gpus": []})
+    raw = (tmp_path / "m.npz").read_bytes()
+    (tmp_path / "m.npz").write_bytes(raw[: len(raw) // 2])
+    with pytest.raises(SynperfError, match="unreadable or damaged"):
+        EfficiencyModel.load(tmp_path / "m")
+    EfficiencyModel(epochs=2).fit(X, y, ("a", "b", "c", "d")).save(tmp_path / "m", {"rows": 300, "gpus": []})
+    card = json.loads((tmp_path / "m.json").read_text())
+    card["feature_names"] = ["a", "b"]
+    (tmp_path / "m.json").write_text(json.dumps(card))
+    with pytest.raises(SynperfError, match="inconsistent shapes"):
+        EfficiencyModel.load(tmp_path / "m")
+
+
+def test_shipped_models_cover_every_family_and_match_the_features():
+    models = family_models()
+    assert set(models) == {"gemm", "attention", "moe", "rmsnorm", "silu_and_mul", "rope"}
+    for family, (model, card) in models.items():
+        assert model.feature_names_in_ == family_feature_names(family)
+        assert card["rows"] > 100
+
+
+def test_predictions_use_the_model_and_flag_inputs_outside_training(h100):
+    cold = parse_case({"family": "gemm", "m": 512, "n": 4096, "k": 4096})
+    warm = parse_case({"family": "gemm", "m": 512, "n": 4096, "k": 4096, "cache": "warm"})
+    p = predict(cold, h100)
+    assert p.model.startswith("mlp:gemm") and not p.ood
+    assert p.ceiling_us <= p.latency_low_us <= p.latency_us <= p.latency_high_us
+    assert predict(warm, h100).ood          # trained on cold-L2 rows only
+    x = family_features(cold, demand_for(cold, h100))
+    assert x.shape == (len(family_feature_names("gemm")),) and np.isfinite(x).all()
