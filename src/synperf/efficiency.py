@@ -14,7 +14,7 @@ import numpy as np
 from synperf.errors import SynperfError
 
 QUANTILES = np.array([0.1, 0.5, 0.9])
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 
 
 class NotFittedError(SynperfError):
@@ -42,6 +42,9 @@ class EfficiencyModel:
         rng = np.random.default_rng(self.seed)
         self.feature_names_in_ = tuple(feature_names)
         self.feature_min_, self.feature_max_ = X.min(axis=0), X.max(axis=0)
+        # An MLP extrapolates without bound; no prediction may claim a slower kernel (relative to
+        # its ceiling) than any seen in training by more than e^0.5.
+        self.target_max_ = np.array([y.max() + 0.5])
         self.mean_ = X.mean(axis=0)
         self.scale_ = np.where(X.std(axis=0) > 1e-9, X.std(axis=0), 1.0)
         Z = (X - self.mean_) / self.scale_
@@ -87,12 +90,12 @@ class EfficiencyModel:
 
     # -- inference -----------------------------------------------------------------------------
     def predict(self, X: np.ndarray) -> np.ndarray:
-        """Quantiles (10th, 50th, 90th) of log(latency / ceiling), sorted, never below 0."""
+        """Quantiles (10th, 50th, 90th) of log(latency / ceiling), sorted, within [0, target_max_]."""
         if not hasattr(self, "weights_"):
             raise NotFittedError("the efficiency model is not fitted")
         X = np.atleast_2d(np.asarray(X, dtype=np.float64))
         _, out = self._forward((X - self.mean_) / self.scale_)
-        return np.maximum(np.sort(out, axis=1), 0.0)
+        return np.clip(np.sort(out, axis=1), 0.0, self.target_max_[0])
 
     def out_of_range(self, X: np.ndarray) -> np.ndarray:
         """Per row: is any feature outside the training range (with a 5 % margin of that range)?"""
@@ -103,7 +106,7 @@ class EfficiencyModel:
     # -- storage (no pickle) ---------------------------------------------------------------------
     def save(self, stem: Path, card: dict) -> None:
         arrays = {"mean": self.mean_, "scale": self.scale_, "feature_min": self.feature_min_,
-                  "feature_max": self.feature_max_}
+                  "feature_max": self.feature_max_, "target_max": self.target_max_}
         arrays.update({f"w{i}": w for i, w in enumerate(self.weights_)})
         arrays.update({f"b{i}": b for i, b in enumerate(self.biases_)})
         np.savez(stem.with_suffix(".npz"), **arrays)
@@ -131,6 +134,7 @@ class EfficiencyModel:
             model.feature_names_in_ = tuple(card["feature_names"])
             model.mean_, model.scale_ = arrays["mean"], arrays["scale"]
             model.feature_min_, model.feature_max_ = arrays["feature_min"], arrays["feature_max"]
+            model.target_max_ = arrays["target_max"]
             model.weights_ = [arrays[f"w{i}"] for i in range(card["layers"])]
             model.biases_ = [arrays[f"b{i}"] for i in range(card["layers"])]
         except KeyError as exc:

@@ -43,6 +43,7 @@ _NUMERIC_FIELDS: dict[str, tuple[type, bool]] = {
 }
 _INTERCONNECT_FIELDS = ("nvlink_gb_s", "pcie_gb_s")
 _MAX_NUMBER = 1e30   # no GPU quantity comes near; larger values are typos or garbage
+_MIN_NUMBER = 1e-6   # nor this small (a rate of 1e-300 per clock made ceilings infinite)
 # Counts that size arrays (per-SM schedules) or loops get a physical upper bound, generous enough
 # for any GPU to come: a typo such as sm_count 1e20 must fail here, not as a MemoryError later.
 _MAX_COUNT = {"sm_count": 4096, "max_ctas_per_sm": 1024, "max_warps_per_sm": 1024,
@@ -151,9 +152,10 @@ class GpuSpec:
                 raise SpecError(f"{origin}: field '{key}' must be {{value: <number>, source: <text>}}")
             value, source = node["value"], node["source"]
             # (a 400-digit YAML integer is an int that math.isfinite cannot convert: bound it first)
-            if (isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0 or value > _MAX_NUMBER
+            if (isinstance(value, bool) or not isinstance(value, (int, float)) or not _MIN_NUMBER <= value <= _MAX_NUMBER
                     or not math.isfinite(value)):
-                raise SpecError(f"{origin}: field '{key}' value must be a positive finite number, got {_short(value)}")
+                raise SpecError(f"{origin}: field '{key}' value must be a positive finite number between"
+                                f" {_MIN_NUMBER:g} and {_MAX_NUMBER:g}, got {_short(value)}")
             if kind is int and float(value) != int(value):
                 raise SpecError(f"{origin}: field '{key}' value must be an integer, got {value!r}")
             if key in _MAX_COUNT and value > _MAX_COUNT[key]:
