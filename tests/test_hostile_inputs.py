@@ -295,7 +295,7 @@ def test_data_summary_on_non_parquet(tmp_path, capsys):
     fake = tmp_path / "fake.parquet"
     fake.write_text(GOOD + "\n")
     for args in (["data", "summary", fake], ["data", "summary", tmp_path / "none"],
-                 ["data", "ceiling-check", fake], ["data", "evaluate", fake]):
+                 ["data", "ceiling-check", fake], ["eval", fake]):
         code, out, err = run(capsys, *args)
         one_line_error(code, err)
 

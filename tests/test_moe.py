@@ -10,16 +10,6 @@ from synperf.tasks import L2, SHARED, TENSOR
 LIB = "triton_fused_moe"
 
 
-@pytest.fixture(scope="module")
-def h100():
-    return resolve_gpu("h100-sxm")
-
-
-@pytest.fixture(scope="module")
-def a100():
-    return resolve_gpu("a100-sxm4-80gb")
-
-
 def cfg(bm=16, bn=32, bk=64, gm=1, warps=4, stages=3):
     return {"BLOCK_SIZE_M": bm, "BLOCK_SIZE_N": bn, "BLOCK_SIZE_K": bk, "GROUP_SIZE_M": gm,
             "num_warps": warps, "num_stages": stages}

@@ -188,17 +188,6 @@ def cmd_data_fit_priors(args) -> int:
     return 0
 
 
-def cmd_data_evaluate(args) -> int:
-    from synperf.dataset import evaluate_estimates, iter_records
-    rows = evaluate_estimates(iter_records(args.paths), _registry(args))
-    if args.json:
-        print(json.dumps(rows, indent=1))
-        return 0
-    _print_table(rows, [("gpu", "<30"), ("family", "<14"), ("library", "<24"), ("rows", ">7d"), ("mape", ">8.1%"),
-                        ("median_ape", ">12.1%"), ("coverage_80", ">13.1%")])
-    return 0
-
-
 def cmd_data_import(args) -> int:
     from synperf.dataset import write_records_streaming
     from synperf.importers import Report, iter_source
@@ -343,11 +332,6 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("paths", nargs="+")
     p.add_argument("--output", required=True, help="e.g. src/synperf/kernels/efficiency_priors.json")
     p.set_defaults(func=cmd_data_fit_priors)
-    p = data.add_parser("evaluate", help="latency error and interval coverage of the estimate on measured rows")
-    _add_gpu_args(p, required=False)
-    p.add_argument("paths", nargs="+")
-    p.add_argument("--json", action="store_true")
-    p.set_defaults(func=cmd_data_evaluate)
     p = data.add_parser("gemm-tiles", help="build a cuBLAS tile table from profiled GEMM rows")
     p.add_argument("paths", nargs="+")
     p.add_argument("--output", required=True, help="e.g. src/synperf/kernels/tiles/gemm_hopper.json")

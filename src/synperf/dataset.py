@@ -160,27 +160,6 @@ def _ceilings(records: Iterable[dict], registry) -> Iterator[tuple[dict, object,
             continue
 
 
-def evaluate_estimates(records: Iterable[dict], registry) -> list[dict]:
-    """Latency MAPE and interval coverage of synperf's estimate per (gpu, family, library)."""
-    from synperf.predict import predict
-    errs: dict[tuple, list[tuple[float, bool]]] = defaultdict(list)
-    for rec, case, gpu in _usable(records, registry):
-        latency = rec["latency_us"]
-        try:
-            pred = predict(case, gpu)
-        except SynperfError:
-            continue
-        inside = pred.latency_low_us <= latency <= pred.latency_high_us
-        errs[(gpu.id, case.family, case.library)].append((abs(pred.latency_us / latency - 1.0), inside))
-    out = []
-    for (gpu_id, family, library), values in sorted(errs.items()):
-        arr = np.asarray([v[0] for v in values])
-        out.append({"gpu": gpu_id, "family": family, "library": library, "rows": int(arr.size),
-                    "mape": float(arr.mean()), "median_ape": float(np.median(arr)),
-                    "coverage_80": float(np.mean([v[1] for v in values]))})
-    return out
-
-
 # Columns of imported datasets: the contract's shape fields plus provenance; anything else a
 # source adds stays inside case_json.
 IMPORT_COLUMNS = {
