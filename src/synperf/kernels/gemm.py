@@ -173,14 +173,16 @@ def heuristic_config(call: GemmCall, gpu) -> TileConfig:
 
 
 def fp8_block_config(call: GemmCall, gpu) -> TileConfig:
-    """DeepGEMM-style block-scaled FP8: BLOCK_M 64 or 128, BLOCK_N chosen from {64..256} to use the
-    fewest waves over a persistent grid of one CTA per SM; K step 128 (one scale block)."""
+    """DeepGEMM-style block-scaled FP8 (get_best_configs): BLOCK_M 64 or 128; BLOCK_N from {64..256}
+    with the fewest waves over a persistent grid of one CTA per SM, then the fullest last wave,
+    then the larger tile; K step 128 (one scale block)."""
     tile_m = 64 if call.m <= 64 else 128
     best = None
     for tile_n in (64, 96, 128, 160, 192, 224, 256):
         tiles = ceil_div(call.m, tile_m) * ceil_div(call.n, tile_n)
         waves = ceil_div(tiles, gpu.sm_count)
-        key = (waves, -tile_n)
+        last_wave = tiles - (waves - 1) * gpu.sm_count
+        key = (waves, -last_wave, -tile_n)
         if best is None or key < best[0]:
             best = (key, tile_n)
     tile_n = best[1]
