@@ -257,6 +257,11 @@ def cmd_eval(args) -> int:
     return 0
 
 
+def cmd_simulate_batch(args) -> int:
+    from synperf.workloads.cli_support import run_simulate_batch
+    return run_simulate_batch(args, _registry)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="synperf", description=__doc__)
     parser.add_argument("--version", action="version", version=f"synperf {__version__}")
@@ -336,6 +341,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("paths", nargs="+")
     p.add_argument("--output", required=True, help="e.g. src/synperf/kernels/tiles/gemm_hopper.json")
     p.set_defaults(func=cmd_data_gemm_tiles)
+
+    sim = sub.add_parser("simulate", help="end-to-end latency of a model (docs/end-to-end.md)")
+    sim_sub = sim.add_subparsers(dest="simulate_command", required=True)
+    p = sim_sub.add_parser("batch", help="one static batch: prefill, then decode steps (bench_one_batch semantics)")
+    _add_gpu_args(p)
+    p.add_argument("--model", required=True, help="bundled model id (llama-3.1-8b, ...) or a config.json path")
+    p.add_argument("--tp", default="1", help="tensor-parallel size (default 1)")
+    p.add_argument("--pp", default="1", help="pipeline-parallel size (only 1 for now)")
+    p.add_argument("--framework", required=True, help="sglang or vllm")
+    p.add_argument("--prompt-lens", required=True, help="comma-separated prompt lengths, e.g. 2648,3740")
+    p.add_argument("--output-len", required=True, help="output tokens per request")
+    p.add_argument("--json", action="store_true", help="print a JSON object")
+    p.set_defaults(func=cmd_simulate_batch)
 
     try:
         from synperf.profile.cli import add_profile_parser

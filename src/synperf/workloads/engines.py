@@ -1,0 +1,208 @@
+"""The kernels of one forward pass as vLLM or SGLang runs it, per GPU, under tensor parallelism.
+
+``forward_pass(model, gpu, tp, framework, phase, lens)`` returns a ForwardPass whose ``kernels``
+are ``(case dict, count, tag)`` triples (each case parses with ``synperf.cases.parse_case``;
+``count`` is how many times the pass runs it, e.g. once per layer) and whose ``allreduces`` are
+``(bytes, count, tag)`` triples (TP all-reduces, priced by ``comm``). ``lens`` are the prompt
+lengths for a prefill, the current kv lengths (the new token included) for a decode step.
+
+Library mappings (the closest modelled library; docs/end-to-end.md):
+- attention, SGLang: prefill ``fa3`` on Hopper (head_dim 64/128/256), ``flashinfer`` otherwise;
+  decode ``flashinfer`` paged decode (page_size 1, SGLang's default).
+- attention, vLLM (FlashAttention backend): ``fa3`` on Hopper; elsewhere on sm80+
+  ``flash_attn2_torch_sdpa`` (FlashAttention-2 kernels), whose dense tensors need equal lengths:
+  the batch is padded to its longest request (an over-estimate for uneven batches); pre-sm80
+  GPUs get ``flashinfer``. Page size 16.
+- GEMMs ``cublas`` bf16; RMSNorm, SiLU-and-mul, RoPE ``flashinfer`` (vLLM's own CUDA kernels have
+  the same one-CTA-per-row / element-wise shape); fused MoE ``triton_fused_moe`` with the engine's
+  default config.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import NamedTuple
+
+from synperf.errors import InputError
+from synperf.kernels.attention import FA3_HEAD_DIMS, HEAD_DIMS
+from synperf.workloads.model import ModelConfig
+
+FRAMEWORKS = ("vllm", "sglang")
+DTYPE = "bf16"
+_ROPE_FLASHINFER_DIMS = (64, 128, 256, 512)
+MLA_DECODE_HEAD_DIM = 256       # MLA decode priced as MQA at this head dim (see _mla_attention)
+
+
+class KernelOp(NamedTuple):
+    case: dict
+    count: int
+    tag: str
+
+
+class AllReduce(NamedTuple):
+    bytes: int
+    count: int
+    tag: str
+
+
+@dataclass
+class ForwardPass:
+    framework: str
+    phase: str
+    tp: int
+    num_tokens: int
+    num_seqs: int
+    kernels: list[KernelOp] = field(default_factory=list)
+    allreduces: list[AllReduce] = field(default_factory=list)
+
+    def add(self, case: dict, count: int, tag: str) -> None:
+        if count > 0:
+            self.kernels.append(KernelOp({"id": tag, "dtype": DTYPE, **case}, count, tag))
+
+    @property
+    def kernel_launches(self) -> int:
+        return sum(op.count for op in self.kernels)
+
+
+def _gemm(m: int, n: int, k: int) -> dict:
+    return {"family": "gemm", "library": "cublas", "m": m, "n": n, "k": k}
+
+
+def _rmsnorm(tokens: int, hidden: int, residual: bool) -> dict:
+    return {"family": "rmsnorm", "library": "flashinfer", "tokens": tokens, "hidden": hidden, "residual": residual}
+
+
+def _rope(tokens: int, heads: int, kv_heads: int, head_dim: int) -> dict:
+    lib = "flashinfer" if head_dim in _ROPE_FLASHINFER_DIMS else "torch"
+    return {"family": "rope", "library": lib, "tokens": tokens, "num_heads": heads,
+            "num_kv_heads": kv_heads, "head_dim": head_dim}
+
+
+def attention_library(framework: str, phase: str, gpu, head_dim: int) -> str:
+    hopper = gpu.cc_major == 9
+    if gpu.cc_major < 8:
+        return "flashinfer"
+    if framework == "sglang":
+        return "fa3" if phase == "prefill" and hopper and head_dim in FA3_HEAD_DIMS else "flashinfer"
+    if hopper and head_dim in FA3_HEAD_DIMS:
+        return "fa3"
+    return "flash_attn2_torch_sdpa" if head_dim in HEAD_DIMS else "flashinfer"
+
+
+def _attention(framework: str, phase: str, gpu, lens: list[int], heads: int, kv_heads: int,
+               head_dim: int) -> dict:
+    lib = attention_library(framework, phase, gpu, head_dim)
+    case = {"family": "attention", "library": lib, "phase": phase, "num_heads": heads,
+            "num_kv_heads": kv_heads, "head_dim": head_dim}
+    if lib == "flash_attn2_torch_sdpa":             # dense tensors: pad to the longest request
+        longest = max(lens)
+        case.update(batch=len(lens), kv_len=longest, q_len=longest if phase == "prefill" else 1)
+    elif phase == "prefill":
+        case.update(q_lens=list(lens), kv_lens=list(lens))
+    else:
+        case.update(kv_lens=list(lens), page_size=1 if framework == "sglang" else 16)
+    if phase == "decode" and lib != "flash_attn2_torch_sdpa":
+        case.setdefault("page_size", 16)
+    return case
+
+
+def forward_pass(model: ModelConfig, gpu, tp: int, framework: str, phase: str, lens: list[int]) -> ForwardPass:
+    if framework not in FRAMEWORKS:
+        raise InputError(f"framework must be one of {', '.join(FRAMEWORKS)}, got {framework!r}")
+    if phase not in ("prefill", "decode"):
+        raise InputError(f"phase must be prefill or decode, got {phase!r}")
+    if not lens or any(not isinstance(x, int) or x < 1 for x in lens):
+        raise InputError("lengths must be a non-empty list of positive integers")
+    model.check_tp(tp)
+    seqs = len(lens)
+    T = sum(lens) if phase == "prefill" else seqs
+    fp = ForwardPass(framework, phase, tp, T, seqs)
+    L, h = model.num_layers, model.hidden_size
+    H = model.num_heads // tp
+    KVH = max(1, model.num_kv_heads // tp)
+    d = model.head_dim
+
+    # Embedding lookup (not a modelled family); under TP the vocab-parallel embedding all-reduces.
+    if tp > 1:
+        fp.allreduces.append(AllReduce(T * h * 2, 1, "embedding"))
+
+    # Norms. Gemma-2 has four per layer: pre/post attention, pre/post feed-forward; the post-norms
+    # take no residual. The first layer's input norm has no residual to add.
+    fp.add(_rmsnorm(T, h, False), 1, "input_norm")
+    fp.add(_rmsnorm(T, h, True), L - 1, "input_norm")
+    fp.add(_rmsnorm(T, h, True), L, "post_attention_norm" if model.norms_per_layer == 2 else "pre_feedforward_norm")
+    if model.norms_per_layer == 4:
+        fp.add(_rmsnorm(T, h, False), L, "post_attention_norm")
+        fp.add(_rmsnorm(T, h, False), L, "post_feedforward_norm")
+
+    # Attention block.
+    if model.mla:
+        _mla_attention(fp, model, gpu, framework, phase, lens, T, H)
+    else:
+        fp.add(_gemm(T, (H + 2 * KVH) * d, h), L, "qkv_proj")
+        if model.qk_norm:
+            fp.add(_rmsnorm(T * H, d, False), L, "q_norm")
+            fp.add(_rmsnorm(T * KVH, d, False), L, "k_norm")
+        fp.add(_rope(T, H, KVH, d), L, "rope")
+        fp.add(_attention(framework, phase, gpu, lens, H, KVH, d), L, "attention")
+        fp.add(_gemm(T, h, H * d), L, "o_proj")
+    fp.allreduces.append(AllReduce(T * h * 2, L if tp > 1 else 0, "attention_out"))
+
+    # Feed-forward: dense layers, then MoE layers.
+    dense, moe = model.num_dense_layers, model.num_moe_layers
+    if dense:
+        inter = model.intermediate_size // tp
+        fp.add(_gemm(T, 2 * inter, h), dense, "gate_up_proj")
+        fp.add({"family": "silu_and_mul", "library": "flashinfer", "tokens": T, "intermediate": inter}, dense, "act_and_mul")
+        fp.add(_gemm(T, h, inter), dense, "down_proj")
+    if moe:
+        fp.add(_gemm(T, model.num_experts, h), moe, "router")
+        fp.add({"family": "moe", "library": "triton_fused_moe", "tokens": T, "hidden": h,
+                "intermediate": model.expert_intermediate // tp, "num_experts": model.num_experts,
+                "topk": model.topk, "stage": "all", "config": f"{framework}_default"}, moe, "experts")
+        if model.shared_expert_intermediate:
+            inter = model.shared_expert_intermediate // tp
+            fp.add(_gemm(T, 2 * inter, h), moe, "shared_gate_up_proj")
+            fp.add({"family": "silu_and_mul", "library": "flashinfer", "tokens": T, "intermediate": inter}, moe,
+                   "shared_act_and_mul")
+            fp.add(_gemm(T, h, inter), moe, "shared_down_proj")
+    fp.allreduces.append(AllReduce(T * h * 2, L if tp > 1 else 0, "mlp_out"))
+    fp.allreduces[:] = [a for a in fp.allreduces if a.count > 0]
+
+    # Final norm and the logits of the last token of each sequence (vocab-parallel lm_head; the
+    # logits gather and the sampler are not modelled).
+    fp.add(_rmsnorm(T, h, True), 1, "final_norm")
+    fp.add(_gemm(seqs, model.vocab_size // tp, h), 1, "lm_head")
+    return fp
+
+
+def _mla_attention(fp: ForwardPass, model: ModelConfig, gpu, framework: str, phase: str, lens: list[int],
+                   T: int, H: int) -> None:
+    """DeepSeek MLA. Projections are priced exactly (q, or q_a + norm + q_b; kv_a with the rope
+    key; kv_b or, in decode, the absorbed W_UK / W_UV products as GEMMs with the same weights).
+    The attention kernel is priced as the closest modelled family: prefill as multi-head
+    attention at head_dim 192 (the qk width; v's 128 is not modelled separately); decode, which
+    reads the shared 576-wide latent, as MQA (one kv head) at head_dim 256: 1024 bytes of K+V a
+    token against MLA's 1152."""
+    L, h, r = model.num_layers, model.hidden_size, model.kv_lora_rank
+    nope, rope_d, v = model.qk_nope_head_dim, model.qk_rope_head_dim, model.v_head_dim
+    qk = nope + rope_d
+    if model.q_lora_rank:
+        fp.add(_gemm(T, model.q_lora_rank, h), L, "q_a_proj")
+        fp.add(_rmsnorm(T, model.q_lora_rank, False), L, "q_a_norm")
+        fp.add(_gemm(T, H * qk, model.q_lora_rank), L, "q_b_proj")
+    else:
+        fp.add(_gemm(T, H * qk, h), L, "q_proj")
+    fp.add(_gemm(T, r + rope_d, h), L, "kv_a_proj")
+    fp.add(_rmsnorm(T, r, False), L, "kv_a_norm")
+    fp.add(_rope(T, H, 1, rope_d), L, "rope")
+    if phase == "prefill":
+        fp.add(_gemm(T, H * (nope + v), r), L, "kv_b_proj")
+        d = qk if qk in HEAD_DIMS else 256
+        case = _attention(framework, phase, gpu, lens, H, H, d)
+    else:
+        fp.add(_gemm(T, H * r, nope), L, "w_uk_absorbed")
+        case = _attention(framework, phase, gpu, lens, H, 1, MLA_DECODE_HEAD_DIM)
+        fp.add(_gemm(T, H * v, r), L, "w_uv_absorbed")
+    fp.add(case, L, "attention")
+    fp.add(_gemm(T, h, H * v), L, "o_proj")

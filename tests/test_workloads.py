@@ -1,0 +1,162 @@
+"""End-to-end workloads: model configs, kernel sequences, the comm model, static batches, CLI."""
+
+import json
+
+import pytest
+
+from synperf.cases import parse_case
+from synperf.cli import main
+from synperf.errors import InputError
+from synperf.gpu.registry import resolve_gpu
+from synperf.workloads import comm
+from synperf.workloads.engines import forward_pass
+from synperf.workloads.model import bundled_models, load_model, model_from_dict
+from synperf.workloads.static_batch import simulate_batch
+
+H100 = resolve_gpu("h100-sxm")
+A100 = resolve_gpu("a100-sxm4-80gb")
+
+
+def test_bundled_configs_load_and_derive():
+    assert len(bundled_models()) >= 12
+    for name in bundled_models():
+        load_model(name)
+    llama = load_model("llama-3.1-8b")
+    assert (llama.head_dim, llama.num_heads, llama.num_kv_heads, llama.gqa_group) == (128, 32, 8, 4)
+    assert not llama.qk_norm and not llama.is_moe and not llama.tie_word_embeddings
+    assert load_model("meta-llama/Llama-3.2-1B").head_dim == 64
+    assert load_model("llama-3.2-1b").tie_word_embeddings
+    assert load_model("qwen3-8b").qk_norm and not load_model("qwen2.5-7b").qk_norm
+    moe = load_model("qwen3-30b-a3b")
+    assert (moe.num_experts, moe.topk, moe.expert_intermediate, moe.num_moe_layers) == (128, 8, 768, 48)
+    assert moe.qk_norm
+    ds = load_model("deepseek-v2-lite")
+    assert ds.mla and ds.num_moe_layers == 26 and ds.shared_expert_intermediate == 2 * 1408
+    assert load_model("mixtral-8x7b").expert_intermediate == 14336
+    assert load_model("gemma-2-9b").norms_per_layer == 4
+
+
+def test_bad_configs_name_file_and_field(tmp_path):
+    raw = {
+        "architectures": ["LlamaForCausalLM"], "intermediate_size": 1024, "num_hidden_layers": 2,
+        "num_attention_heads": 8, "vocab_size": 1000}
+    path = tmp_path / "llama.json"
+    path.write_text(json.dumps(raw))
+    with pytest.raises(InputError, match=r"llama.json: field 'hidden_size': missing"):
+        load_model(path)
+    with pytest.raises(InputError, match="field 'architectures'.*not supported"):
+        model_from_dict({**raw, "hidden_size": 512, "architectures": ["FooForCausalLM"]}, "foo.json")
+    with pytest.raises(InputError, match="field 'hidden_size'"):
+        model_from_dict({**raw, "hidden_size": "big"}, "x.json")
+    with pytest.raises(InputError, match="unknown model"):
+        load_model("no-such-model")
+
+
+def _all_parse(fp):
+    for case, count, tag in fp.kernels:
+        parse_case(case)
+        assert count >= 1 and tag
+
+
+@pytest.mark.parametrize("name", ["llama-3.1-8b", "qwen3-30b-a3b", "deepseek-v2-lite", "gemma-2-9b", "gpt-oss-20b"])
+@pytest.mark.parametrize("framework", ["vllm", "sglang"])
+@pytest.mark.parametrize("gpu", [H100, A100])
+def test_every_case_parses(name, framework, gpu):
+    model = load_model(name)
+    _all_parse(forward_pass(model, gpu, 1, framework, "prefill", [300, 700]))
+    _all_parse(forward_pass(model, gpu, 2, framework, "decode", [301, 701]))
+
+
+def test_llama_sequence_counts_and_tp():
+    m = load_model("llama-3.1-8b")
+    fp = forward_pass(m, H100, 1, "sglang", "prefill", [1024, 512])
+    gemms = [(c, n, t) for c, n, t in fp.kernels if c["family"] == "gemm"]
+    assert sum(n for c, n, t in gemms if t != "lm_head") == 4 * 32
+    head = next(c for c, n, t in gemms if t == "lm_head")
+    assert head["m"] == 2 and head["n"] == 128256             # one row per sequence
+    assert fp.allreduces == []
+    attn = next(c for c, n, t in fp.kernels if c["family"] == "attention")
+    assert attn["library"] == "fa3" and attn["q_lens"] == [1024, 512]
+    fp2 = forward_pass(m, H100, 2, "sglang", "prefill", [1024, 512])
+    assert sum(a.count for a in fp2.allreduces if a.tag != "embedding") == 2 * 32
+    qkv1 = next(c for c, n, t in fp.kernels if t == "qkv_proj")
+    qkv2 = next(c for c, n, t in fp2.kernels if t == "qkv_proj")
+    assert qkv1["n"] == (32 + 16) * 128 and qkv2["n"] == qkv1["n"] // 2
+    # kv heads are replicated when tp exceeds them
+    qkv16 = next(c for c, n, t in forward_pass(m, H100, 16, "vllm", "decode", [9]).kernels if t == "qkv_proj")
+    assert qkv16["n"] == (2 + 2 * 1) * 128
+
+
+def test_attention_library_mapping():
+    m = load_model("llama-3.1-8b")
+    vllm_a100 = next(c for c, n, t in forward_pass(m, A100, 1, "vllm", "prefill", [100, 300]).kernels
+                     if t == "attention")
+    assert vllm_a100["library"] == "flash_attn2_torch_sdpa" and vllm_a100["kv_len"] == 300   # padded
+    sgl_dec = next(c for c, n, t in forward_pass(m, H100, 1, "sglang", "decode", [100, 300]).kernels
+                   if t == "attention")
+    assert sgl_dec["library"] == "flashinfer" and sgl_dec["kv_lens"] == [100, 300]
+
+
+def test_qk_norm_and_moe_cases():
+    q = load_model("qwen3-30b-a3b")
+    fp = forward_pass(q, H100, 2, "vllm", "decode", [50] * 4)
+    tags = {t for _, _, t in fp.kernels}
+    assert {"q_norm", "k_norm", "router", "experts"} <= tags and "gate_up_proj" not in tags
+    experts = next(c for c, n, t in fp.kernels if t == "experts")
+    assert experts["intermediate"] == 384 and experts["config"] == "vllm_default" and experts["topk"] == 8
+
+
+def test_comm_fit_and_fallback():
+    t_small, how = comm.allreduce_us(8192 * 2, 2, H100, "vllm_graph")
+    assert how == "fit:vllm_graph" and 2 < t_small < 20
+    t_big, how = comm.allreduce_us(256 << 20, 8, H100)
+    assert how == "fit:nccl" and t_big > t_small
+    l4 = resolve_gpu("l4")
+    t, how = comm.allreduce_us(1 << 20, 2, l4)
+    assert how == "analytical ring" and t > comm.ANALYTICAL_LATENCY_US
+    assert comm.allreduce_us(1 << 20, 1, H100)[0] == 0.0
+
+
+def test_simulate_batch_totals_and_growth():
+    m = load_model("llama-3.2-1b")
+    r = simulate_batch(m, H100, 1, "sglang", [512, 1024], 40)
+    assert len(r.decode_steps_us) == 39
+    assert r.total_ms == pytest.approx(r.prefill_ms + sum(r.decode_steps_us) / 1e3)
+    assert r.decode_steps_us[-1] > r.decode_steps_us[0]
+    d = r.as_dict()
+    assert d["total_low_ms"] <= d["total_ms"] <= d["total_high_ms"]
+    assert set(d["breakdown_ms"]["prefill"]) >= {"gemm", "attention", "rmsnorm", "overhead"}
+    one = simulate_batch(m, H100, 1, "vllm", [128], 1)
+    assert one.decode_steps_us == [] and one.total_ms == pytest.approx(one.prefill_ms)
+
+
+def test_simulate_batch_tp2_adds_comm():
+    r = simulate_batch(load_model("llama-3.1-8b"), H100, 2, "vllm", [256] * 2, 3)
+    assert r.prefill.comm_us > 0 and "all_reduce" in r.median_decode.by_family
+
+
+def _cli(capsys, *extra):
+    argv = ["simulate", "batch", "--model", "llama-3.2-1b", "--gpu", "h100-sxm", "--framework", "sglang",
+            "--prompt-lens", "128,256", "--output-len", "4"]
+    code = main(argv + list(extra))
+    return code, capsys.readouterr()
+
+
+def test_cli_simulate_batch_json(capsys):
+    code, out = _cli(capsys, "--json")
+    assert code == 0
+    d = json.loads(out.out)
+    assert {"prefill_ms", "decode_step_median_ms", "total_ms", "breakdown_ms"} <= set(d)
+
+
+@pytest.mark.parametrize("flags, flag", [
+    (["--tp", "3"], "--tp"), (["--tp", "0"], "--tp"), (["--pp", "2"], "--pp"),
+    (["--prompt-lens", "1,,2"], "--prompt-lens"), (["--prompt-lens", "0"], "--prompt-lens"),
+    (["--prompt-lens", "99999999"], "--prompt-lens"), (["--output-len", "-1"], "--output-len"),
+    (["--model", "nope"], "--model"), (["--gpu", "nope"], "--gpu"), (["--framework", "trt"], "--framework"),
+])
+def test_cli_bad_flags_one_line(capsys, flags, flag):
+    code, out = _cli(capsys, *flags)
+    assert code != 0
+    lines = out.err.strip().splitlines()
+    assert len(lines) == 1 and flag in lines[0] and "Traceback" not in out.err
