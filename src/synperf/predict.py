@@ -88,7 +88,7 @@ def demand_for(case: KernelCase, gpu: GpuSpec) -> KernelDemand:
 def predict(case: KernelCase, gpu: GpuSpec) -> Prediction:
     """Cached: serving and end-to-end workloads repeat the same kernel shapes many times."""
     demand = demand_for(case, gpu)
-    ceiling = demand.ceiling_us
+    ceiling = float(demand.ceiling_us)
     learned = family_models().get(case.family)
     if learned is not None:
         model, card = learned
