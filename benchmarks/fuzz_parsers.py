@@ -339,8 +339,42 @@ class Targets:
                 lambda s: f"open('spec.yaml','wb').write({build(s)[:4000]!r}); load_spec_file('spec.yaml')")
 
 
+    def hf_config(self):
+        """Mutated bundled HF config.json objects: model_from_dict must load or raise a SynperfError,
+        and a loaded model's forward pass must build (every case parsing) or refuse cleanly."""
+        from synperf.workloads.engines import forward_pass
+        from synperf.workloads.model import model_from_dict
+        config_dir = ROOT / "src" / "synperf" / "workloads" / "configs"
+        bases = [json.loads(p.read_text()) for p in sorted(config_dir.glob("*.json"))]
+        gpu = resolve_gpu("h100-sxm")
+
+        def build(seed: int):
+            rng = random.Random(seed)
+            raw = json.loads(json.dumps(rng.choice(bases)))
+            for _ in range(rng.randint(1, 4)):
+                if rng.random() < 0.3 and raw:
+                    raw.pop(rng.choice(sorted(raw)))
+                else:
+                    raw = mutate_obj(rng, raw) if rng.random() < 0.5 else raw
+                    key = rng.choice(sorted(raw) or ["hidden_size"])
+                    raw[key] = mutate_value(rng, raw.get(key))
+            if rng.random() < 0.05:
+                raw = rng.choice([[raw], "config", 3, None, [], {1: 2}])
+            return raw
+
+        def run(seed: int):
+            model = model_from_dict(build(seed), "fuzz.json")
+            rng = random.Random(seed)
+            for phase, lens in (("prefill", [rng.randint(1, 4096)]), ("decode", [rng.randint(1, 4096)] * 2)):
+                try:
+                    forward_pass(model, gpu, rng.choice([1, 2, 4]), rng.choice(["vllm", "sglang"]), phase, lens)
+                except SynperfError:
+                    pass
+        return st.integers(0, 2 ** 63), run, lambda s: f"model_from_dict({build(s)!r})"
+
+
 TARGET_NAMES = {"jsonl-bytes": "jsonl_bytes", "jsonl-mutated": "jsonl_mutated",
-                "gpu-spec-mapping": "gpu_spec_mapping", "gpu-spec-yaml": "gpu_spec_yaml"}
+                "gpu-spec-mapping": "gpu_spec_mapping", "gpu-spec-yaml": "gpu_spec_yaml", "hf-config": "hf_config"}
 
 
 def fuzz(name: str, strategy, run, reproducer, seconds: float, timeout: float) -> dict:

@@ -160,3 +160,14 @@ def test_cli_bad_flags_one_line(capsys, flags, flag):
     assert code != 0
     lines = out.err.strip().splitlines()
     assert len(lines) == 1 and flag in lines[0] and "Traceback" not in out.err
+
+
+def test_huge_numbers_in_a_model_config_are_refused_by_field():
+    import json as _json
+    from synperf.errors import InputError
+    from synperf.workloads.model import model_from_dict
+    from pathlib import Path
+    raw = _json.loads((Path(__file__).resolve().parents[1] / "src/synperf/workloads/configs/mixtral-8x7b.json").read_text())
+    raw["rms_norm_eps"] = 10 ** 400   # found by the fuzzer: overflowed math.isfinite
+    with pytest.raises(InputError, match="rms_norm_eps"):
+        model_from_dict(raw, "mixtral.json")

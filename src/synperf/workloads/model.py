@@ -144,8 +144,10 @@ class _Reader:
         value = self.raw.get(field)
         if value is None:
             return default
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value <= 0:
-            self.fail(field, f"must be a positive number, got {value!r}")
+        # A huge JSON integer overflows math.isfinite, so bound it before converting.
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value < 1e30 \
+                or not math.isfinite(value):
+            self.fail(field, f"must be a positive number below 1e30, got {str(value)[:40]}")
         return float(value)
 
     def bool(self, field: str, default: bool) -> bool:
