@@ -11,6 +11,10 @@ class SpecError(SynperfError):
     """A GPU spec file is missing a field, has a wrong type, or contradicts itself."""
 
 
+class UnsupportedDtypeError(SpecError):
+    """The GPU has no tensor-core rate for the kernel's dtype (e.g. bf16 on a V100)."""
+
+
 class UnknownGpuError(SynperfError):
     """No spec matches the requested GPU name."""
 

@@ -22,7 +22,7 @@ from synperf.cases import KernelCase
 from synperf.demand import KernelDemand, kernel_demand
 from synperf.efficiency import EfficiencyModel
 from synperf.features import family_features
-from synperf.errors import InputError
+from synperf.errors import InputError, UnsupportedDtypeError
 from synperf.gpu.spec import GpuSpec
 from synperf.kernels import families
 
@@ -77,6 +77,8 @@ def demand_for(case: KernelCase, gpu: GpuSpec) -> KernelDemand:
     try:
         launches = families()[case.family].decompose(case.call, gpu)
         return kernel_demand(launches, gpu, case.cache)
+    except UnsupportedDtypeError as exc:
+        raise InputError(str(exc), "dtype") from None
     except MemoryError:
         # Every field is within its range, but together they ask for more tasks than fit in
         # memory (e.g. 65536 requests x 10M tokens x 1024 heads): the case's fault, one line.

@@ -10,7 +10,7 @@ import math
 from dataclasses import dataclass, field
 from typing import Any, Mapping
 
-from synperf.errors import SpecError
+from synperf.errors import SpecError, UnsupportedDtypeError
 
 ARCHITECTURES = ("volta", "turing", "ampere", "ada", "hopper", "blackwell", "blackwell_consumer")
 TENSOR_PATHS = ("mma", "wgmma", "tcgen05")
@@ -119,8 +119,8 @@ class GpuSpec:
         chosen = path if path in paths else "mma"
         rates = paths.get(chosen, {})
         if dtype not in rates:
-            raise SpecError(f"{self.id}: no tensor-core rate for dtype '{dtype}' on path '{chosen}'"
-                            f" (spec {self.origin or 'built-in'} lists {sorted(rates)})")
+            raise UnsupportedDtypeError(f"{self.id} has no tensor-core rate for '{dtype}' on its '{chosen}' path"
+                                        f" (its spec lists {', '.join(sorted(rates))})")
         return rates[dtype]
 
     def supports_tensor_dtype(self, dtype: str) -> bool:
