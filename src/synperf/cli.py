@@ -262,6 +262,11 @@ def cmd_simulate_batch(args) -> int:
     return run_simulate_batch(args, _registry)
 
 
+def cmd_simulate_serve(args) -> int:
+    from synperf.workloads.cli_support import run_simulate_serve
+    return run_simulate_serve(args, _registry)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="synperf", description=__doc__)
     parser.add_argument("--version", action="version", version=f"synperf {__version__}")
@@ -354,6 +359,23 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--output-len", required=True, help="output tokens per request")
     p.add_argument("--json", action="store_true", help="print a JSON object")
     p.set_defaults(func=cmd_simulate_batch)
+    p = sim_sub.add_parser("serve", help="continuous batching (vLLM V1-style scheduler): TTFT, TPOT, throughput")
+    _add_gpu_args(p)
+    p.add_argument("--model", required=True, help="bundled model id (llama-3.1-8b, ...) or a config.json path")
+    p.add_argument("--tp", default="1", help="tensor-parallel size (default 1)")
+    p.add_argument("--framework", required=True, help="vllm or sglang (kernel choices; the scheduler is vLLM's)")
+    p.add_argument("--rate", help="Poisson arrival rate, requests per second")
+    p.add_argument("--num-requests", help="number of Poisson requests")
+    for what in ("prompt", "output"):
+        p.add_argument(f"--{what}-len", help=f"fixed {what} length")
+        p.add_argument(f"--{what}-len-range", help=f"{what} lengths uniform in A,B (inclusive)")
+    p.add_argument("--trace", help="JSONL or JSON list of {arrival_time, prompt_tokens, output_tokens}")
+    p.add_argument("--max-num-seqs", default="256")
+    p.add_argument("--max-num-batched-tokens", default="8192")
+    p.add_argument("--gpu-memory-utilization", default="0.9")
+    p.add_argument("--seed", default="0")
+    p.add_argument("--json", action="store_true", help="print a JSON object (with the timeline)")
+    p.set_defaults(func=cmd_simulate_serve)
 
     try:
         from synperf.profile.cli import add_profile_parser

@@ -66,3 +66,91 @@ def run_simulate_batch(args, registry) -> int:
     else:
         print(format_result(result))
     return 0
+
+
+# ------------------------------------------------------------------------------ simulate serve
+MAX_REQUESTS = 1_000_000
+
+
+def _float_flag(text: str, flag: str, lo: float, hi: float, lo_open: bool = True) -> float:
+    try:
+        value = float(str(text).strip())
+    except ValueError:
+        raise SynperfError(f"{flag}: must be a number, got {text!r}") from None
+    if not (value > lo if lo_open else value >= lo) or not value <= hi:
+        raise SynperfError(f"{flag}: must be {'above' if lo_open else 'at least'} {lo:g} and at most {hi:g}, got {text}")
+    return value
+
+
+def _len_range(fixed, rng, flag: str, hi: int) -> tuple[int, int]:
+    if fixed is not None and rng is not None:
+        raise SynperfError(f"{flag}-range: give {flag} or {flag}-range, not both")
+    if rng is None:
+        if fixed is None:
+            raise SynperfError(f"{flag}: give {flag} N or {flag}-range A,B with --rate")
+        n = _int_flag(fixed, flag, hi)
+        return n, n
+    parts = str(rng).split(",")
+    if len(parts) != 2:
+        raise SynperfError(f"{flag}-range: must be A,B, got {rng!r}")
+    a, b = (_int_flag(p, f"{flag}-range", hi) for p in parts)
+    if a > b:
+        raise SynperfError(f"{flag}-range: A must not exceed B, got {rng!r}")
+    return a, b
+
+
+def run_simulate_serve(args, registry) -> int:
+    from synperf.workloads.engines import FRAMEWORKS
+    from synperf.workloads.model import load_model
+    from synperf.workloads.serving import format_serve, load_trace, poisson_requests, simulate_serving
+
+    tp = _int_flag(args.tp, "--tp", MAX_TP)
+    if args.framework not in FRAMEWORKS:
+        raise SynperfError(f"--framework: must be one of {', '.join(FRAMEWORKS)}, got {args.framework!r}")
+    max_seqs = _int_flag(args.max_num_seqs, "--max-num-seqs", 65_536)
+    max_tokens = _int_flag(args.max_num_batched_tokens, "--max-num-batched-tokens", MAX_PROMPT)
+    util = _float_flag(args.gpu_memory_utilization, "--gpu-memory-utilization", 0.0, 1.0)
+    try:
+        seed = int(str(args.seed).strip())
+    except ValueError:
+        raise SynperfError(f"--seed: must be an integer, got {args.seed!r}") from None
+    if not 0 <= seed < 2 ** 63:
+        raise SynperfError(f"--seed: must be between 0 and 2^63-1, got {seed}")
+    synthetic = (args.rate, args.num_requests, args.prompt_len, args.prompt_len_range, args.output_len,
+                 args.output_len_range)
+    if args.trace is not None:
+        if any(x is not None for x in synthetic):
+            raise SynperfError("--trace: give either --trace or --rate/--num-requests/lengths, not both")
+        try:
+            requests = load_trace(args.trace)
+        except InputError as exc:
+            raise SynperfError(f"--trace: {exc}") from None
+    else:
+        if args.rate is None:
+            raise SynperfError("--rate: give --rate R --num-requests N (or --trace FILE)")
+        rate = _float_flag(args.rate, "--rate", 0.0, 1e6)
+        if args.num_requests is None:
+            raise SynperfError("--num-requests: required with --rate")
+        num = _int_flag(args.num_requests, "--num-requests", MAX_REQUESTS)
+        prompt = _len_range(args.prompt_len, args.prompt_len_range, "--prompt-len", MAX_PROMPT)
+        output = _len_range(args.output_len, args.output_len_range, "--output-len", MAX_OUTPUT)
+        requests = poisson_requests(num, rate, prompt, output, seed)
+    try:
+        model = load_model(args.model)
+    except InputError as exc:
+        raise SynperfError(f"--model: {exc}") from None
+    try:
+        gpu = registry(args).get(args.gpu)
+    except SynperfError as exc:
+        raise SynperfError(f"--gpu: {exc}") from None
+    try:
+        model.check_tp(tp, "--tp")
+    except InputError as exc:
+        raise SynperfError(str(exc)) from None
+    result = simulate_serving(model, gpu, tp, args.framework, requests, max_num_seqs=max_seqs,
+                              max_num_batched_tokens=max_tokens, gpu_memory_utilization=util)
+    if args.json:
+        print(json.dumps(result.as_dict(), indent=1))
+    else:
+        print(format_serve(result))
+    return 0

@@ -1,6 +1,7 @@
 """The kernels of one forward pass as vLLM or SGLang runs it, per GPU, under tensor parallelism.
 
-``forward_pass(model, gpu, tp, framework, phase, lens)`` returns a ForwardPass whose ``kernels``
+``forward_pass(model, gpu, tp, framework, phase, lens)`` (and ``mixed_pass`` for a continuous batch of
+prefill chunks and decode sequences) returns a ForwardPass whose ``kernels``
 are ``(case dict, count, tag)`` triples (each case parses with ``synperf.cases.parse_case``;
 ``count`` is how many times the pass runs it, e.g. once per layer) and whose ``allreduces`` are
 ``(bytes, count, tag)`` triples (TP all-reduces, priced by ``comm``). ``lens`` are the prompt
@@ -90,15 +91,17 @@ def attention_library(framework: str, phase: str, gpu, head_dim: int) -> str:
 
 
 def _attention(framework: str, phase: str, gpu, lens: list[int], heads: int, kv_heads: int,
-               head_dim: int) -> dict:
+               head_dim: int, q_lens: list[int] | None = None) -> dict:
+    """``lens`` are kv lengths; ``q_lens`` the new tokens of prefill chunks (default: whole prompts)."""
     lib = attention_library(framework, phase, gpu, head_dim)
     case = {"family": "attention", "library": lib, "phase": phase, "num_heads": heads,
             "num_kv_heads": kv_heads, "head_dim": head_dim}
+    q_lens = list(lens) if q_lens is None else list(q_lens)
     if lib == "flash_attn2_torch_sdpa":             # dense tensors: pad to the longest request
         longest = max(lens)
-        case.update(batch=len(lens), kv_len=longest, q_len=longest if phase == "prefill" else 1)
+        case.update(batch=len(lens), kv_len=longest, q_len=max(q_lens) if phase == "prefill" else 1)
     elif phase == "prefill":
-        case.update(q_lens=list(lens), kv_lens=list(lens))
+        case.update(q_lens=q_lens, kv_lens=list(lens))
     else:
         case.update(kv_lens=list(lens), page_size=1 if framework == "sglang" else 16)
     if phase == "decode" and lib != "flash_attn2_torch_sdpa":
@@ -106,16 +109,45 @@ def _attention(framework: str, phase: str, gpu, lens: list[int], heads: int, kv_
     return case
 
 
+def _attention_parts(framework: str, gpu, chunks: list[tuple[int, int]], decode_lens: list[int], heads: int,
+                     kv_heads: int, prefill_dim: int, decode_dim: int, decode_kv_heads: int | None = None):
+    """(part, case) for the prefill chunks and the decoding sequences present in a pass."""
+    if chunks:
+        yield "prefill", _attention(framework, "prefill", gpu, [kv for _, kv in chunks], heads, kv_heads,
+                                    prefill_dim, [q for q, _ in chunks])
+    if decode_lens:
+        yield "decode", _attention(framework, "decode", gpu, decode_lens, heads,
+                                   kv_heads if decode_kv_heads is None else decode_kv_heads, decode_dim)
+
+
 def forward_pass(model: ModelConfig, gpu, tp: int, framework: str, phase: str, lens: list[int]) -> ForwardPass:
-    if framework not in FRAMEWORKS:
-        raise InputError(f"framework must be one of {', '.join(FRAMEWORKS)}, got {framework!r}")
     if phase not in ("prefill", "decode"):
         raise InputError(f"phase must be prefill or decode, got {phase!r}")
     if not lens or any(not isinstance(x, int) or x < 1 for x in lens):
         raise InputError("lengths must be a non-empty list of positive integers")
+    if phase == "prefill":
+        return mixed_pass(model, gpu, tp, framework, [(x, x) for x in lens], [])
+    return mixed_pass(model, gpu, tp, framework, [], list(lens))
+
+
+def mixed_pass(model: ModelConfig, gpu, tp: int, framework: str, chunks: list[tuple[int, int]],
+               decode_lens: list[int]) -> ForwardPass:
+    """One forward pass over a continuous batch: prefill ``chunks`` as (new tokens, kv length with
+    them) pairs (chunked prefill: kv >= new tokens) plus ``decode_lens`` (kv lengths of the decoding
+    sequences, new token included). GEMMs, norms and activations run over all the tokens; attention
+    is one prefill call over the chunks and one decode call over the decoding sequences. The phase
+    is ``prefill`` or ``decode`` when only one part is present, else ``mixed``."""
+    if framework not in FRAMEWORKS:
+        raise InputError(f"framework must be one of {', '.join(FRAMEWORKS)}, got {framework!r}")
+    if not chunks and not decode_lens:
+        raise InputError("a forward pass needs at least one prefill chunk or decoding sequence")
+    if any(not isinstance(q, int) or not isinstance(kv, int) or not 1 <= q <= kv for q, kv in chunks) \
+            or any(not isinstance(x, int) or x < 1 for x in decode_lens):
+        raise InputError("lengths must be positive integers (a chunk's kv length at least its new tokens)")
     model.check_tp(tp)
-    seqs = len(lens)
-    T = sum(lens) if phase == "prefill" else seqs
+    seqs = len(chunks) + len(decode_lens)
+    T = sum(q for q, _ in chunks) + len(decode_lens)
+    phase = "mixed" if chunks and decode_lens else "prefill" if chunks else "decode"
     fp = ForwardPass(framework, phase, tp, T, seqs)
     L, h = model.num_layers, model.hidden_size
     H = model.num_heads // tp
@@ -137,14 +169,15 @@ def forward_pass(model: ModelConfig, gpu, tp: int, framework: str, phase: str, l
 
     # Attention block.
     if model.mla:
-        _mla_attention(fp, model, gpu, framework, phase, lens, T, H)
+        _mla_attention(fp, model, gpu, framework, chunks, decode_lens, T, H)
     else:
         fp.add(_gemm(T, (H + 2 * KVH) * d, h), L, "qkv_proj")
         if model.qk_norm:
             fp.add(_rmsnorm(T * H, d, False), L, "q_norm")
             fp.add(_rmsnorm(T * KVH, d, False), L, "k_norm")
         fp.add(_rope(T, H, KVH, d), L, "rope")
-        fp.add(_attention(framework, phase, gpu, lens, H, KVH, d), L, "attention")
+        for part, case in _attention_parts(framework, gpu, chunks, decode_lens, H, KVH, d, d):
+            fp.add(case, L, "attention" if phase != "mixed" else f"attention_{part}")
         fp.add(_gemm(T, h, H * d), L, "o_proj")
     fp.allreduces.append(AllReduce(T * h * 2, L if tp > 1 else 0, "attention_out"))
 
@@ -176,14 +209,14 @@ def forward_pass(model: ModelConfig, gpu, tp: int, framework: str, phase: str, l
     return fp
 
 
-def _mla_attention(fp: ForwardPass, model: ModelConfig, gpu, framework: str, phase: str, lens: list[int],
-                   T: int, H: int) -> None:
+def _mla_attention(fp: ForwardPass, model: ModelConfig, gpu, framework: str, chunks: list[tuple[int, int]],
+                   decode_lens: list[int], T: int, H: int) -> None:
     """DeepSeek MLA. Projections are priced exactly (q, or q_a + norm + q_b; kv_a with the rope
-    key; kv_b or, in decode, the absorbed W_UK / W_UV products as GEMMs with the same weights).
-    The attention kernel is priced as the closest modelled family: prefill as multi-head
-    attention at head_dim 192 (the qk width; v's 128 is not modelled separately); decode, which
-    reads the shared 576-wide latent, as MQA (one kv head) at head_dim 256: 1024 bytes of K+V a
-    token against MLA's 1152."""
+    key; kv_b for prefill tokens or, for decode tokens, the absorbed W_UK / W_UV products as GEMMs
+    with the same weights). The attention kernel is priced as the closest modelled family: prefill
+    as multi-head attention at head_dim 192 (the qk width; v's 128 is not modelled separately);
+    decode, which reads the shared 576-wide latent, as MQA (one kv head) at head_dim 256: 1024
+    bytes of K+V a token against MLA's 1152."""
     L, h, r = model.num_layers, model.hidden_size, model.kv_lora_rank
     nope, rope_d, v = model.qk_nope_head_dim, model.qk_rope_head_dim, model.v_head_dim
     qk = nope + rope_d
@@ -196,13 +229,14 @@ def _mla_attention(fp: ForwardPass, model: ModelConfig, gpu, framework: str, pha
     fp.add(_gemm(T, r + rope_d, h), L, "kv_a_proj")
     fp.add(_rmsnorm(T, r, False), L, "kv_a_norm")
     fp.add(_rope(T, H, 1, rope_d), L, "rope")
-    if phase == "prefill":
-        fp.add(_gemm(T, H * (nope + v), r), L, "kv_b_proj")
-        d = qk if qk in HEAD_DIMS else 256
-        case = _attention(framework, phase, gpu, lens, H, H, d)
-    else:
-        fp.add(_gemm(T, H * r, nope), L, "w_uk_absorbed")
-        case = _attention(framework, phase, gpu, lens, H, 1, MLA_DECODE_HEAD_DIM)
-        fp.add(_gemm(T, H * v, r), L, "w_uv_absorbed")
-    fp.add(case, L, "attention")
+    t_pre, t_dec = sum(q for q, _ in chunks), len(decode_lens)
+    if t_pre:
+        fp.add(_gemm(t_pre, H * (nope + v), r), L, "kv_b_proj")
+    if t_dec:
+        fp.add(_gemm(t_dec, H * r, nope), L, "w_uk_absorbed")
+        fp.add(_gemm(t_dec, H * v, r), L, "w_uv_absorbed")
+    mixed = bool(t_pre and t_dec)
+    for part, case in _attention_parts(framework, gpu, chunks, decode_lens, H, H, qk if qk in HEAD_DIMS else 256,
+                                       MLA_DECODE_HEAD_DIM, decode_kv_heads=1):
+        fp.add(case, L, f"attention_{part}" if mixed else "attention")
     fp.add(_gemm(T, h, H * v), L, "o_proj")
