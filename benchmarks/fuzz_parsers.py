@@ -373,8 +373,41 @@ class Targets:
         return st.integers(0, 2 ** 63), run, lambda s: f"model_from_dict({build(s)!r})"
 
 
+    def trace(self):
+        """Request traces (JSONL or a JSON list) for `simulate serve`: valid traces mutated at the JSON
+        and byte level through `serving.parse_trace`; what parses must be non-empty, sorted, positive."""
+        from synperf.workloads.serving import parse_trace
+        base = [{"arrival_time": 0.1 * i, "prompt_tokens": 100 + 37 * i, "output_tokens": 8 + i} for i in range(6)]
+        texts = [("\n".join(json.dumps(r) for r in base)).encode(), json.dumps(base).encode()]
+
+        def build(seed: int) -> bytes:
+            rng = random.Random(seed)
+            roll = rng.random()
+            if roll < 0.5:
+                records = [mutate_obj(rng, dict(r)) if rng.random() < 0.3 else dict(r) for r in base]
+                if rng.random() < 0.2:
+                    records[rng.randrange(len(records))] = mutate_value(rng, None)
+                if rng.random() < 0.5:
+                    return json.dumps(records, default=str).encode()
+                return "\n".join(json.dumps(r, default=str) for r in records).encode()
+            return mutate_bytes(rng, rng.choice(texts), texts)
+
+        def run(seed: int):
+            raw = build(seed)
+            try:
+                text = raw.decode("utf-8")
+            except UnicodeDecodeError:
+                return   # the CLI reads the file as UTF-8 and reports the decode error itself
+            requests = parse_trace(text, "fuzz.jsonl")
+            times = [r.arrival_s for r in requests]
+            if not requests or times != sorted(times) or any(r.prompt_tokens < 1 or r.output_tokens < 1 for r in requests):
+                raise AssertionError(f"parse_trace accepted a bad trace: {requests[:3]}")
+        return st.integers(0, 2 ** 63), run, lambda s: f"parse_trace({build(s)[:4000]!r})"
+
+
 TARGET_NAMES = {"jsonl-bytes": "jsonl_bytes", "jsonl-mutated": "jsonl_mutated",
-                "gpu-spec-mapping": "gpu_spec_mapping", "gpu-spec-yaml": "gpu_spec_yaml", "hf-config": "hf_config"}
+                "gpu-spec-mapping": "gpu_spec_mapping", "gpu-spec-yaml": "gpu_spec_yaml", "hf-config": "hf_config",
+                "trace": "trace"}
 
 
 def fuzz(name: str, strategy, run, reproducer, seconds: float, timeout: float) -> dict:

@@ -135,3 +135,12 @@ def test_cli_serve_missing_trace_file(capsys, tmp_path):
                  "--trace", str(tmp_path / "none.jsonl")])
     err = capsys.readouterr().err
     assert code != 0 and "--trace" in err and len(err.strip().splitlines()) == 1
+
+
+def test_a_huge_integer_in_a_trace_names_record_and_field():
+    from synperf.errors import InputError
+    from synperf.workloads.serving import parse_trace
+    text = '{"arrival_time": 0, "prompt_tokens": 7, "output_tokens": 8}\n' \
+           '{"arrival_time": 0.1, "prompt_tokens": ' + "9" * 400 + ', "output_tokens": 9}\n'
+    with pytest.raises(InputError, match="record 2: field 'prompt_tokens'"):   # found by the fuzzer
+        parse_trace(text, "t.jsonl")

@@ -67,7 +67,8 @@ def _record_field(rec: dict, key: str, where: str, *, integer: bool, hi: float) 
     if key not in rec:
         raise InputError(f"{where}: field '{key}': missing")
     v = rec[key]
-    ok = not isinstance(v, bool) and isinstance(v, (int, float)) and math.isfinite(v)
+    # Range first: a huge JSON integer overflows math.isfinite.
+    ok = not isinstance(v, bool) and isinstance(v, (int, float)) and -1 < v <= hi and math.isfinite(v)
     if integer:
         ok = ok and float(v) == int(v) and 1 <= v <= hi
     else:
