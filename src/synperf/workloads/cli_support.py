@@ -36,18 +36,9 @@ def parse_lens(text: str, flag: str = "--prompt-lens") -> list[int]:
     return lens
 
 
-def run_simulate_batch(args, registry) -> int:
-    from synperf.workloads.engines import FRAMEWORKS
+def _model_and_gpu(args, registry, tp: int):
+    """The --model and --gpu a simulation runs on, with TP checked against the model's heads."""
     from synperf.workloads.model import load_model
-    from synperf.workloads.static_batch import format_result, simulate_batch
-
-    if _int_flag(args.pp, "--pp", MAX_TP) != 1:
-        raise SynperfError(f"--pp: only 1 is supported for now (pipeline parallelism is not modelled), got {args.pp}")
-    tp = _int_flag(args.tp, "--tp", MAX_TP)
-    if args.framework not in FRAMEWORKS:
-        raise SynperfError(f"--framework: must be one of {', '.join(FRAMEWORKS)}, got {args.framework!r}")
-    prompts = parse_lens(args.prompt_lens)
-    output_len = _int_flag(args.output_len, "--output-len", MAX_OUTPUT)
     try:
         model = load_model(args.model)
     except InputError as exc:
@@ -60,6 +51,21 @@ def run_simulate_batch(args, registry) -> int:
         model.check_tp(tp, "--tp")
     except InputError as exc:
         raise SynperfError(str(exc)) from None
+    return model, gpu
+
+
+def run_simulate_batch(args, registry) -> int:
+    from synperf.workloads.engines import FRAMEWORKS
+    from synperf.workloads.static_batch import format_result, simulate_batch
+
+    if _int_flag(args.pp, "--pp", MAX_TP) != 1:
+        raise SynperfError(f"--pp: only 1 is supported for now (pipeline parallelism is not modelled), got {args.pp}")
+    tp = _int_flag(args.tp, "--tp", MAX_TP)
+    if args.framework not in FRAMEWORKS:
+        raise SynperfError(f"--framework: must be one of {', '.join(FRAMEWORKS)}, got {args.framework!r}")
+    prompts = parse_lens(args.prompt_lens)
+    output_len = _int_flag(args.output_len, "--output-len", MAX_OUTPUT)
+    model, gpu = _model_and_gpu(args, registry, tp)
     result = simulate_batch(model, gpu, tp, args.framework, prompts, output_len)
     if args.json:
         print(json.dumps(result.as_dict(), indent=1))
@@ -101,7 +107,6 @@ def _len_range(fixed, rng, flag: str, hi: int) -> tuple[int, int]:
 
 def run_simulate_serve(args, registry) -> int:
     from synperf.workloads.engines import FRAMEWORKS
-    from synperf.workloads.model import load_model
     from synperf.workloads.serving import format_serve, load_trace, poisson_requests, simulate_serving
 
     tp = _int_flag(args.tp, "--tp", MAX_TP)
@@ -135,18 +140,7 @@ def run_simulate_serve(args, registry) -> int:
         prompt = _len_range(args.prompt_len, args.prompt_len_range, "--prompt-len", MAX_PROMPT)
         output = _len_range(args.output_len, args.output_len_range, "--output-len", MAX_OUTPUT)
         requests = poisson_requests(num, rate, prompt, output, seed)
-    try:
-        model = load_model(args.model)
-    except InputError as exc:
-        raise SynperfError(f"--model: {exc}") from None
-    try:
-        gpu = registry(args).get(args.gpu)
-    except SynperfError as exc:
-        raise SynperfError(f"--gpu: {exc}") from None
-    try:
-        model.check_tp(tp, "--tp")
-    except InputError as exc:
-        raise SynperfError(str(exc)) from None
+    model, gpu = _model_and_gpu(args, registry, tp)
     result = simulate_serving(model, gpu, tp, args.framework, requests, max_num_seqs=max_seqs,
                               max_num_batched_tokens=max_tokens, gpu_memory_utilization=util)
     if args.json:
