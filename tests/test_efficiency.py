@@ -69,3 +69,20 @@ def test_predictions_use_the_model_and_flag_inputs_outside_training(h100):
     assert predict(warm, h100).ood          # trained on cold-L2 rows only
     x = family_features(cold, demand_for(cold, h100))
     assert x.shape == (len(family_feature_names("gemm")),) and np.isfinite(x).all()
+
+
+def test_evaluation_reports_the_model_beside_its_baselines():
+    """On held-out H200 rows the learned model beats the roofline and the NeuSight-style baseline."""
+    import hashlib
+    from pathlib import Path
+    pq = pytest.importorskip("pyarrow.parquet")
+    from synperf.gpu.registry import default_registry
+    from synperf.train import evaluate
+    rows = pq.read_table(Path(__file__).resolve().parents[1] / "data" / "h200" / "rmsnorm.parquet").to_pylist()
+    held = [r for r in rows if int(hashlib.sha1(r["id"].encode()).hexdigest(), 16) % 5 == 0]
+    train = [r for r in rows if int(hashlib.sha1(r["id"].encode()).hexdigest(), 16) % 5 != 0]
+    report = evaluate(held, default_registry(), family_models(), baseline_records=train, epochs=40)
+    assert {r["library"] for r in report} == {"flashinfer", "torch", "triton"}
+    for r in report:
+        assert np.isfinite([r["mlp_mape"], r["neusight_mape"], r["roofline_mape"], r["analytical_mape"]]).all()
+        assert r["mlp_mape"] < r["roofline_mape"]

@@ -243,11 +243,13 @@ def cmd_eval(args) -> int:
     if args.leave_one_gpu_out:
         rows = leave_one_gpu_out(iter_records(args.paths), _registry(args), seed=args.seed)
         columns = [("gpu", "<32"), ("family", "<14"), ("rows", ">7d"), ("mlp_mape", ">10.1%"), ("mlp_coverage_80", ">17.1%"),
-                   ("ood_fraction", ">14.1%"), ("roofline_mape", ">15.1%")]
+                   ("ood_fraction", ">14.1%"), ("roofline_mape", ">15.1%"), ("neusight_mape", ">15.1%")]
     else:
-        rows = evaluate(iter_records(args.paths), _registry(args), family_models())
+        baseline = iter_records(args.baseline_train) if args.baseline_train else None
+        rows = evaluate(iter_records(args.paths), _registry(args), family_models(), baseline, seed=args.seed)
         columns = [("gpu", "<10"), ("family", "<14"), ("library", "<24"), ("rows", ">7d"), ("mlp_mape", ">10.1%"),
-                   ("mlp_coverage_80", ">17.1%"), ("analytical_mape", ">17.1%"), ("roofline_mape", ">15.1%")]
+                   ("mlp_coverage_80", ">17.1%"), ("analytical_mape", ">17.1%"), ("roofline_mape", ">15.1%"),
+                   ("neusight_mape", ">15.1%")]
     elapsed = time.perf_counter() - start
     if args.json:
         print(json.dumps({"rows": rows, "seconds": round(elapsed, 1)}, indent=1))
@@ -308,6 +310,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("eval", help="latency error of the learned model and the baselines on measured rows")
     _add_gpu_args(p, required=False)
     p.add_argument("paths", nargs="+")
+    p.add_argument("--baseline-train", nargs="+", metavar="PATH",
+                   help="rows to train the NeuSight-style baseline on (the shipped models' training rows)")
     p.add_argument("--leave-one-gpu-out", action="store_true",
                    help="train without each die in turn and test on it (instead of using the shipped models)")
     p.add_argument("--seed", type=int, default=0)

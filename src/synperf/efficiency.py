@@ -25,13 +25,15 @@ class EfficiencyModel:
     """scikit-learn style: __init__ stores hyperparameters, fit sets the trailing-underscore state."""
 
     def __init__(self, hidden: tuple[int, ...] = (64, 64), epochs: int = 300, batch_size: int = 256,
-                 learning_rate: float = 3e-3, weight_decay: float = 1e-5, seed: int = 0):
+                 learning_rate: float = 3e-3, weight_decay: float = 1e-5, seed: int = 0,
+                 floor: float | None = 0.0):
         self.hidden = hidden
         self.epochs = epochs
         self.batch_size = batch_size
         self.learning_rate = learning_rate
         self.weight_decay = weight_decay
         self.seed = seed
+        self.floor = floor   # lowest predicted log ratio (0: never below the ceiling; None: no floor)
 
     # -- training ----------------------------------------------------------------------------
     def fit(self, X: np.ndarray, y: np.ndarray, feature_names: tuple[str, ...]) -> "EfficiencyModel":
@@ -43,7 +45,7 @@ class EfficiencyModel:
         self.feature_names_in_ = tuple(feature_names)
         self.feature_min_, self.feature_max_ = X.min(axis=0), X.max(axis=0)
         # An MLP extrapolates without bound; no prediction may claim a slower kernel (relative to
-        # its ceiling) than any seen in training by more than e^0.5.
+        # its reference time) than any seen in training by more than e^0.5.
         self.target_max_ = np.array([y.max() + 0.5])
         self.mean_ = X.mean(axis=0)
         self.scale_ = np.where(X.std(axis=0) > 1e-9, X.std(axis=0), 1.0)
@@ -95,7 +97,7 @@ class EfficiencyModel:
             raise NotFittedError("the efficiency model is not fitted")
         X = np.atleast_2d(np.asarray(X, dtype=np.float64))
         _, out = self._forward((X - self.mean_) / self.scale_)
-        return np.clip(np.sort(out, axis=1), 0.0, self.target_max_[0])
+        return np.clip(np.sort(out, axis=1), self.floor, self.target_max_[0])
 
     def out_of_range(self, X: np.ndarray) -> np.ndarray:
         """Per row: is any feature outside the training range (with a 5 % margin of that range)?"""

@@ -12,6 +12,7 @@ import numpy as np
 
 from synperf.dataset import _usable
 from synperf.efficiency import EfficiencyModel
+from synperf.kernels._common import DTYPE_BYTES
 from synperf.errors import SynperfError
 from synperf.features import family_feature_names, family_features
 from synperf.predict import demand_for, model_dir
@@ -33,6 +34,9 @@ def build_rows(records: Iterable[dict], registry) -> dict[str, dict[str, list]]:
         group["latency"].append(latency)
         group["ceiling"].append(ceiling)
         group["roofline"].append(_roofline_us(demand, gpu))
+        static, tile_features = _static_wave(demand, gpu, case)
+        group["static_wave"].append(static)
+        group["X_tile"].append(tile_features)
         group["gpu"].append(gpu.id)
         group["silicon"].append(gpu.silicon_family)
         group["library"].append(case.library)
@@ -45,6 +49,42 @@ def _roofline_us(demand, gpu) -> float:
     compute = sum(max(ld.row("tensor").gpu_us, ld.row("fma").gpu_us) for ld in demand.launches)
     memory = sum(ld.row("dram").gpu_us for ld in demand.launches)
     return max(compute, memory)
+
+
+NEUSIGHT_FEATURES = ("tile_flops", "tile_bytes", "tile_intensity", "waves", "tasks", "dtype_bytes")
+
+
+def _static_wave(demand, gpu, case) -> tuple[float, np.ndarray]:
+    """A NeuSight-style baseline's inputs: every launch is waves x the time of one average tile on
+    one SM (its FLOP at the SM's peak vs its bytes at an equal share of DRAM bandwidth: the static
+    wave assumption), and the features describe the largest launch's tile only (no pipes, no
+    per-SM schedule)."""
+    from synperf.tasks import FMA, L2, TENSOR
+    clock, n_sm = gpu.clock_hz, gpu.sm_count
+    total, features = 0.0, None
+    for ld in sorted(demand.launches, key=lambda x: -x.ceiling_us):
+        launch = ld.launch
+        per_task = launch.total_demand / launch.num_tasks
+        rate = gpu.tensor_rate(launch.tensor_dtype, launch.tensor_path) if launch.tensor_dtype else gpu.fp32_ops_per_clk_per_sm
+        flops = per_task[TENSOR] if launch.tensor_dtype else per_task[FMA]
+        tile_us = max(1e6 * flops / (rate * clock), 1e6 * per_task[L2] / (gpu.dram_bandwidth_gb_s * 1e9 / n_sm))
+        waves = ld.schedule.waves
+        total += waves * tile_us
+        if features is None:
+            features = np.array([*np.log1p([flops, per_task[L2], flops / max(per_task[L2], 1.0), waves,
+                                            launch.num_tasks]), DTYPE_BYTES[case.dtype]])
+    return max(total, 1e-3), features
+
+
+def _fit_neusight(group: dict, mask: np.ndarray, family: str, seed: int, epochs: int) -> EfficiencyModel:
+    """The baseline's utilisation model: log(measured / static-wave time) from tile features."""
+    X, static = np.asarray(group["X_tile"])[mask], np.asarray(group["static_wave"])[mask]
+    y = np.log(np.asarray(group["latency"])[mask] / static)
+    return EfficiencyModel(epochs=epochs, seed=seed, floor=None).fit(X, y, NEUSIGHT_FEATURES)
+
+
+def _neusight_predict(model: EfficiencyModel, group: dict, mask: np.ndarray) -> np.ndarray:
+    return np.asarray(group["static_wave"])[mask] * np.exp(model.predict(np.asarray(group["X_tile"])[mask])[:, 1])
 
 
 def train(records: Iterable[dict], registry, out: Path, seed: int = 0, epochs: int = 300) -> list[dict]:
@@ -62,12 +102,19 @@ def train(records: Iterable[dict], registry, out: Path, seed: int = 0, epochs: i
     return summary
 
 
-def evaluate(records: Iterable[dict], registry, models: dict) -> list[dict]:
-    """Latency MAPE per (gpu, family, library) for the learned model, the analytical estimate and the
-    plain roofline, with the learned model's 80 % interval coverage."""
+def evaluate(records: Iterable[dict], registry, models: dict, baseline_records: Iterable[dict] | None = None,
+             seed: int = 0, epochs: int = 150) -> list[dict]:
+    """Latency MAPE per (gpu, family, library) for the learned model, the analytical estimate, the
+    plain roofline and (when ``baseline_records`` are given to train it) the NeuSight-style
+    static-wave baseline, with the learned model's 80 % interval coverage."""
     from synperf.predict import efficiency_prior
+    baseline_rows = build_rows(baseline_records, registry) if baseline_records is not None else {}
     out = []
     for family, group in sorted(build_rows(records, registry).items()):
+        every = np.ones(len(group["latency"]), dtype=bool)
+        neusight = (_neusight_predict(_fit_neusight(baseline_rows[family], np.ones(len(baseline_rows[family]["latency"]), dtype=bool),
+                                                    family, seed, epochs), group, every)
+                    if family in baseline_rows else np.full(every.size, np.nan))
         X = np.asarray(group["X"])
         latency, ceiling = np.asarray(group["latency"]), np.asarray(group["ceiling"])
         roofline = np.asarray(group["roofline"])
@@ -83,6 +130,7 @@ def evaluate(records: Iterable[dict], registry, models: dict) -> list[dict]:
             ape = lambda pred: float(np.mean(np.abs(pred[mask] / latency[mask] - 1)))  # noqa: E731
             out.append({"gpu": gpu_id, "family": family, "library": library, "rows": int(mask.sum()),
                         "mlp_mape": ape(learned), "analytical_mape": ape(analytical), "roofline_mape": ape(roofline),
+                        "neusight_mape": ape(neusight),
                         "mlp_coverage_80": float(np.mean((low[mask] <= latency[mask]) & (latency[mask] <= high[mask])))})
     return out
 
@@ -103,6 +151,7 @@ def leave_one_gpu_out(records: Iterable[dict], registry, seed: int = 0, epochs: 
                 continue
             model = EfficiencyModel(epochs=epochs, seed=seed).fit(X[train_mask], y[train_mask], family_feature_names(family))
             q = model.predict(X[test])
+            neusight = _neusight_predict(_fit_neusight(group, train_mask, family, seed, epochs), group, test)
             pred, low, high = (ceiling[test] * np.exp(q[:, i]) for i in (1, 0, 2))
             for gpu_id in sorted(set(gpus[test])):
                 mask = gpus[test] == gpu_id
@@ -111,5 +160,6 @@ def leave_one_gpu_out(records: Iterable[dict], registry, seed: int = 0, epochs: 
                             "mlp_mape": float(np.mean(np.abs(pred[mask] / latency[test][mask] - 1))),
                             "mlp_coverage_80": float(np.mean((low[mask] <= latency[test][mask]) & (latency[test][mask] <= high[mask]))),
                             "ood_fraction": float(model.out_of_range(X[test][mask]).mean()),
-                            "roofline_mape": float(np.mean(np.abs(roofline[test][mask] / latency[test][mask] - 1)))})
+                            "roofline_mape": float(np.mean(np.abs(roofline[test][mask] / latency[test][mask] - 1))),
+                            "neusight_mape": float(np.mean(np.abs(neusight[mask] / latency[test][mask] - 1)))})
     return out
