@@ -30,6 +30,7 @@ import numpy as np
 BANDS = (65_536, 4_194_304, None)          # upper edges in bytes (None: no limit)
 ANALYTICAL_LATENCY_US = 5.0                # fixed per-call latency of the ring fallback (assumption)
 DEFAULT_DATA = Path(__file__).resolve().parents[3] / ".." / "shared" / "data"
+REPO_DATA = Path(__file__).resolve().parents[3] / "data"      # synperf's own measurements (comm_bench)
 
 # Folder / device names in the public data -> synperf GPU ids.
 _AIC_SYSTEMS = {"a100_sxm": "a100-sxm4-80gb", "h100_sxm": "h100-sxm", "h200_sxm": "h200", "b200_sxm": "b200",
@@ -38,9 +39,10 @@ _PIPEWEAVE = {"A100": "a100-sxm4-80gb", "H100": "h100-sxm", "H20": "h20", "H800"
               "RTX 6000 Ada": "rtx-6000-ada", "RTX PRO 6000 S": "rtx-pro-6000-blackwell-server"}
 _VIDUR = {"a100_dgx": "a100-sxm4-80gb", "h100_dgx": "h100-sxm", "a40_pairwise_nvlink": "a40",
           "a100_pairwise_nvlink": "a100-sxm4-80gb", "h100_pairwise_nvlink": "h100-sxm"}
-# Where one (gpu, n) has NCCL data from several sources, the first listed wins (aiconfigurator
-# measures on SXM/NVSwitch systems with recent NCCL; the others' machines are less documented).
-_SOURCE_ORDER = ("aiconfigurator", "vidur", "pipeweave")
+# Where one (gpu, n) has NCCL data from several sources, the first listed wins: synperf's own
+# comm_bench runs (data/<gpu>-system/comm.parquet, this repo), then aiconfigurator (SXM/NVSwitch
+# systems, recent NCCL); the others' machines are less documented.
+_SOURCE_ORDER = ("synperf", "aiconfigurator", "vidur", "pipeweave")
 
 
 # ---------------------------------------------------------------------------------- fitting
@@ -85,7 +87,28 @@ def _median_by_size(bytes_, t_us):
     return keys, np.array([np.median(out[k]) for k in keys])
 
 
-def _collect(data: Path) -> dict[tuple[str, int, str, str], tuple[list, list, set]]:
+def _collect_synperf(f: Path, root: Path, acc: dict) -> None:
+    """synperf comm_bench rows. ``nccl``: the GPU time of an NCCL all-reduce, i.e. the CUDA-graph
+    replay where measured (eager loops of small messages time the host's ~50 us per call instead)
+    and the eager loop beyond; ``custom_one_shot`` / ``custom_two_shot``: peer-memory all-reduce
+    kernels (the algorithms of vLLM/SGLang's custom all-reduce), eager."""
+    import pandas as pd
+
+    d = pd.read_parquet(f)
+    d = d[(d["op"] == "all_reduce") & (d["us"] > 0)]
+    for (gpu, n), g in d.groupby(["gpu", "world"]):
+        by_impl = g.pivot_table(index="bytes", columns="impl", values="us", aggfunc="median")
+        nccl = by_impl[[c for c in ("nccl", "nccl_graph") if c in by_impl]].min(axis=1).dropna()
+        series = {"nccl": nccl}
+        for impl in ("one_shot", "two_shot"):
+            if impl in by_impl:
+                series[f"custom_{impl}"] = by_impl[impl].dropna()
+        for impl, values in series.items():
+            bs, ts, fs = acc.setdefault((gpu, int(n), impl, "synperf"), ([], [], set()))
+            bs.extend(values.index.tolist()), ts.extend(values.tolist()), fs.add("data/" + str(f.relative_to(root)))
+
+
+def _collect(data: Path, repo_data: Path = REPO_DATA) -> dict[tuple[str, int, str, str], tuple[list, list, set]]:
     """(gpu, n, impl, source) -> (bytes, us, files)."""
     import pandas as pd
     acc: dict = {}
@@ -110,6 +133,8 @@ def _collect(data: Path) -> dict[tuple[str, int, str, str], tuple[list, list, se
                 for (n, backend), g in d.groupby(["num_gpus", "backend"]):
                     if backend in (f"{fw}_graph", f"{fw}_eager"):
                         add((gpu, int(n), backend, "aiconfigurator"), g["message_size"] * 2, g["latency"] * 1e3, f)
+    for f in sorted(repo_data.glob("*-system/comm.parquet")):
+        _collect_synperf(f, repo_data, acc)
     for folder, table in ((data / "vidur" / "network", _VIDUR), (data / "pipeweave" / "collective", _PIPEWEAVE)):
         source = "vidur" if "vidur" in str(folder) else "pipeweave"
         for name, gpu in table.items():
@@ -141,7 +166,8 @@ def fit_from_data(data: str | Path = DEFAULT_DATA) -> dict:
         else:
             fits[key] = entry
     return {"format_version": 1, "model": "t_us = a_us + bytes / b_bytes_per_us per size band",
-            "bands_max_bytes": list(BANDS), "data_root": "../shared/data (relative to the repo root)",
+            "bands_max_bytes": list(BANDS),
+            "data_root": "../shared/data and data/ (relative to the repo root)",
             "fits": fits}
 
 

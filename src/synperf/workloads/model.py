@@ -25,6 +25,7 @@ ARCHITECTURES = {
     "LlamaForCausalLM": "llama",
     "MistralForCausalLM": "llama",
     "Qwen2ForCausalLM": "llama",
+    "Phi3ForCausalLM": "llama",           # fused qkv / gate_up weights: the same GEMMs
     "Qwen3ForCausalLM": "llama",          # + qk-norm
     "MixtralForCausalLM": "moe",
     "Qwen2MoeForCausalLM": "moe",         # + shared expert

@@ -1,0 +1,465 @@
+"""Reference engine: the ground truth that ``synperf simulate batch`` is checked against.
+
+A plain-PyTorch decoder (random weights) that launches the very kernels synperf models, in the
+order SGLang launches them on Hopper (``synperf.workloads.engines``, framework ``sglang``):
+embedding; per layer RMSNorm / fused add+RMSNorm (FlashInfer), QKV GEMM (cuBLAS via F.linear),
+optional per-head q/k RMSNorm (Qwen3), rotary (FlashInfer, in place on the QKV views), KV-cache
+write (index_put, page size 1), attention (FlashInfer SM90 ragged prefill; FlashInfer paged decode
+with CUDA-core kernels), O projection, all-reduce under TP (NCCL), gate/up GEMM + SiLU-and-mul
+(FlashInfer) + down GEMM, or a router GEMM + softmax/top-k + synperf's Triton fused MoE (engine
+default config); final fused add+RMSNorm, lm_head on each sequence's last token, argmax.
+
+Timing follows SGLang's ``bench_one_batch``: all prompts are prefilled as one eager batch, then
+``output_len - 1`` decode steps of the whole batch, each replaying one CUDA graph of the full step;
+every phase is wall-clock between device synchronisations. One profiled prefill and one profiled
+decode step add a per-kernel breakdown (CUPTI) so errors can be attributed.
+
+Run on a GPU (one process per GPU for TP, e.g. ``torchrun --nproc-per-node 2``)::
+
+    python -m synperf.profile.engine --models llama-3.1-8b,qwen3-8b --layers 8 --out e2e.parquet
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import itertools
+import json
+import os
+import random
+import statistics
+import sys
+import time
+from pathlib import Path
+
+from synperf.workloads.model import ModelConfig, load_model
+
+MAX_BATCH_TOKENS = 65_536       # prefill tokens per batch (keeps the KV cache and the run short)
+DEFAULT_BATCHES = (1, 4, 16, 64)
+DEFAULT_PROMPTS = (128, 512, 2048, 8192)
+UNEVEN_BATCHES = ((2648, 3740, 512, 128), (1000, 200, 3000, 7000, 64, 333, 4096, 1500))
+
+# Kernel-name fragments -> the family synperf prices them under ("other": not priced).
+KERNEL_CLASSES = (
+    ("nccl", "all_reduce"), ("allreduce", "all_reduce"),
+    ("synperf_fused_moe", "moe"), ("synperf_silu_and_mul", "moe"),
+    # attention before gemm: FlashInfer's SM90 kernels carry cutlass:: in their template names
+    ("batchprefill", "attention"), ("batchdecode", "attention"), ("prefillwithkvcache", "attention"),
+    ("decodewithkvcache", "attention"), ("flashattention", "attention"), ("mergestates", "attention"),
+    ("sparseoffsets", "attention"),
+    ("nvjet", "gemm"), ("gemm", "gemm"), ("cutlass", "gemm"), ("xmma", "gemm"),
+    ("rmsnorm", "rmsnorm"), ("rope", "rope"), ("rotary", "rope"), ("act_and_mul", "silu_and_mul"),
+    ("silu", "silu_and_mul"),
+)
+
+
+def kernel_class(name: str) -> str:
+    low = name.lower()
+    for fragment, family in KERNEL_CLASSES:
+        if fragment in low:
+            return family
+    return "other"
+
+
+def batch_grid(batches=DEFAULT_BATCHES, prompts=DEFAULT_PROMPTS, max_tokens=MAX_BATCH_TOKENS) -> list[list[int]]:
+    """Prompt-length lists to run: every (batch, prompt) with batch x prompt <= max_tokens and the
+    uneven batches, in a fixed shuffled order."""
+    grid = [[p] * b for b in batches for p in prompts if b * p <= max_tokens]
+    grid += [list(u) for u in UNEVEN_BATCHES if sum(u) <= max_tokens]
+    random.Random(0).shuffle(grid)          # a run cut short by its budget still spans the grid
+    return grid
+
+
+def scaled_model(name: str, layers: int | None) -> ModelConfig:
+    """A bundled model (or config path) with its depth cut to ``layers`` (every layer kind kept
+    in proportion: MoE models stay all-MoE)."""
+    model = load_model(name)
+    if not layers or layers >= model.num_layers:
+        return model
+    moe = round(model.num_moe_layers * layers / model.num_layers)
+    return dataclasses.replace(model, num_layers=layers, num_moe_layers=moe)
+
+
+def slot_layout(prompt_lens: list[int], output_len: int) -> list[int]:
+    """First KV slot of each request: requests own contiguous runs of prompt + output slots."""
+    return [0] + list(itertools.accumulate(p + output_len for p in prompt_lens))[:-1]
+
+
+# ------------------------------------------------------------------------- the model on GPU
+class ReferenceEngine:
+    def __init__(self, model: ModelConfig, device, tp_rank: int = 0, tp_size: int = 1, group=None,
+                 max_slots: int = 1 << 20, max_pos: int = 1 << 15, seed: int = 0):
+        import torch
+
+        from .triton_elementwise import make_cos_sin_cache
+
+        if model.mla:
+            raise ValueError("MLA models are not supported by the reference engine")
+        model.check_tp(tp_size)
+        self.torch, self.m, self.dev = torch, model, device
+        self.rank, self.tp, self.group = tp_rank, tp_size, group
+        g = torch.Generator(device=device).manual_seed(seed + tp_rank)
+        bf = torch.bfloat16
+
+        def rand(*shape, fan_in=None):
+            t = torch.randn(shape, device=device, dtype=bf, generator=g)
+            return t.mul_(fan_in ** -0.5) if fan_in else t
+
+        def norm_weight(n):
+            return (1.0 + 0.1 * torch.randn(n, device=device, generator=g)).to(bf)
+
+        h, d = model.hidden_size, model.head_dim
+        self.H = model.num_heads // tp_size
+        self.KVH = max(1, model.num_kv_heads // tp_size)
+        self.vocab_part = model.vocab_size // tp_size
+        self.embed = rand(self.vocab_part, h)
+        self.lm_head = rand(self.vocab_part, h, fan_in=h)
+        self.final_norm = norm_weight(h)
+        self.cos_sin = make_cos_sin_cache(max_pos, d, device=device)
+        self.layers = []
+        for i in range(model.num_layers):
+            layer = {"in_norm": norm_weight(h), "post_norm": norm_weight(h),
+                     "qkv": rand((self.H + 2 * self.KVH) * d, h, fan_in=h), "o": rand(h, self.H * d, fan_in=self.H * d)}
+            if model.qk_norm:
+                layer["q_norm"], layer["k_norm"] = norm_weight(d), norm_weight(d)
+            if i >= model.num_dense_layers:
+                inter = model.expert_intermediate // tp_size
+                E = model.num_experts
+                layer.update(router=rand(E, h, fan_in=h), w13=rand(E, 2 * inter, h, fan_in=h),
+                             w2=rand(E, h, inter, fan_in=inter))
+            else:
+                inter = model.intermediate_size // tp_size
+                layer.update(gate_up=rand(2 * inter, h, fan_in=h), down=rand(h, inter, fan_in=inter))
+            self.layers.append(layer)
+        self.k_cache = self.v_cache = None
+        self._ensure_cache(max_slots)
+        self.workspace = torch.empty(256 << 20, dtype=torch.uint8, device=device)
+
+    def _ensure_cache(self, slots: int) -> None:
+        torch = self.torch
+        if self.k_cache is not None and self.k_cache.shape[1] >= slots:
+            return
+        self.k_cache = self.v_cache = None
+        shape = (self.m.num_layers, slots, 1, self.KVH, self.m.head_dim)     # page size 1, NHD
+        self.k_cache = torch.empty(shape, dtype=torch.bfloat16, device=self.dev)
+        self.v_cache = torch.empty(shape, dtype=torch.bfloat16, device=self.dev)
+
+    # -------------------------------------------------------------------------- pieces
+    def _all_reduce(self, x):
+        if self.tp > 1:
+            self.torch.distributed.all_reduce(x, group=self.group)
+        return x
+
+    def _embed(self, ids):
+        F = self.torch.nn.functional
+        if self.tp == 1:
+            return F.embedding(ids, self.embed)
+        local = ids - self.rank * self.vocab_part
+        outside = (local < 0) | (local >= self.vocab_part)
+        out = F.embedding(local.masked_fill(outside, 0), self.embed)
+        out.masked_fill_(outside.unsqueeze(-1), 0)
+        return self._all_reduce(out)
+
+    def _attention_qkv(self, layer, x, positions, out_loc, li):
+        import flashinfer
+
+        F = self.torch.nn.functional
+        d, H, KVH = self.m.head_dim, self.H, self.KVH
+        qkv = F.linear(x, layer["qkv"])
+        q, k, v = qkv.split([H * d, KVH * d, KVH * d], dim=-1)
+        if self.m.qk_norm:      # as SGLang's Qwen3: reshape copies the strided view, then norms out of place
+            eps = self.m.rms_norm_eps
+            q = flashinfer.norm.rmsnorm(q.reshape(-1, d), layer["q_norm"], eps).view(-1, H * d)
+            k = flashinfer.norm.rmsnorm(k.reshape(-1, d), layer["k_norm"], eps).view(-1, KVH * d)
+        flashinfer.rope.apply_rope_with_cos_sin_cache_inplace(positions, q, k, d, self.cos_sin, is_neox=True)
+        k3, v3 = k.view(-1, KVH, d), v.view(-1, KVH, d)
+        self.k_cache[li, :, 0][out_loc] = k3
+        self.v_cache[li, :, 0][out_loc] = v3
+        return q.view(-1, H, d), k3, v3
+
+    def _mlp(self, layer, x):
+        F = self.torch.nn.functional
+        import flashinfer
+
+        if "gate_up" in layer:
+            return F.linear(flashinfer.activation.silu_and_mul(F.linear(x, layer["gate_up"])), layer["down"])
+        from synperf.kernels.moe import default_config
+
+        from .triton_moe import MoEWorkspace
+
+        torch = self.torch
+        logits = F.linear(x, layer["router"])
+        probs = torch.softmax(logits, dim=-1, dtype=torch.float32)
+        weights, ids = torch.topk(probs, self.m.topk, dim=-1)
+        weights = weights / weights.sum(dim=-1, keepdim=True)
+        inter = layer["w2"].shape[2]
+        cfg = default_config("sglang_default", x.shape[0], self.m.num_experts, self.m.hidden_size, inter, self.m.topk)
+        return MoEWorkspace(x, layer["w13"], layer["w2"], weights, ids.to(torch.int32), cfg).full()
+
+    def forward(self, ids, positions, out_loc, attend, last_rows):
+        """One pass over the flat token batch; ``attend(q, k, v, layer_index)`` runs attention."""
+        import flashinfer
+
+        F, torch = self.torch.nn.functional, self.torch
+        eps = self.m.rms_norm_eps
+        x = self._embed(ids)
+        residual = None
+        for li, layer in enumerate(self.layers):
+            if residual is None:
+                residual = x
+                x = flashinfer.norm.rmsnorm(x, layer["in_norm"], eps)
+            else:
+                flashinfer.norm.fused_add_rmsnorm(x, residual, layer["in_norm"], eps)
+            q, k, v = self._attention_qkv(layer, x, positions, out_loc, li)
+            attn = attend(q, k, v, li).reshape(x.shape[0], -1)
+            x = self._all_reduce(F.linear(attn, layer["o"]))
+            flashinfer.norm.fused_add_rmsnorm(x, residual, layer["post_norm"], eps)
+            x = self._all_reduce(self._mlp(layer, x))
+        flashinfer.norm.fused_add_rmsnorm(x, residual, self.final_norm, eps)
+        logits = F.linear(x[last_rows], self.lm_head)
+        if self.tp > 1:
+            full = torch.empty((self.tp,) + tuple(logits.shape), dtype=logits.dtype, device=self.dev)
+            torch.distributed.all_gather_into_tensor(full, logits.contiguous(), group=self.group)
+            logits = full.permute(1, 0, 2).reshape(logits.shape[0], -1)
+        return torch.argmax(logits, dim=-1)
+
+
+# ----------------------------------------------------------------------- one batch, timed
+class BatchRun:
+    """Prefill + CUDA-graph decode of one static batch on a ReferenceEngine."""
+
+    def __init__(self, engine: ReferenceEngine, prompt_lens: list[int], output_len: int):
+        import flashinfer
+
+        torch = engine.torch
+        self.e, self.torch = engine, torch
+        self.prompts, self.output_len = list(prompt_lens), output_len
+        self.B = len(prompt_lens)
+        dev = engine.dev
+        self.base = slot_layout(self.prompts, output_len)
+        engine._ensure_cache(self.base[-1] + self.prompts[-1] + output_len)
+        i32 = dict(dtype=torch.int32, device=dev)
+        T = sum(self.prompts)
+        self.prefill_ids = torch.randint(0, engine.m.vocab_size, (T,), device=dev)
+        self.prefill_pos = torch.cat([torch.arange(p, device=dev) for p in self.prompts])
+        self.prefill_loc = torch.cat([torch.arange(b, b + p, device=dev) for b, p in zip(self.base, self.prompts)])
+        ends = list(itertools.accumulate(self.prompts))
+        self.prefill_last = torch.tensor([x - 1 for x in ends], device=dev)
+        qo_indptr = torch.tensor([0] + ends, **i32)
+        m = engine.m
+        self.prefill_wrapper = flashinfer.BatchPrefillWithRaggedKVCacheWrapper(engine.workspace, "NHD", backend="fa3")
+        self.prefill_wrapper.plan(qo_indptr, qo_indptr, engine.H, engine.KVH, m.head_dim, causal=True,
+                                  q_data_type=torch.bfloat16, kv_data_type=torch.bfloat16)
+        # Decode state: static buffers the CUDA graph reads.
+        self.ids = torch.zeros(self.B, dtype=torch.int64, device=dev)
+        self.pos = torch.tensor(self.prompts, dtype=torch.int64, device=dev)
+        self.loc = torch.tensor([b + p for b, p in zip(self.base, self.prompts)], dtype=torch.int64, device=dev)
+        self.rows = torch.arange(self.B, device=dev)
+        max_slots = sum(self.prompts) + self.B * output_len
+        self.indptr_buf = torch.zeros(self.B + 1, **i32)
+        self.indices_buf = torch.zeros(max_slots, **i32)
+        self.last_buf = torch.ones(self.B, **i32)
+        self.decode_wrapper = flashinfer.BatchDecodeWithPagedKVCacheWrapper(
+            engine.workspace, "NHD", use_cuda_graph=True, use_tensor_cores=False,
+            paged_kv_indptr_buffer=self.indptr_buf, paged_kv_indices_buffer=self.indices_buf,
+            paged_kv_last_page_len_buffer=self.last_buf)
+        self.graph = None
+
+    def _prefill_attend(self, q, k, v, li):
+        return self.prefill_wrapper.run(q, k, v)
+
+    def prefill(self):
+        return self.e.forward(self.prefill_ids, self.prefill_pos, self.prefill_loc, self._prefill_attend,
+                              self.prefill_last)
+
+    def _plan_decode(self, step: int) -> None:
+        torch = self.torch
+        lens = [p + 1 + step for p in self.prompts]
+        indptr = torch.tensor([0] + list(itertools.accumulate(lens)), dtype=torch.int32)
+        indices = torch.cat([torch.arange(b, b + n, dtype=torch.int32, device=self.e.dev)
+                             for b, n in zip(self.base, lens)])
+        m = self.e.m
+        self.decode_wrapper.plan(indptr, indices, torch.ones(self.B, dtype=torch.int32), self.e.H, self.e.KVH,
+                                 m.head_dim, 1, q_data_type=torch.bfloat16, kv_data_type=torch.bfloat16)
+
+    def _decode_attend(self, q, k, v, li):
+        return self.decode_wrapper.run(q, (self.e.k_cache[li], self.e.v_cache[li]))
+
+    def _decode_body(self):
+        nxt = self.e.forward(self.ids, self.pos, self.loc, self._decode_attend, self.rows)
+        self.ids.copy_(nxt)
+        self.pos.add_(1)
+        self.loc.add_(1)
+
+    def _reset_decode_state(self):
+        torch = self.torch
+        self.pos.copy_(torch.tensor(self.prompts, device=self.e.dev))
+        self.loc.copy_(torch.tensor([b + p for b, p in zip(self.base, self.prompts)], device=self.e.dev))
+
+    def capture(self) -> bool:
+        """Capture one decode step; False (and eager decode) when capture is refused."""
+        torch = self.torch
+        self._plan_decode(0)
+        side = torch.cuda.Stream()
+        side.wait_stream(torch.cuda.current_stream())
+        with torch.cuda.stream(side):
+            for _ in range(2):
+                self._decode_body()
+                self._reset_decode_state()
+        torch.cuda.current_stream().wait_stream(side)
+        torch.cuda.synchronize()
+        try:
+            graph = torch.cuda.CUDAGraph()
+            # thread_local: NCCL's watchdog thread may touch CUDA while this thread captures
+            with torch.cuda.graph(graph, capture_error_mode="thread_local"):
+                self._decode_body()
+            self.graph = graph
+        except RuntimeError as exc:
+            print(f"engine: CUDA graph capture refused ({exc}); decode runs eagerly", file=sys.stderr)
+            self.graph = None
+        torch.cuda.synchronize()
+        self._reset_decode_state()
+        return self.graph is not None
+
+    def decode_step(self, step: int):
+        self._plan_decode(step)
+        if self.graph is not None:
+            self.graph.replay()
+        else:
+            self._decode_body()
+
+    def timed(self, fn, *args) -> float:
+        torch = self.torch
+        torch.cuda.synchronize()
+        t0 = time.perf_counter()
+        fn(*args)
+        torch.cuda.synchronize()
+        return (time.perf_counter() - t0) * 1e3
+
+    def profile_kernels(self, fn, *args) -> dict[str, dict[str, float]]:
+        """CUPTI kernel times of one call: {family: {kernels, us}} (this rank's GPU)."""
+        import tempfile
+
+        from torch.profiler import ProfilerActivity, profile
+
+        from .trace import load_gpu_events
+
+        torch = self.torch
+        torch.cuda.synchronize()
+        with profile(activities=[ProfilerActivity.CUDA]) as prof:
+            fn(*args)
+            torch.cuda.synchronize()
+        with tempfile.TemporaryDirectory() as tmp:
+            path = os.path.join(tmp, "trace.json")
+            prof.export_chrome_trace(path)
+            events = load_gpu_events(path, device=torch.cuda.current_device())
+        out: dict[str, dict[str, float]] = {}
+        for ev in events:
+            slot = out.setdefault(kernel_class(ev["name"]), {"kernels": 0, "us": 0.0})
+            slot["kernels"] += 1
+            slot["us"] += ev["dur"]
+        return {k: {"kernels": v["kernels"], "us": round(v["us"], 2)} for k, v in sorted(out.items())}
+
+
+def _stage(message: str) -> None:
+    if os.environ.get("SYNPERF_ENGINE_TRACE"):
+        print(f"[rank {os.environ.get('RANK', '0')} {time.strftime('%X')}] {message}", file=sys.stderr, flush=True)
+
+
+def run_batch(engine: ReferenceEngine, prompt_lens: list[int], output_len: int, prefill_reps: int = 3,
+              cuda_graph: bool = True) -> dict:
+    run = BatchRun(engine, prompt_lens, output_len)
+    _stage(f"batch {len(prompt_lens)} x {prompt_lens[0]}: warm-up prefill")
+    run.prefill()                                   # warm-up: compiles Triton kernels, JIT modules
+    prefill_ms = sorted(run.timed(run.prefill) for _ in range(prefill_reps))
+    _stage("profiled prefill")
+    prefill_kernels = run.profile_kernels(run.prefill)
+    _stage("decode capture")
+    graph = run.capture() if cuda_graph else False
+    _stage("profiled decode step")
+    decode_kernels = run.profile_kernels(run.decode_step, 0)
+    run._reset_decode_state()
+    run.prefill()                                   # fresh KV for the timed generation
+    _stage("timed decode")
+    steps = [run.timed(run.decode_step, s) for s in range(output_len - 1)]
+    median_prefill = statistics.median(prefill_ms)
+    return {
+        "batch": len(prompt_lens), "prompt_lens": list(prompt_lens), "prompt_tokens": sum(prompt_lens),
+        "output_len": output_len, "prefill_ms": median_prefill, "prefill_min_ms": prefill_ms[0],
+        "prefill_max_ms": prefill_ms[-1], "decode_steps_ms": steps,
+        "decode_step_median_ms": statistics.median(steps) if steps else 0.0,
+        "total_ms": median_prefill + sum(steps), "cuda_graph": graph,
+        "prefill_kernels": json.dumps(prefill_kernels), "decode_kernels": json.dumps(decode_kernels),
+    }
+
+
+# ------------------------------------------------------------------------------------- CLI
+def _versions() -> dict:
+    import torch
+
+    info = {"torch": torch.__version__, "cuda": torch.version.cuda, "gpu_name": torch.cuda.get_device_name()}
+    for mod in ("triton", "flashinfer"):
+        try:
+            info[mod] = __import__(mod).__version__
+        except Exception:                       # noqa: BLE001 - recorded, not fatal
+            info[mod] = None
+    return info
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(prog="python -m synperf.profile.engine", description=__doc__.splitlines()[0])
+    p.add_argument("--models", required=True, help="comma list of bundled model names or config paths")
+    p.add_argument("--layers", type=int, default=8, help="decoder layers kept per model (0: all)")
+    p.add_argument("--output-len", type=int, default=32)
+    p.add_argument("--batches", default=",".join(map(str, DEFAULT_BATCHES)))
+    p.add_argument("--prompts", default=",".join(map(str, DEFAULT_PROMPTS)))
+    p.add_argument("--max-batch-tokens", type=int, default=MAX_BATCH_TOKENS)
+    p.add_argument("--time-budget-s", type=float, default=None, help="per model")
+    p.add_argument("--eager-decode", action="store_true", help="decode without CUDA graphs")
+    p.add_argument("--out", required=True, help="output .jsonl (rank 0 writes; parquet is made from it)")
+    args = p.parse_args(argv)
+
+    import torch
+
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    rank = int(os.environ.get("RANK", "0"))
+    torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
+    group = None
+    if world > 1:
+        torch.distributed.init_process_group("nccl", device_id=torch.device("cuda", torch.cuda.current_device()))
+        group = torch.distributed.group.WORLD
+    grid = batch_grid([int(x) for x in args.batches.split(",")], [int(x) for x in args.prompts.split(",")],
+                      args.max_batch_tokens)
+    env = _versions()
+    out = Path(args.out)
+    for name in args.models.split(","):
+        start = time.time()
+        model = scaled_model(name, args.layers or None)
+        engine = ReferenceEngine(model, torch.device("cuda"), rank, world, group,
+                                 max_slots=args.max_batch_tokens + 64 * args.output_len)
+        for prompts in grid:
+            if args.time_budget_s and time.time() - start > args.time_budget_s:
+                print("engine: time budget spent", file=sys.stderr)
+                break
+            try:
+                row = run_batch(engine, prompts, args.output_len, cuda_graph=not args.eager_decode)
+            except torch.cuda.OutOfMemoryError as exc:
+                print(f"engine: {name} batch {len(prompts)} out of memory ({exc})", file=sys.stderr)
+                torch.cuda.empty_cache()
+                continue
+            row.update(model=name, num_layers=model.num_layers, full_layers=load_model(name).num_layers,
+                       tp=world, framework_kernels="sglang", **env)
+            if rank == 0:
+                with out.open("a") as f:
+                    f.write(json.dumps(row) + "\n")
+                print(f"{name} tp{world} B={row['batch']} tokens={row['prompt_tokens']}: prefill {row['prefill_ms']:.2f} ms,"
+                      f" step {row['decode_step_median_ms']:.3f} ms, graph {row['cuda_graph']}", flush=True)
+        del engine
+        torch.cuda.empty_cache()
+    if world > 1:
+        torch.distributed.destroy_process_group()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
