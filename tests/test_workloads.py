@@ -150,7 +150,7 @@ def test_cli_simulate_batch_json(capsys):
 
 
 @pytest.mark.parametrize("flags, flag", [
-    (["--tp", "3"], "--tp"), (["--tp", "0"], "--tp"), (["--pp", "2"], "--pp"),
+    (["--tp", "3"], "--tp"), (["--tp", "0"], "--tp"), (["--pp", "3"], "--pp"), (["--pp", "0"], "--pp"),
     (["--prompt-lens", "1,,2"], "--prompt-lens"), (["--prompt-lens", "0"], "--prompt-lens"),
     (["--prompt-lens", "99999999"], "--prompt-lens"), (["--output-len", "-1"], "--output-len"),
     (["--model", "nope"], "--model"), (["--gpu", "nope"], "--gpu"), (["--framework", "trt"], "--framework"),

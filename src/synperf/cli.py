@@ -264,6 +264,11 @@ def cmd_simulate_batch(args) -> int:
     return run_simulate_batch(args, _registry)
 
 
+def cmd_simulate_validate(args) -> int:
+    from synperf.workloads.cli_support import run_simulate_validate
+    return run_simulate_validate(args, _registry)
+
+
 def cmd_simulate_serve(args) -> int:
     from synperf.workloads.cli_support import run_simulate_serve
     return run_simulate_serve(args, _registry)
@@ -357,12 +362,17 @@ def build_parser() -> argparse.ArgumentParser:
     _add_gpu_args(p)
     p.add_argument("--model", required=True, help="bundled model id (llama-3.1-8b, ...) or a config.json path")
     p.add_argument("--tp", default="1", help="tensor-parallel size (default 1)")
-    p.add_argument("--pp", default="1", help="pipeline-parallel size (only 1 for now)")
+    p.add_argument("--pp", default="1", help="pipeline-parallel size (stages run one after another)")
     p.add_argument("--framework", required=True, help="sglang or vllm")
     p.add_argument("--prompt-lens", required=True, help="comma-separated prompt lengths, e.g. 2648,3740")
     p.add_argument("--output-len", required=True, help="output tokens per request")
     p.add_argument("--json", action="store_true", help="print a JSON object")
     p.set_defaults(func=cmd_simulate_batch)
+    p = sim_sub.add_parser("validate", help="synperf against measured reference-engine batches (docs/end-to-end.md)")
+    _add_gpu_args(p, required=False)
+    p.add_argument("--data", help="reference-engine parquet (default data/h200-system/e2e_reference.parquet)")
+    p.add_argument("--json", action="store_true", help="print a JSON object")
+    p.set_defaults(func=cmd_simulate_validate)
     p = sim_sub.add_parser("serve", help="continuous batching (vLLM V1-style scheduler): TTFT, TPOT, throughput")
     _add_gpu_args(p)
     p.add_argument("--model", required=True, help="bundled model id (llama-3.1-8b, ...) or a config.json path")

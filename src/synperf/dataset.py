@@ -31,11 +31,26 @@ def _pyarrow():
     return pq
 
 
+KERNEL_COLUMNS = ("family", "latency_us")
+
+
+def _is_kernel_table(path: str) -> bool:
+    """Kernel measurements have a family and a latency per row; a folder may also hold system
+    measurements (end-to-end batches, hardware counters, collectives) that are not kernel rows."""
+    try:
+        names = set(_pyarrow().read_schema(path).names)
+    except Exception:  # unreadable: let iter_records report it by name
+        return True
+    return all(c in names for c in KERNEL_COLUMNS)
+
+
 def dataset_files(paths: Iterable[str]) -> list[str]:
+    """Parquet files of kernel measurements: each file given, or every kernel table under a folder."""
     files: list[str] = []
     for path in paths:
         if os.path.isdir(path):
-            files += sorted(glob.glob(os.path.join(path, "**", "*.parquet"), recursive=True))
+            found = sorted(glob.glob(os.path.join(path, "**", "*.parquet"), recursive=True))
+            files += [f for f in found if _is_kernel_table(f)]
         elif os.path.isfile(path):
             files.append(path)
         else:

@@ -22,7 +22,6 @@ Run on a GPU (one process per GPU for TP, e.g. ``torchrun --nproc-per-node 2``):
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import itertools
 import json
 import os
@@ -32,7 +31,7 @@ import sys
 import time
 from pathlib import Path
 
-from synperf.workloads.model import ModelConfig, load_model
+from synperf.workloads.model import ModelConfig, load_model, with_layers
 
 MAX_BATCH_TOKENS = 65_536       # prefill tokens per batch (keeps the KV cache and the run short)
 DEFAULT_BATCHES = (1, 4, 16, 64)
@@ -71,13 +70,8 @@ def batch_grid(batches=DEFAULT_BATCHES, prompts=DEFAULT_PROMPTS, max_tokens=MAX_
 
 
 def scaled_model(name: str, layers: int | None) -> ModelConfig:
-    """A bundled model (or config path) with its depth cut to ``layers`` (every layer kind kept
-    in proportion: MoE models stay all-MoE)."""
-    model = load_model(name)
-    if not layers or layers >= model.num_layers:
-        return model
-    moe = round(model.num_moe_layers * layers / model.num_layers)
-    return dataclasses.replace(model, num_layers=layers, num_moe_layers=moe)
+    """A bundled model (or config path) cut to ``layers`` decoder layers."""
+    return with_layers(load_model(name), layers)
 
 
 def slot_layout(prompt_lens: list[int], output_len: int) -> list[int]:

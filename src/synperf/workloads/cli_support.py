@@ -58,19 +58,46 @@ def run_simulate_batch(args, registry) -> int:
     from synperf.workloads.engines import FRAMEWORKS
     from synperf.workloads.static_batch import format_result, simulate_batch
 
-    if _int_flag(args.pp, "--pp", MAX_TP) != 1:
-        raise SynperfError(f"--pp: only 1 is supported for now (pipeline parallelism is not modelled), got {args.pp}")
+    pp = _int_flag(args.pp, "--pp", MAX_TP)
     tp = _int_flag(args.tp, "--tp", MAX_TP)
     if args.framework not in FRAMEWORKS:
         raise SynperfError(f"--framework: must be one of {', '.join(FRAMEWORKS)}, got {args.framework!r}")
     prompts = parse_lens(args.prompt_lens)
     output_len = _int_flag(args.output_len, "--output-len", MAX_OUTPUT)
     model, gpu = _model_and_gpu(args, registry, tp)
-    result = simulate_batch(model, gpu, tp, args.framework, prompts, output_len)
+    if model.num_layers % pp:
+        raise SynperfError(f"--pp: {pp} does not divide {model.name}'s {model.num_layers} layers")
+    result = simulate_batch(model, gpu, tp, args.framework, prompts, output_len, pp=pp)
     if args.json:
         print(json.dumps(result.as_dict(), indent=1))
     else:
         print(format_result(result))
+    return 0
+
+
+def run_simulate_validate(args, registry) -> int:
+    """synperf against the reference engine's measured batches (leave-one-model-out overhead)."""
+    from synperf.workloads import calibration
+
+    try:
+        import pandas as pd
+    except ImportError:
+        raise SynperfError("simulate validate reads parquet: pip install 'synperf[data]'") from None
+    path = args.data or str(calibration.DEFAULT_DATA)
+    try:
+        rows = pd.read_parquet(path).to_dict("records")
+    except (OSError, ValueError) as exc:
+        raise SynperfError(f"--data: cannot read {path} ({exc.__class__.__name__})") from None
+    missing = {"model", "num_layers", "tp", "prompt_lens", "output_len", "prefill_ms", "decode_step_median_ms",
+               "total_ms", "prefill_kernels", "decode_kernels", "gpu_name"} - set(rows[0] if rows else {})
+    if missing:
+        raise SynperfError(f"--data: {path} is not reference-engine output (missing {', '.join(sorted(missing))})")
+    gpu = registry(args).get(rows[0]["gpu_name"])
+    report = calibration.validate(rows, gpu)
+    if args.json:
+        print(json.dumps({k: v for k, v in report.items() if k != "per_row"} | {"per_row": report["per_row"]}, indent=1))
+    else:
+        print(calibration.format_validation(report))
     return 0
 
 

@@ -95,6 +95,10 @@ def _collect_synperf(f: Path, root: Path, acc: dict) -> None:
     import pandas as pd
 
     d = pd.read_parquet(f)
+    p2p = d[(d["op"] == "send_recv") & (d["us"] > 0)]
+    for gpu, g in p2p.groupby("gpu"):
+        bs, ts, fs = acc.setdefault((gpu, 2, "send_recv", "synperf"), ([], [], set()))
+        bs.extend(g["bytes"].tolist()), ts.extend(g["us"].tolist()), fs.add("data/" + str(f.relative_to(root)))
     d = d[(d["op"] == "all_reduce") & (d["us"] > 0)]
     for (gpu, n), g in d.groupby(["gpu", "world"]):
         by_impl = g.pivot_table(index="bytes", columns="impl", values="us", aggfunc="median")
@@ -208,6 +212,16 @@ def allreduce_us(nbytes: float, n: int, gpu, impl: str = "nccl") -> tuple[float,
     if fit is not None:
         return _eval(fit, nbytes), "fit:nccl"
     return analytical_allreduce_us(nbytes, n, gpu), "analytical ring"
+
+
+def send_recv_us(nbytes: float, gpu) -> tuple[float, str]:
+    """One point-to-point transfer between two GPUs (pipeline-parallel activations): the measured
+    NCCL send/recv fit where this GPU has one, else the link bandwidth plus a fixed latency."""
+    fit = bundled_fits().get(f"{gpu.id}/2/send_recv")
+    if fit is not None:
+        return _eval(fit, nbytes), "fit:send_recv"
+    link = gpu.nvlink_gb_s or gpu.pcie_gb_s or 32.0
+    return ANALYTICAL_LATENCY_US + nbytes / (link * 1e3), "analytical link"
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -53,6 +53,8 @@ class ForwardPass:
     tp: int
     num_tokens: int
     num_seqs: int
+    num_layers: int = 0
+    layer_kind: str = "dense"      # dense, qk_norm or moe: selects the engine's unmodelled launches per layer
     kernels: list[KernelOp] = field(default_factory=list)
     allreduces: list[AllReduce] = field(default_factory=list)
 
@@ -148,7 +150,8 @@ def mixed_pass(model: ModelConfig, gpu, tp: int, framework: str, chunks: list[tu
     seqs = len(chunks) + len(decode_lens)
     T = sum(q for q, _ in chunks) + len(decode_lens)
     phase = "mixed" if chunks and decode_lens else "prefill" if chunks else "decode"
-    fp = ForwardPass(framework, phase, tp, T, seqs)
+    kind = "moe" if model.num_moe_layers else "qk_norm" if model.qk_norm else "dense"
+    fp = ForwardPass(framework, phase, tp, T, seqs, model.num_layers, kind)
     L, h = model.num_layers, model.hidden_size
     H = model.num_heads // tp
     KVH = max(1, model.num_kv_heads // tp)

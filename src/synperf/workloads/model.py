@@ -11,6 +11,8 @@ refused: their layer structure is not modelled.
 
 from __future__ import annotations
 
+import dataclasses
+
 import json
 import math
 from dataclasses import dataclass
@@ -259,3 +261,12 @@ def load_model(name_or_path: str | Path) -> ModelConfig:
     except json.JSONDecodeError as exc:
         raise InputError(f"{label}: not valid JSON ({exc})") from None
     return model_from_dict(raw, label)
+
+
+def with_layers(model: ModelConfig, layers: int | None) -> ModelConfig:
+    """``model`` cut to ``layers`` decoder layers, dense and MoE layers kept in proportion (how the
+    reference engine fits a large model on one GPU); unchanged when ``layers`` is None or not fewer."""
+    if not layers or layers >= model.num_layers:
+        return model
+    moe = round(model.num_moe_layers * layers / model.num_layers)
+    return dataclasses.replace(model, num_layers=layers, num_moe_layers=moe)

@@ -2,11 +2,11 @@
 
 All prompts are prefilled as one batch (which also yields the first output token), then
 ``output_len - 1`` decode steps run the whole batch, each adding one token to every sequence
-(step i sees kv lengths prompt + 1 + i). Each step is the sum of its kernels' predicted latencies
-(``synperf.predict.predict``), its TP all-reduces (``comm``) and a CPU/launch overhead:
-
-- decode runs under CUDA graphs: ``DECODE_GRAPH_OVERHEAD_US`` a step (assumption, not measured);
-- prefill launches eagerly: ``PREFILL_LAUNCH_OVERHEAD_US`` per kernel launch (assumption).
+(step i sees kv lengths prompt + 1 + i). A step's modelled time is the sum of its kernels' predicted
+latencies (``synperf.predict.predict``) and its TP all-reduces (``comm``); the engine overhead
+model (``calibration.EngineOverhead``, fitted on reference-engine measurements) turns it into wall
+time: eager prefill is bound by the GPU's work or the host's kernel-issue rate, a CUDA-graph decode
+step adds per-layer, per-sequence and fixed host/unmodelled-kernel time.
 
 Decode steps are priced every ``DECODE_STRIDE`` steps (and at the last one) and interpolated
 linearly in between, as AIConfigurator does; step time is near-linear in kv length.
@@ -21,13 +21,12 @@ import numpy as np
 
 from synperf.cases import parse_case
 from synperf.errors import InputError
-from synperf.predict import predict
+from synperf.predict import demand_for, predict
 from synperf.workloads import comm
+from synperf.workloads.calibration import bundled_overhead
 from synperf.workloads.engines import ForwardPass, forward_pass
-from synperf.workloads.model import ModelConfig
+from synperf.workloads.model import ModelConfig, with_layers
 
-DECODE_GRAPH_OVERHEAD_US = 30.0
-PREFILL_LAUNCH_OVERHEAD_US = 4.0
 DECODE_STRIDE = 16
 
 
@@ -55,6 +54,7 @@ class BatchResult:
     output_len: int
     prefill: StepCost
     decode_steps_us: list[float] = field(default_factory=list)
+    pp: int = 1
     decode_low_us: float = 0.0
     decode_high_us: float = 0.0
     median_decode: StepCost | None = None
@@ -81,7 +81,7 @@ class BatchResult:
         def fam(step):
             return {k: round(v / 1e3, 4) for k, v in sorted(step.by_family.items())} if step else {}
         return {
-            "model": self.model, "gpu": self.gpu, "tp": self.tp, "framework": self.framework,
+            "model": self.model, "gpu": self.gpu, "tp": self.tp, "pp": self.pp, "framework": self.framework,
             "batch": self.batch, "prompt_tokens": self.prompt_tokens, "output_len": self.output_len,
             "prefill_ms": round(self.prefill_ms, 4),
             "decode_step_median_ms": round(self.decode_step_median_ms, 4),
@@ -92,25 +92,40 @@ class BatchResult:
             "breakdown_ms": {"prefill": fam(self.prefill), "decode_step_median": fam(self.median_decode)},
             "ood_kernels": self.ood_kernels, "kernels_priced": self.kernels_priced,
             "comm_model": self.prefill.comm_model or (self.median_decode.comm_model if self.median_decode else ""),
-            "assumptions": {"decode_graph_overhead_us": DECODE_GRAPH_OVERHEAD_US,
-                            "prefill_launch_overhead_us": PREFILL_LAUNCH_OVERHEAD_US,
-                            "decode_stride": DECODE_STRIDE},
+            "engine_overhead": bundled_overhead().source, "decode_stride": DECODE_STRIDE,
         }
 
 
-def price_pass(fp: ForwardPass, gpu) -> StepCost:
-    """Kernels via predict (cached), all-reduces via comm, plus the step's launch overhead."""
+@dataclass
+class ModelledPass:
+    """What synperf's kernel and collective models price in a pass, before engine overhead."""
+    kernels_us: float
+    kernels_low_us: float
+    kernels_high_us: float
+    comm_us: float
+    launches: int
+    by_family: dict[str, float]
+    ood_cases: int
+    cases: int
+    comm_model: str
+
+
+def model_pass(fp: ForwardPass, gpu, allreduce_impl: str | None = None) -> ModelledPass:
+    """Kernels via predict (cached), all-reduces via comm (``allreduce_impl``: default the
+    framework's custom all-reduce, graph or eager as the pass runs)."""
     lat = low = high = 0.0
+    launches = ood = 0
     fam: dict[str, float] = defaultdict(float)
-    ood = 0
     for case, count, _tag in fp.kernels:
-        p = predict(parse_case(case), gpu)
+        parsed = parse_case(case)
+        p = predict(parsed, gpu)
         lat += p.latency_us * count
         low += p.latency_low_us * count
         high += p.latency_high_us * count
         fam[case["family"]] += p.latency_us * count
+        launches += len(demand_for(parsed, gpu).launches) * count
         ood += bool(p.ood)
-    impl = f"{fp.framework}_{'graph' if fp.phase == 'decode' else 'eager'}"
+    impl = allreduce_impl or f"{fp.framework}_{'graph' if fp.phase == 'decode' else 'eager'}"
     comm_us, models = 0.0, set()
     for nbytes, count, _tag in fp.allreduces:
         t, which = comm.allreduce_us(nbytes, fp.tp, gpu, impl)
@@ -118,31 +133,65 @@ def price_pass(fp: ForwardPass, gpu) -> StepCost:
         models.add(which)
     if comm_us:
         fam["all_reduce"] += comm_us
-    overhead = DECODE_GRAPH_OVERHEAD_US if fp.phase == "decode" else PREFILL_LAUNCH_OVERHEAD_US * fp.kernel_launches
-    fam["overhead"] += overhead
-    extra = comm_us + overhead
-    return StepCost(lat + extra, low + extra, high + extra, comm_us, overhead, dict(fam), ood, len(fp.kernels),
-                    ", ".join(sorted(models)))
+    return ModelledPass(lat, low, high, comm_us, launches, dict(fam), ood, len(fp.kernels), ", ".join(sorted(models)))
+
+
+def price_pass(fp: ForwardPass, gpu, allreduce_impl: str | None = None) -> StepCost:
+    """The pass's wall time: modelled kernels and collectives turned into a step by the engine
+    overhead model (``calibration.EngineOverhead``), applied alike to the low/high interval ends."""
+    m = model_pass(fp, gpu, allreduce_impl)
+    overhead = bundled_overhead()
+
+    def wall(kernels_us: float) -> float:
+        return overhead.pass_us(fp.phase, kernels_us + m.comm_us, m.launches, fp.num_tokens, fp.num_seqs,
+                                fp.num_layers, fp.layer_kind)
+
+    latency = wall(m.kernels_us)
+    fam = dict(m.by_family)
+    fam["overhead"] = latency - m.kernels_us - m.comm_us
+    return StepCost(latency, wall(m.kernels_low_us), wall(m.kernels_high_us), m.comm_us, fam["overhead"], fam,
+                    m.ood_cases, m.cases, m.comm_model)
+
+
+def _price(model: ModelConfig, gpu, tp: int, pp: int, framework: str, phase: str, lens: list[int],
+           allreduce_impl: str | None) -> StepCost:
+    """One pass. Under pipeline parallelism the batch crosses ``pp`` stages one after another (no
+    micro-batching, as in bench_one_batch): each stage a pass over its layers (embedding and lm_head
+    counted once, in the first stage's pricing), plus ``pp - 1`` activation transfers."""
+    if pp == 1:
+        return price_pass(forward_pass(model, gpu, tp, framework, phase, lens), gpu, allreduce_impl)
+    stage = price_pass(forward_pass(with_layers(model, model.num_layers // pp), gpu, tp, framework, phase, lens), gpu,
+                       allreduce_impl)
+    tokens = sum(lens) if phase == "prefill" else len(lens)
+    hop, _ = comm.send_recv_us(tokens * model.hidden_size * 2, gpu)
+    p2p = (pp - 1) * hop
+    fam = {k: v * pp for k, v in stage.by_family.items()}
+    fam["send_recv"] = p2p
+    return StepCost(stage.latency_us * pp + p2p, stage.low_us * pp + p2p, stage.high_us * pp + p2p,
+                    stage.comm_us * pp + p2p, stage.overhead_us * pp, fam, stage.ood_cases, stage.cases,
+                    stage.comm_model)
 
 
 def simulate_batch(model: ModelConfig, gpu, tp: int, framework: str, prompt_lens: list[int],
-                   output_len: int) -> BatchResult:
+                   output_len: int, allreduce_impl: str | None = None, pp: int = 1) -> BatchResult:
     if gpu.cc_major < 8:
         raise InputError(f"{gpu.id} (sm{gpu.compute_capability.replace('.', '')}) has no bf16 tensor cores;"
                          " end-to-end simulation is bf16 only")
     if not isinstance(output_len, int) or output_len < 1:
         raise InputError(f"output_len must be a positive integer, got {output_len!r}")
     prompts = [int(p) for p in prompt_lens]
-    prefill = price_pass(forward_pass(model, gpu, tp, framework, "prefill", prompts), gpu)
+    if not isinstance(pp, int) or pp < 1 or model.num_layers % pp:
+        raise InputError(f"pp: {pp} does not divide {model.name}'s {model.num_layers} layers")
+    prefill = _price(model, gpu, tp, pp, framework, "prefill", prompts, allreduce_impl)
     result = BatchResult(model.name.removesuffix(".json"), gpu.id, tp, framework, len(prompts), sum(prompts),
-                         output_len, prefill)
+                         output_len, prefill, pp=pp)
     n_steps = output_len - 1
     ood, priced = prefill.ood_cases, prefill.cases
     if n_steps > 0:
         anchors = sorted(set(range(0, n_steps, DECODE_STRIDE)) | {n_steps - 1})
         costs = {}
         for i in anchors:
-            costs[i] = price_pass(forward_pass(model, gpu, tp, framework, "decode", [p + 1 + i for p in prompts]), gpu)
+            costs[i] = _price(model, gpu, tp, pp, framework, "decode", [p + 1 + i for p in prompts], allreduce_impl)
             ood += costs[i].ood_cases
             priced += costs[i].cases
         xs = np.array(anchors, dtype=float)
@@ -161,7 +210,7 @@ def simulate_batch(model: ModelConfig, gpu, tp: int, framework: str, prompt_lens
 def format_result(r: BatchResult) -> str:
     d = r.as_dict()
     lines = [
-        f"{d['model']} on {d['gpu']} x{d['tp']} (TP), {d['framework']}: batch {d['batch']}, "
+        f"{d['model']} on {d['gpu']} x{d['tp'] * d['pp']} (TP {d['tp']}, PP {d['pp']}), {d['framework']}: batch {d['batch']}, "
         f"{d['prompt_tokens']} prompt tokens, {d['output_len']} output tokens each",
         f"  prefill          {d['prefill_ms']:10.3f} ms",
         f"  decode step      {d['decode_step_median_ms']:10.3f} ms (median of {d['decode_steps']} steps)",

@@ -1,0 +1,97 @@
+"""Engine overhead fitted on the reference engine's H200 measurements, validation against them,
+the measured collectives in the comm model, and pipeline parallelism in simulate batch."""
+
+import json
+from pathlib import Path
+
+import pytest
+
+from synperf.gpu.registry import resolve_gpu
+from synperf.workloads import calibration, comm
+from synperf.workloads.model import load_model
+from synperf.workloads.static_batch import simulate_batch
+
+pd = pytest.importorskip("pandas")
+H200 = resolve_gpu("h200")
+H100 = resolve_gpu("h100-sxm")
+ROWS = pd.read_parquet(calibration.DEFAULT_DATA).to_dict("records")
+
+
+@pytest.fixture(scope="module")
+def samples():
+    return calibration.samples_from_rows(ROWS, H200)
+
+
+def test_shipped_overhead_is_the_fit_of_the_committed_data(samples):
+    shipped = json.loads((Path(calibration.__file__).with_name("engine_overhead.json")).read_text())
+    refit = calibration.fit(samples, calibration.launch_counts(samples))
+    assert refit.prefill == shipped["prefill"] and refit.decode == shipped["decode"]
+    assert refit.extra_launches_per_layer == shipped["extra_launches_per_layer"]
+
+
+def test_moe_layers_launch_many_more_unmodelled_kernels(samples):
+    extra = calibration.launch_counts(samples)
+    assert extra["prefill"]["moe"] > 10 * extra["prefill"]["dense"]
+    assert extra["prefill"]["qk_norm"] > extra["prefill"]["dense"]     # the reshape copies before q/k norm
+
+
+def test_small_eager_prefill_is_host_bound():
+    o = calibration.bundled_overhead()
+    tiny = o.pass_us("prefill", kernels_us=100.0, launches=1000, tokens=16, seqs=1, layers=8, layer_kind="dense")
+    assert tiny == pytest.approx((1000 + 8 * o.extra_launches_per_layer["prefill"]["dense"])
+                                 * o.prefill["cpu_us_per_launch"])
+    big = o.pass_us("prefill", kernels_us=1e5, launches=100, tokens=32768, seqs=1, layers=8, layer_kind="dense")
+    assert big > 1e5 and big < 1.3e5
+
+
+def test_held_out_models_are_predicted_within_bounds():
+    report = calibration.validate(ROWS, H200)
+    overall = report["overall"]
+    # leave-one-model-out: the engine overhead never saw the model it predicts
+    assert overall["total_ms_mape"] < 0.12
+    assert overall["total_ms_mape"] < overall["kernels_only_prefill_ms_mape"]
+    dense_tp1 = [e for e in report["summary"] if e["tp"] == 1 and e["model"] != "qwen3-30b-a3b"]
+    assert all(e["prefill_ms_mape"] < 0.12 and e["total_ms_mape"] < 0.10 for e in dense_tp1)
+
+
+def test_measured_h200_collectives_are_preferred():
+    fits = comm.bundled_fits()
+    assert fits["h200/2/nccl"]["source"] == "synperf"
+    assert fits["h200/2/send_recv"]["source"] == "synperf"
+    t_small, model = comm.allreduce_us(16384, 2, H200, "nccl")
+    assert model == "fit:nccl" and 10 < t_small < 25          # graph-replayed NCCL on 2 H200s: ~15 us
+    t_big, _ = comm.allreduce_us(1 << 30, 2, H200, "nccl")
+    assert 2500 < t_big < 4000                               # 3.3 ms measured
+    assert comm.send_recv_us(1 << 20, H100)[1] == "analytical link"
+
+
+def test_pipeline_parallel_batch_adds_stage_transfers():
+    model = load_model("llama-3.1-8b")
+    one = simulate_batch(model, H200, 1, "sglang", [1024, 512], 4)
+    two = simulate_batch(model, H200, 1, "sglang", [1024, 512], 4, pp=2)
+    assert two.prefill.by_family["send_recv"] > 0
+    assert 0.9 < two.prefill_ms / one.prefill_ms < 1.2
+    assert two.as_dict()["pp"] == 2
+    with pytest.raises(Exception, match="pp"):
+        simulate_batch(model, H200, 1, "sglang", [128], 2, pp=3)
+
+
+@pytest.mark.parametrize("data, message", [
+    ("no/such.parquet", "cannot read"),
+    (str(Path(__file__).parents[1] / "data" / "h200" / "rope.parquet"), "not reference-engine output"),
+])
+def test_cli_validate_rejects_bad_data(capsys, data, message):
+    from synperf.cli import main
+
+    assert main(["simulate", "validate", "--data", data]) != 0
+    err = capsys.readouterr().err
+    assert "--data" in err and message in err and "Traceback" not in err
+
+
+def test_cli_validate_json(capsys):
+    from synperf.cli import main
+
+    assert main(["simulate", "validate", "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["rows"] == 90 and len(report["per_row"]) == 90
+    assert {e["model"] for e in report["summary"]} >= {"llama-3.1-8b", "qwen3-30b-a3b"}

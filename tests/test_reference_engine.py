@@ -1,0 +1,93 @@
+"""The reference engine's CPU-side logic, the collectives benchmark's plan and the ncu output parser
+(the GPU paths ran on an H200; their outputs are data/h200-system/*.parquet)."""
+
+import json
+from pathlib import Path
+
+import pytest
+
+from synperf.profile.comm_bench import iterations, sizes
+from synperf.profile.counters import parse_raw_csv, select_metrics, split_by_marker
+from synperf.profile.engine import MAX_BATCH_TOKENS, batch_grid, kernel_class, slot_layout
+from synperf.workloads.model import load_model, with_layers
+
+NCU_SAMPLE = Path(__file__).parent / "data" / "ncu_raw_sample.csv"
+
+
+def test_batch_grid_respects_the_token_cap_and_is_stable():
+    grid = batch_grid()
+    assert grid == batch_grid()                       # fixed shuffle
+    assert all(sum(g) <= MAX_BATCH_TOKENS for g in grid)
+    assert [8192] * 16 not in grid and [2048] * 64 not in grid       # 131k tokens: over the cap
+    assert [512] * 64 in grid and [8192] in grid
+    assert len({tuple(g) for g in grid}) == len(grid)
+    assert batch_grid(batches=(2,), prompts=(100, 200), max_tokens=300) == [[100, 100]]
+
+
+def test_slot_layout_gives_each_request_its_own_run():
+    base = slot_layout([3, 5, 2], output_len=4)
+    assert base == [0, 7, 16]
+    for (start, prompt), nxt in zip(zip(base, [3, 5, 2]), base[1:] + [None]):
+        if nxt is not None:
+            assert start + prompt + 4 == nxt
+
+
+@pytest.mark.parametrize("name, family", [
+    ("void flashinfer::PrefillWithKVCacheKernel<flashinfer::CollectiveMainloop<cutlass::bfloat16_t>>", "attention"),
+    ("void flashinfer::BatchDecodeWithPagedKVCacheKernel<(flashinfer::PosEncodingMode)0, 2u>", "attention"),
+    ("nvjet_sm90_tst_256x128_64x4_1x2_h_bz_coopA_TNT", "gemm"),
+    ("ncclDevKernel_AllReduce_Sum_bf16_RING_LL(ncclDevKernelArgsStorage<4096ul>)", "all_reduce"),
+    ("void norm::FusedAddRMSNormKernel<8u, __nv_bfloat16>", "rmsnorm"),
+    ("synperf_fused_moe_kernel", "moe"),
+    ("void at::native::index_elementwise_kernel<128, 4>", "other"),
+])
+def test_kernel_names_map_to_the_priced_family(name, family):
+    assert kernel_class(name) == family
+
+
+def test_with_layers_keeps_the_layer_mix():
+    moe = with_layers(load_model("qwen3-30b-a3b"), 8)
+    assert (moe.num_layers, moe.num_moe_layers, moe.num_dense_layers) == (8, 8, 0)
+    dense = with_layers(load_model("llama-3.1-8b"), 8)
+    assert (dense.num_layers, dense.num_moe_layers) == (8, 0)
+    full = load_model("llama-3.1-8b")
+    assert with_layers(full, None) is full and with_layers(full, 64) is full
+
+
+def test_comm_bench_sizes_and_repetitions():
+    s = sizes()
+    assert s[0] == 1024 and s[-1] == 1 << 30 and len(s) == 21
+    assert iterations(1024) == 200 and iterations(1 << 30) == 5
+    assert all(iterations(a) >= iterations(b) for a, b in zip(s, s[1:]))
+
+
+def test_ncu_raw_output_splits_into_cases():
+    kernels = parse_raw_csv(NCU_SAMPLE.read_text())
+    assert len(kernels) == 11
+    groups = split_by_marker(kernels)
+    assert [len(g) for g in groups.values()] == [1, 1, 2, 1, 1]   # SDPA split-KV: main kernel + combine
+    first = groups[0][0]
+    assert first["Kernel Name"].startswith("nvjet_sm90")
+    assert float(first["dram__bytes_read.sum"].replace(",", "")) > 0
+    assert parse_raw_csv("==PROF== nothing profiled\n") == []
+
+
+def test_metric_selection_reads_only_what_ncu_knows():
+    known = {"sm__inst_executed_pipe_tensor_op_gmma", "dram__bytes_read", "sm__ops_path_tensor_src_fp8",
+             "gpu__time_duration", "sm__ops_path_tensor_src_int8"}
+    chosen = select_metrics(known)
+    assert "sm__inst_executed_pipe_tensor_op_gmma.max" in chosen and "dram__bytes_read.sum" in chosen
+    assert "sm__ops_path_tensor_src_fp8.sum" in chosen
+    assert not any("int8" in m or "hmma" in m or "lts__" in m for m in chosen)
+    assert "launch__grid_size" in chosen
+
+
+def test_committed_engine_rows_are_complete():
+    pd = pytest.importorskip("pandas")
+    d = pd.read_parquet(Path(__file__).parents[1] / "data" / "h200-system" / "e2e_reference.parquet")
+    assert len(d) == 90 and set(d["tp"]) == {1, 2}
+    assert {"llama-3.1-8b", "phi-4", "qwen3-8b", "qwen3-30b-a3b"} <= set(d["model"])
+    assert d["cuda_graph"].all() and (d["prefill_ms"] > 0).all()
+    for steps, median, n in zip(d["decode_steps_ms"], d["decode_step_median_ms"], d["output_len"]):
+        steps = json.loads(steps)
+        assert len(steps) == n - 1 and min(steps) <= median <= max(steps)
