@@ -240,17 +240,28 @@ def cmd_eval(args) -> int:
     from synperf.train import evaluate, leave_one_gpu_out
     import time
     start = time.perf_counter()
+    points: dict | None = {} if args.report else None
     if args.leave_one_gpu_out:
-        rows = leave_one_gpu_out(iter_records(args.paths), _registry(args), seed=args.seed)
+        rows = leave_one_gpu_out(iter_records(args.paths), _registry(args), seed=args.seed, points=points)
         columns = [("gpu", "<32"), ("family", "<14"), ("rows", ">7d"), ("mlp_mape", ">10.1%"), ("mlp_coverage_80", ">17.1%"),
                    ("ood_fraction", ">14.1%"), ("roofline_mape", ">15.1%"), ("neusight_mape", ">15.1%")]
     else:
         baseline = iter_records(args.baseline_train) if args.baseline_train else None
-        rows = evaluate(iter_records(args.paths), _registry(args), family_models(), baseline, seed=args.seed)
+        rows = evaluate(iter_records(args.paths), _registry(args), family_models(), baseline, seed=args.seed,
+                        points=points)
         columns = [("gpu", "<10"), ("family", "<14"), ("library", "<24"), ("rows", ">7d"), ("mlp_mape", ">10.1%"),
                    ("mlp_coverage_80", ">17.1%"), ("analytical_mape", ">17.1%"), ("roofline_mape", ">15.1%"),
                    ("neusight_mape", ">15.1%")]
     elapsed = time.perf_counter() - start
+    if args.report:
+        from synperf.report import write_report
+
+        kind = "leave-one-GPU-out" if args.leave_one_gpu_out else "held-out rows, shipped models"
+        notes = [f"Data: {', '.join(args.paths)}."]
+        if args.baseline_train:
+            notes.append(f"NeuSight-style baseline trained on: {', '.join(args.baseline_train)}.")
+        files = write_report(args.report, f"synperf eval ({kind})", rows, columns, points, elapsed, notes)
+        print(f"report: {', '.join(str(f) for f in files)}", file=sys.stderr)
     if args.json:
         print(json.dumps({"rows": rows, "seconds": round(elapsed, 1)}, indent=1))
         return 0
@@ -321,6 +332,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="train without each die in turn and test on it (instead of using the shipped models)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--json", action="store_true")
+    p.add_argument("--report", metavar="DIR", help="also write DIR/report.md, report.json and a plot per family")
     p.set_defaults(func=cmd_eval)
 
     data = sub.add_parser("data", help="measured datasets").add_subparsers(dest="data_command", required=True)

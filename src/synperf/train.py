@@ -102,11 +102,20 @@ def train(records: Iterable[dict], registry, out: Path, seed: int = 0, epochs: i
     return summary
 
 
+def _add_points(points: dict | None, family: str, measured, predicted, groups) -> None:
+    if points is not None:
+        p = points.setdefault(family, {"measured": [], "predicted": [], "group": []})
+        p["measured"] += [float(v) for v in measured]
+        p["predicted"] += [float(v) for v in predicted]
+        p["group"] += [str(g) for g in groups]
+
+
 def evaluate(records: Iterable[dict], registry, models: dict, baseline_records: Iterable[dict] | None = None,
-             seed: int = 0, epochs: int = 150) -> list[dict]:
+             seed: int = 0, epochs: int = 150, points: dict | None = None) -> list[dict]:
     """Latency MAPE per (gpu, family, library) for the learned model, the analytical estimate, the
     plain roofline and (when ``baseline_records`` are given to train it) the NeuSight-style
-    static-wave baseline, with the learned model's 80 % interval coverage."""
+    static-wave baseline, with the learned model's 80 % interval coverage. ``points``, when given,
+    collects the learned model's (measured, predicted, library) per family for plots."""
     from synperf.predict import efficiency_prior
     baseline_rows = build_rows(baseline_records, registry) if baseline_records is not None else {}
     out = []
@@ -124,6 +133,7 @@ def evaluate(records: Iterable[dict], registry, models: dict, baseline_records: 
         else:
             learned = low = high = np.full_like(latency, np.nan)
         analytical = np.array([c / efficiency_prior(family, lib)["median"] for c, lib in zip(ceiling, group["library"])])
+        _add_points(points, family, latency, learned, group["library"])
         keys = list(zip(group["gpu"], group["library"]))
         for gpu_id, library in sorted(set(keys)):
             mask = np.array([k == (gpu_id, library) for k in keys])
@@ -135,10 +145,11 @@ def evaluate(records: Iterable[dict], registry, models: dict, baseline_records: 
     return out
 
 
-def leave_one_gpu_out(records: Iterable[dict], registry, seed: int = 0, epochs: int = 150) -> list[dict]:
+def leave_one_gpu_out(records: Iterable[dict], registry, seed: int = 0, epochs: int = 150,
+                      points: dict | None = None) -> list[dict]:
     """For every family and every die with data (GPUs of one silicon are held out together):
     train on the other dies' rows, predict this die's. Latency MAPE and 80 % coverage per GPU,
-    next to the plain roofline on the same rows."""
+    next to the plain roofline on the same rows; ``points`` collects (measured, predicted, GPU)."""
     out = []
     for family, group in sorted(build_rows(records, registry).items()):
         X, y = np.asarray(group["X"]), np.asarray(group["y"])
@@ -153,6 +164,7 @@ def leave_one_gpu_out(records: Iterable[dict], registry, seed: int = 0, epochs: 
             q = model.predict(X[test])
             neusight = _neusight_predict(_fit_neusight(group, train_mask, family, seed, epochs), group, test)
             pred, low, high = (ceiling[test] * np.exp(q[:, i]) for i in (1, 0, 2))
+            _add_points(points, family, latency[test], pred, gpus[test])
             for gpu_id in sorted(set(gpus[test])):
                 mask = gpus[test] == gpu_id
                 out.append({"gpu": gpu_id, "family": family, "rows": int(mask.sum()),

@@ -30,6 +30,11 @@ DTYPES = {"cublas": ("bf16", "fp16"), "cublaslt_scaled_mm": ("fp8_e4m3",), "fp8_
 FIELDS = {"m", "n", "k"}
 OUT_BYTES = 2   # bf16/fp16 output for every library here
 _FP8_BLOCK = 128
+# Count the CTAs that round a Hopper tile grid up to whole clusters: they run the full main loop on
+# zero-filled operands, and the H200 tensor counters count their MMAs (docs/counters.md). Off until
+# the GEMM efficiency model is retrained with it: on, it moves 6 % of the H200 GEMM predictions by
+# more than 1 % (the tensor demand of a third of them).
+CLUSTER_PADDING = False
 
 
 @dataclass(frozen=True)
@@ -145,9 +150,20 @@ def table_configs(call: GemmCall, arch: str, neighbours: int = 8) -> list[TileCo
     return found
 
 
+def grid_tiles(call: GemmCall, cfg: TileConfig, cluster_padding: bool | None = None) -> tuple[int, int]:
+    """(output tiles, tiles the grid runs): with ``cluster_padding`` (default ``CLUSTER_PADDING``)
+    the tile counts along M and N are rounded up to whole clusters (not for stream-K, whose CTAs
+    share out the real tiles' K iterations)."""
+    tiles_m, tiles_n = ceil_div(call.m, cfg.tile_m), ceil_div(call.n, cfg.tile_n)
+    padding = CLUSTER_PADDING if cluster_padding is None else cluster_padding
+    if not padding or cfg.stream_k:
+        return tiles_m * tiles_n, tiles_m * tiles_n
+    return tiles_m * tiles_n, round_up(tiles_m, cfg.cluster_m) * round_up(tiles_n, cfg.cluster_n)
+
+
 def busiest_sm_flops(call: GemmCall, cfg: TileConfig, sm_count: int) -> float:
     """Tensor FLOP the busiest SM executes under ``cfg`` (full tiles, wave quantisation)."""
-    tasks = ceil_div(call.m, cfg.tile_m) * ceil_div(call.n, cfg.tile_n) * cfg.split_k
+    tasks = grid_tiles(call, cfg)[1] * cfg.split_k
     slots = min(cfg.persistent_ctas or sm_count, sm_count)
     k_chunk = round_up(ceil_div(call.k, cfg.split_k), cfg.tile_k)
     return ceil_div(tasks, slots) * 2.0 * cfg.tile_m * cfg.tile_n * k_chunk
@@ -283,11 +299,12 @@ def decompose(call: GemmCall, gpu) -> tuple[Launch, ...]:
     return launches_for(call, choose_config(call, gpu), gpu)
 
 
-def launches_for(call: GemmCall, cfg: TileConfig, gpu) -> tuple[Launch, ...]:
+def launches_for(call: GemmCall, cfg: TileConfig, gpu, *, cluster_padding: bool | None = None) -> tuple[Launch, ...]:
+    """The launches of one GEMM under ``cfg``; ``cluster_padding`` (default ``CLUSTER_PADDING``)
+    also runs the CTAs that pad the tile grid to whole clusters (``grid_tiles``)."""
     b = DTYPE_BYTES[call.dtype]
-    tiles_m, tiles_n = ceil_div(call.m, cfg.tile_m), ceil_div(call.n, cfg.tile_n)
-    tiles = tiles_m * tiles_n
-    tasks = tiles * cfg.split_k
+    tiles, launched = grid_tiles(call, cfg, cluster_padding)
+    tasks = launched * cfg.split_k
     k_chunk = round_up(ceil_div(call.k, cfg.split_k), cfg.tile_k)   # K slice one CTA walks
     partial_bytes = 4 if cfg.split_k > 1 or cfg.stream_k else OUT_BYTES   # split-K partials are fp32
     if cfg.stream_k:
@@ -297,7 +314,8 @@ def launches_for(call: GemmCall, cfg: TileConfig, gpu) -> tuple[Launch, ...]:
     operand_l2 = (cfg.tile_m / cfg.cluster_n + cfg.tile_n / cfg.cluster_m) * k_chunk * b
     per_task = task_demand(
         tensor_flops=2.0 * cfg.tile_m * cfg.tile_n * k_chunk,
-        l2_bytes=operand_l2 + cfg.tile_m * cfg.tile_n * partial_bytes,
+        # padding CTAs move no data of their own: the real tiles' bytes are spread over all tasks
+        l2_bytes=(operand_l2 + cfg.tile_m * cfg.tile_n * partial_bytes) * (tiles / launched),
         shared_bytes=(cfg.tile_m + cfg.tile_n) * k_chunk * b,
     )
     scale_reads = 0.0

@@ -35,6 +35,8 @@ def _configure(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
     p.add_argument("--retry-errors", action="store_true", help="retry ids recorded as unsupported / over the cap")
     p.add_argument("--quiet", action="store_true", help="no progress on stderr")
     p.add_argument("--floor", action="store_true", help="print measure_device_floor() JSON and exit")
+    p.add_argument("--counters", action="store_true",
+                   help="read hardware counters with Nsight Compute (ncu) instead of timing; --out gets one row per kernel")
     p.add_argument("--dry-run", action="store_true", help="print the cases as JSON lines, measure nothing")
     return p
 
@@ -107,6 +109,11 @@ def run_profile(args) -> int:
             return 0
         if not args.out:
             return _err("--out PATH.parquet is required")
+        if args.counters:
+            from .counters import run_counters
+
+            print(json.dumps(run_counters(cases, args.out, args.time_budget_s)))
+            return 0
         try:
             import pyarrow  # noqa: F401
         except Exception:

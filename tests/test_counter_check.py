@@ -1,0 +1,166 @@
+"""The hardware-counter check on the committed H200 Nsight Compute table (data/h200-system)."""
+
+import json
+import math
+from pathlib import Path
+
+import pytest
+
+pd = pytest.importorskip("pandas")
+pytest.importorskip("pyarrow")
+
+from synperf import counter_check as cc  # noqa: E402
+from synperf.gpu import resolve_gpu  # noqa: E402
+from synperf.kernels import gemm  # noqa: E402
+
+COUNTERS = Path(__file__).resolve().parents[1] / "data" / "h200-system" / "counters.parquet"
+
+
+@pytest.fixture(scope="module")
+def checked():
+    counters = cc.load_counters(str(COUNTERS))
+    cases, kernels = cc.case_table(counters)
+    return counters, cases, kernels, cc.family_summary(cases)
+
+
+def _family(cases, family):
+    return cases[cases.family == family]
+
+
+def test_every_profiled_case_is_analysed(checked):
+    counters, cases, kernels, _ = checked
+    assert len(counters) == 480 and len(cases) == counters.case_json.nunique() == 414
+    assert cases.family.value_counts().to_dict() == {"gemm": 159, "attention": 158, "moe": 25, "rmsnorm": 24,
+                                                    "rope": 24, "silu_and_mul": 24}
+    # every profiled kernel appears in exactly one kernel row
+    assert kernels["measured"].notna().sum() == 480
+
+
+def test_tensor_counter_counts_flop_of_padded_tiles(checked):
+    """m=1 runs on an 8-row tile (nvjet ..._64x8_...): the counter holds 2 FLOP per multiply-add of
+    the full 8-row tile, which is what the demand counts."""
+    counters = checked[0]
+    row = counters[counters.case_json.str.contains('"k": 2048, "library": "cublas", "m": 1, "n": 2048')]
+    assert list(row.kernel_name) == ["nvjet_sm90_tst_64x8_64x16_4x1_v_bz_TNT"]
+    assert row.tensor_sum.iloc[0] == 2.0 * 8 * 2048 * 2048
+
+
+def test_matcher_pairs_by_kind_and_order():
+    pairs = cc.match_kernels("gemm", ["memset workspace", "nvjet_sm90_tst_64x8", "splitKreduce_kernel"],
+                             ["nvjet_sm90_tst_64x8_64x16_4x1_v_bz_splitK_TNT",
+                              "void cublasLt::splitKreduce_kernel<32, 16, int, float>"])
+    assert pairs == [(1, 0, "main"), (2, 1, "reduce"), (0, None, "memset")]
+    pairs = cc.match_kernels("attention", ["flash_fwd_splitkv_kernel<hdim128>", "flash_fwd_splitkv_combine_kernel<hdim128>"],
+                             ["void pytorch_flash::flash_fwd_splitkv_kernel<Flash_fwd_kernel_traits<...>>",
+                              "void pytorch_flash::flash_fwd_splitkv_combine_kernel<Flash_fwd_kernel_traits<...>>"])
+    assert pairs == [(0, 0, "main"), (1, 1, "combine")]
+    assert cc.kernel_kind("moe", "moe_align: cumsum padded") == "align"
+    assert cc.kernel_kind("moe", "synperf_fused_moe_kernel[w13]") == "gemm"
+
+
+def test_matcher_on_the_profiled_kernels(checked):
+    _, cases, kernels, _ = checked
+    paired = kernels.dropna(subset=["modelled", "measured"])
+    # SDPA's main and split-KV combine kernels: every one paired, with the grid the decomposer launches
+    attn = paired[paired.family == "attention"]
+    assert len(attn) == 201 and (attn.modelled_ctas == attn.measured_ctas).all()
+    assert set(attn.kind) == {"main", "combine"}
+    # unpaired: only cuBLAS memsets (no kernel, so ncu never sees them) and split-K reduce kernels of
+    # cases where the tile choice differs from the kernel cuBLAS ran
+    alone = kernels[kernels.modelled.isna() | kernels.measured.isna()]
+    assert set(alone.family) == {"gemm"}
+    assert set(alone[alone.measured.isna()].kind) <= {"memset", "reduce"}
+    reduce_cases = set(alone[alone.kind == "reduce"].case_json)
+    assert not cases[cases.case_json.isin(reduce_cases)].kernel_as_profiled.any()
+    memset = alone[alone.kind == "memset"]
+    assert len(memset) == 56 and memset.measured.isna().all()
+
+
+def test_attention_tensor_flop_exact(checked):
+    """Tile padding, the GQA decode swap (seqlen_q = h/h_k) and split-KV all as the kernels run."""
+    att = _family(checked[1], "attention")
+    assert (att.tensor_total_ratio - 1.0).abs().max() < 1e-9
+
+
+def test_attention_busiest_sm(checked):
+    att = _family(checked[1], "attention")
+    as_predicted = cc._within(att.tensor_sm_ratio, 0.05)
+    list_schedule = cc._within(att.tensor_sm_ratio_list_schedule, 0.05)
+    assert as_predicted >= 0.85 and list_schedule >= 0.92 and list_schedule > as_predicted
+
+
+def test_gemm_decomposition_of_the_profiled_kernel(checked):
+    """Given the kernel cuBLAS ran, the decomposer's tensor FLOP are the counters' exactly once the
+    CTAs that round the grid up to whole clusters are counted; stream-K is the exception."""
+    g = _family(checked[1], "gemm")
+    stream_k = g.profiled_tile.str.contains("streamK")
+    assert stream_k.sum() == 2
+    exact = g[~stream_k]
+    assert (exact.tensor_total_ratio_profiled - 1.0).abs().max() < 1e-9
+    assert (g[stream_k].tensor_total_ratio_profiled - 1.0).abs().max() < 0.02
+    # without the padding CTAs the decomposer undercounts exactly where a cluster pads the grid
+    short = exact[(exact.tensor_total_ratio_profiled_nopad - 1.0).abs() > 1e-9]
+    assert len(short) > 30 and (short.tensor_total_ratio_profiled_nopad < 1.0).all()
+    assert cc._within(g.tensor_sm_ratio_profiled, 0.05) >= 0.95
+
+
+def test_cluster_padding_rule():
+    h200 = resolve_gpu("h200")
+    call = gemm.GemmCall(22, 272, 800, "bf16", "cublas")
+    cfg = gemm.config_from_profile(call, ["nvjet_sm90_tst_64x8_64x16_2x4_h_bz_TNT"], [(8, 3, 1)], [(384, 1, 1)], [0])
+    assert (cfg.tile_m, cfg.tile_n, cfg.cluster_m, cfg.cluster_n) == (8, 64, 4, 2)
+    plain, = gemm.launches_for(call, cfg, h200, cluster_padding=False)
+    padded, = gemm.launches_for(call, cfg, h200, cluster_padding=True)
+    assert plain.num_tasks == 3 * 5 and padded.num_tasks == 4 * 6 == 8 * 3      # the profiled grid
+    assert padded.total_demand[0] == plain.total_demand[0] * 24 / 15
+    assert padded.total_demand[3] == pytest.approx(plain.total_demand[3])       # no extra bytes
+    default, = gemm.launches_for(call, cfg, h200)
+    assert default.num_tasks == (padded if gemm.CLUSTER_PADDING else plain).num_tasks
+
+
+def test_dram_reads_of_streaming_kernels(checked):
+    """Decode attention streams its KV cache once: compulsory reads are what DRAM delivers."""
+    att = _family(checked[1], "attention")
+    decode = att[att.label.str.contains("phase=decode") & (att.dram_read_model > 1e8)]
+    assert len(decode) >= 20 and (decode.dram_read_ratio - 1.0).abs().max() < 0.01
+
+
+def test_dram_differences_are_explained(checked):
+    cases = checked[1]
+    off = cases[cases.dram_note != "within 10 %"]
+    assert (cases.dram_note == "within 10 %").sum() == ((cases.dram_ratio - 1.0).abs() <= 0.10).sum()
+    assert (_family(off, "gemm").dram_note != "other").all()
+    assert (off.dram_note == "other").sum() <= 5
+    held = off[off.dram_note == "writes still in L2 at kernel end"]
+    assert (held.dram_write_measured < held.dram_write_model).all()
+
+
+def test_moe_random_routing_explains_the_tensor_gap(checked):
+    moe = _family(checked[1], "moe")
+    assert cc._within(moe.tensor_total_ratio_random_routing, 0.05) > cc._within(moe.tensor_total_ratio, 0.05)
+    # all experts hit whatever the routing: the expectation is the balanced count
+    assert cc.expected_active_blocks_random(128, 32, 6, 64) == pytest.approx(32.0, rel=1e-6)
+    assert cc.expected_active_blocks_random(10, 4, 4, 16) == 4.0
+
+
+def test_summary_and_targets(checked):
+    summary = checked[3]
+    by = {(s["family"], s["metric"]): s for s in summary}
+    assert by[("attention", "tensor_total")]["target_share"] == 1.0
+    assert by[("gemm", "tensor_total_profiled")]["within_1pct"] > 0.98
+    assert by[("rmsnorm", "dram")]["target"] is None           # targets are for GEMM and attention
+    assert ("rmsnorm", "tensor_total") not in by                # no tensor work on either side
+    for s in summary:
+        assert s["n"] <= s["cases"] and all(0.0 <= s[f"within_{p}pct"] <= 1.0 for p in (1, 5, 10))
+
+
+def test_main_prints_markdown_and_json(checked, monkeypatch, capsys):
+    _, cases, kernels, summary = checked
+    monkeypatch.setattr(cc, "run", lambda path, gpu_id=None, worst=3: (cases, kernels, summary))
+    assert cc.main([str(COUNTERS)]) == 0
+    text = capsys.readouterr().out
+    assert "| gemm | 159 |" in text and "## Targets (GEMM and attention)" in text
+    assert cc.main([str(COUNTERS), "--json"]) == 0
+    doc = json.loads(capsys.readouterr().out)
+    assert doc["cases"] == 414 and len(doc["case_rows"]) == 414
+    assert all(v is None or math.isfinite(v) for row in doc["case_rows"] for v in row.values() if isinstance(v, float))
