@@ -115,7 +115,7 @@ def test_cluster_padding_rule():
     assert padded.total_demand[0] == plain.total_demand[0] * 24 / 15
     assert padded.total_demand[3] == pytest.approx(plain.total_demand[3])       # no extra bytes
     default, = gemm.launches_for(call, cfg, h200)
-    assert default.num_tasks == (padded if gemm.CLUSTER_PADDING else plain).num_tasks
+    assert default.num_tasks == padded.num_tasks
 
 
 def test_dram_reads_of_streaming_kernels(checked):

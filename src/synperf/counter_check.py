@@ -427,8 +427,8 @@ def render_markdown(cases, kernels, summary: list[dict], source: str = "") -> st
         lines += ["", "## GEMM: the decomposer on the kernel cuBLAS ran", "",
                   f"The tile choice (nearest profiled shapes) picked the profiled kernel for {int(same.sum())} of "
                   f"{len(g)} cases. Decomposing the profiled kernel itself (tile, cluster, split-K from its name "
-                  f"and grid) separates the decomposition from the choice (predictions run with "
-                  f"`gemm.CLUSTER_PADDING = {_cluster_padding()}`):", "",
+                  f"and grid) separates the decomposition from the choice (predictions count the cluster "
+                  f"padding; 'no padding' is the decomposition without it):", "",
                   "| decomposition | tensor total: median | within 1 % | busiest SM: median | within 5 % |",
                   "|---|---|---|---|---|"]
         for name, tot, sm in (("as predicted (chosen kernel)", "tensor_total_ratio", "tensor_sm_ratio"),
@@ -498,9 +498,6 @@ def render_markdown(cases, kernels, summary: list[dict], source: str = "") -> st
     return "\n".join(lines) + "\n"
 
 
-def _cluster_padding() -> bool:
-    from synperf.kernels import gemm
-    return gemm.CLUSTER_PADDING
 
 
 _DRAM_NOTES = ("within 10 %", "per-kernel floor (code/constants after the flush)",

@@ -30,11 +30,6 @@ DTYPES = {"cublas": ("bf16", "fp16"), "cublaslt_scaled_mm": ("fp8_e4m3",), "fp8_
 FIELDS = {"m", "n", "k"}
 OUT_BYTES = 2   # bf16/fp16 output for every library here
 _FP8_BLOCK = 128
-# Count the CTAs that round a Hopper tile grid up to whole clusters: they run the full main loop on
-# zero-filled operands, and the H200 tensor counters count their MMAs (docs/counters.md). Off until
-# the GEMM efficiency model is retrained with it: on, it moves 6 % of the H200 GEMM predictions by
-# more than 1 % (the tensor demand of a third of them).
-CLUSTER_PADDING = False
 
 
 @dataclass(frozen=True)
@@ -150,13 +145,14 @@ def table_configs(call: GemmCall, arch: str, neighbours: int = 8) -> list[TileCo
     return found
 
 
-def grid_tiles(call: GemmCall, cfg: TileConfig, cluster_padding: bool | None = None) -> tuple[int, int]:
-    """(output tiles, tiles the grid runs): with ``cluster_padding`` (default ``CLUSTER_PADDING``)
-    the tile counts along M and N are rounded up to whole clusters (not for stream-K, whose CTAs
-    share out the real tiles' K iterations)."""
+def grid_tiles(call: GemmCall, cfg: TileConfig, cluster_padding: bool = True) -> tuple[int, int]:
+    """(output tiles, tiles the grid runs). The grid rounds the tile counts along M and N up to
+    whole clusters, and the padding CTAs run the full main loop on zero-filled operands: the H200
+    tensor counters count their MMAs (docs/counters.md). Not for stream-K, whose CTAs share out
+    the real tiles' K iterations. ``cluster_padding=False`` (the counter check's comparison only)
+    leaves the padding out."""
     tiles_m, tiles_n = ceil_div(call.m, cfg.tile_m), ceil_div(call.n, cfg.tile_n)
-    padding = CLUSTER_PADDING if cluster_padding is None else cluster_padding
-    if not padding or cfg.stream_k:
+    if not cluster_padding or cfg.stream_k:
         return tiles_m * tiles_n, tiles_m * tiles_n
     return tiles_m * tiles_n, round_up(tiles_m, cfg.cluster_m) * round_up(tiles_n, cfg.cluster_n)
 
@@ -299,9 +295,8 @@ def decompose(call: GemmCall, gpu) -> tuple[Launch, ...]:
     return launches_for(call, choose_config(call, gpu), gpu)
 
 
-def launches_for(call: GemmCall, cfg: TileConfig, gpu, *, cluster_padding: bool | None = None) -> tuple[Launch, ...]:
-    """The launches of one GEMM under ``cfg``; ``cluster_padding`` (default ``CLUSTER_PADDING``)
-    also runs the CTAs that pad the tile grid to whole clusters (``grid_tiles``)."""
+def launches_for(call: GemmCall, cfg: TileConfig, gpu, *, cluster_padding: bool = True) -> tuple[Launch, ...]:
+    """The launches of one GEMM under ``cfg``, cluster padding included (``grid_tiles``)."""
     b = DTYPE_BYTES[call.dtype]
     tiles, launched = grid_tiles(call, cfg, cluster_padding)
     tasks = launched * cfg.split_k
