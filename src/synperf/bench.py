@@ -46,6 +46,26 @@ def _rate(cases, gpu: GpuSpec) -> tuple[float, float]:
     return len(cases) / elapsed, elapsed
 
 
+def end_to_end_seconds(gpu: GpuSpec, seed: int = 0) -> dict:
+    """Wall time of the end-to-end simulations from a cold prediction cache: one static batch
+    (8 x 2048 prompts, 128 outputs) and 2,000 Poisson requests through the serving scheduler,
+    Llama-3.1-8B, TP 1, SGLang kernels."""
+    from synperf.workloads.model import load_model
+    from synperf.workloads.serving import poisson_requests, simulate_serving
+    from synperf.workloads.static_batch import simulate_batch
+
+    model = load_model("llama-3.1-8b")
+    predict.cache_clear()
+    start = time.perf_counter()
+    simulate_batch(model, gpu, 1, "sglang", [2048] * 8, 128)
+    batch_s = time.perf_counter() - start
+    requests = poisson_requests(2000, 4.0, (128, 4096), (16, 512), seed=seed)
+    start = time.perf_counter()
+    simulate_serving(model, gpu, 1, "sglang", requests)
+    return {"simulate_batch_seconds": round(batch_s, 3), "simulate_serve_2000_requests_seconds":
+            round(time.perf_counter() - start, 2)}
+
+
 def run_bench(gpu: GpuSpec, lines: int, seed: int = 0) -> dict:
     distinct = [parse_case(c) for c in random_cases(lines, seed)]
     predict.cache_clear()
@@ -69,4 +89,5 @@ def run_bench(gpu: GpuSpec, lines: int, seed: int = 0) -> dict:
         "repeating_stream_distinct_shapes": len(pool),
         "single_call_median_ms": round(1e3 * singles[len(singles) // 2], 3),
         "single_call_p90_ms": round(1e3 * singles[int(len(singles) * 0.9)], 3),
+        **end_to_end_seconds(gpu, seed),
     }

@@ -208,7 +208,7 @@ def cmd_bench(args) -> int:
         print(json.dumps(result, indent=1))
     else:
         for key, value in result.items():
-            print(f"{key:<36}{value}")
+            print(f"{key:<40}{value}")
     return 0
 
 

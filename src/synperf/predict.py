@@ -38,6 +38,7 @@ class Prediction:
     bound: str
     model: str
     ood: bool = False
+    launches: int = 1       # kernel launches of the call (split-K reduce, memset, combine, ...)
 
     def as_dict(self) -> dict:
         return {
@@ -100,7 +101,7 @@ def predict(case: KernelCase, gpu: GpuSpec) -> Prediction:
             latency_us=ceiling * float(np.exp(mid)), latency_low_us=ceiling * float(np.exp(low)),
             latency_high_us=ceiling * float(np.exp(high)), ceiling_us=ceiling, bound=demand.bound,
             model=f"mlp:{case.family}/v{card['format_version']} (trained on {card['rows']} rows from {', '.join(card['gpus'])})",
-            ood=bool(model.out_of_range(x)[0]),
+            ood=bool(model.out_of_range(x)[0]), launches=len(demand.launches),
         )
     prior = efficiency_prior(case.family, case.library)
     # Efficiency = ceiling / latency, so the high-efficiency quantile gives the low latency.
@@ -111,4 +112,5 @@ def predict(case: KernelCase, gpu: GpuSpec) -> Prediction:
         ceiling_us=ceiling,
         bound=demand.bound,
         model=f"analytical (ceiling / typical efficiency {prior['median']:.2f}; {prior['source']})",
+        launches=len(demand.launches),
     )

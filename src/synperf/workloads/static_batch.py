@@ -21,7 +21,7 @@ import numpy as np
 
 from synperf.cases import parse_case
 from synperf.errors import InputError
-from synperf.predict import demand_for, predict
+from synperf.predict import predict
 from synperf.workloads import comm
 from synperf.workloads.calibration import bundled_overhead
 from synperf.workloads.engines import ForwardPass, forward_pass
@@ -117,13 +117,12 @@ def model_pass(fp: ForwardPass, gpu, allreduce_impl: str | None = None) -> Model
     launches = ood = 0
     fam: dict[str, float] = defaultdict(float)
     for case, count, _tag in fp.kernels:
-        parsed = parse_case(case)
-        p = predict(parsed, gpu)
+        p = predict(parse_case(case), gpu)
         lat += p.latency_us * count
         low += p.latency_low_us * count
         high += p.latency_high_us * count
         fam[case["family"]] += p.latency_us * count
-        launches += len(demand_for(parsed, gpu).launches) * count
+        launches += p.launches * count
         ood += bool(p.ood)
     impl = allreduce_impl or f"{fp.framework}_{'graph' if fp.phase == 'decode' else 'eager'}"
     comm_us, models = 0.0, set()
