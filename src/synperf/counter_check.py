@@ -187,19 +187,6 @@ def list_schedule_busiest_tensor(ld: LaunchDemand, gpu) -> float:
     return float(np.bincount(sm_of_task, weights=tensor, minlength=n_sm).max())
 
 
-def expected_active_blocks_random(tokens: int, num_experts: int, topk: int, block_m: int) -> float:
-    """Expected BLOCK_SIZE_M blocks after moe_align when each token picks topk distinct experts
-    uniformly at random (the profiling harness's routing): an expert's pair count is
-    Binomial(tokens, topk / E), and each expert holds ceil(count / BM) blocks."""
-    p = topk / num_experts
-    if p >= 1.0:
-        return float(num_experts * math.ceil(tokens / block_m))
-    c = np.arange(tokens + 1, dtype=np.float64)
-    log_fact = np.array([math.lgamma(x + 1.0) for x in c])          # log c!
-    log_pmf = log_fact[-1] - log_fact - log_fact[::-1] + c * math.log(p) + (tokens - c) * math.log1p(-p)
-    return float(num_experts * (np.exp(log_pmf) * np.ceil(c / block_m)).sum())
-
-
 def _tile_text(cfg) -> str:
     return (f"{cfg.tile_m}x{cfg.tile_n}x{cfg.tile_k} cl{cfg.cluster_m}x{cfg.cluster_n} split{cfg.split_k}"
             f"{' streamK' if cfg.stream_k else ''}{' persistent' if cfg.persistent_ctas else ''}")
@@ -235,7 +222,7 @@ def _moe_random(case, model_tensor: float, measured_tensor: float) -> dict:
         return {}
     bm = call.config.block_m
     balanced = moe.padding(call.tokens, call.num_experts, call.topk, bm).active_m
-    expected = expected_active_blocks_random(call.tokens, call.num_experts, call.topk, bm)
+    expected = moe.expected_active_blocks_random(call.tokens, call.num_experts, call.topk, bm)
     return {"tensor_total_ratio_random_routing": ratio(model_tensor * expected / balanced, measured_tensor)}
 
 
