@@ -95,3 +95,30 @@ def test_cli_validate_json(capsys):
     report = json.loads(capsys.readouterr().out)
     assert report["rows"] == 90 and len(report["per_row"]) == 90
     assert {e["model"] for e in report["summary"]} >= {"llama-3.1-8b", "qwen3-30b-a3b"}
+
+
+@pytest.mark.parametrize("field, value, message", [
+    ("model", "no-such-model", "field 'model'"),
+    ("num_layers", 0, "field 'num_layers'"),
+    ("num_layers", 1000, "more than the model's"),
+    ("tp", 1.5, "field 'tp'"),
+    ("prefill_ms", float("nan"), "field 'prefill_ms'"),
+    ("prefill_ms", "fast", "not a number"),
+    ("prompt_lens", "[128, -1]", "field 'prompt_lens'"),
+    ("prompt_lens", "{not json", "not a JSON field"),
+    ("decode_kernels", '{"gemm": 3}', "field 'decode_kernels'"),
+    ("gpu_name", "NVIDIA Nonexistent", "--data"),
+])
+def test_cli_validate_names_the_bad_row_and_field(tmp_path, capsys, field, value, message):
+    from synperf.cli import main
+
+    rows = pd.read_parquet(calibration.DEFAULT_DATA).head(3).copy()
+    rows[field] = rows[field].astype(str if isinstance(value, str) else float)
+    rows.at[1 if field != "gpu_name" else 0, field] = value
+    bad = tmp_path / "bad.parquet"
+    rows.to_parquet(bad)
+    assert main(["simulate", "validate", "--data", str(bad)]) != 0
+    err = capsys.readouterr().err
+    assert message in err and "Traceback" not in err
+    if field != "gpu_name":
+        assert "line 2" in err or "row 2" in err

@@ -97,6 +97,56 @@ class PassSample:
     other_us: float = 0.0
 
 
+_BREAKDOWN_FIELDS = ("prefill_kernels", "decode_kernels")
+
+
+def check_rows(rows: list[dict]) -> None:
+    """Reference-engine rows as ``samples_from_rows`` needs them; the first bad one raises an
+    InputError naming its row (1-based) and field."""
+    from synperf.errors import InputError
+    from synperf.workloads.model import load_model
+
+    def positive(value, field, i, kind=float):
+        try:
+            number = kind(value)
+        except (TypeError, ValueError):
+            raise InputError(f"not a number: {str(value)[:40]!r}", field, i) from None
+        if not (0 < number < 1e12) or (kind is int and number != value):
+            raise InputError(f"must be a positive {'integer' if kind is int else 'number'}, got {str(value)[:40]}",
+                             field, i)
+        return number
+
+    if not rows:
+        raise InputError("no rows")
+    for i, r in enumerate(rows, 1):
+        try:
+            model = load_model(str(r["model"]))
+        except KeyError:
+            raise InputError("missing", "model", i) from None
+        except InputError as exc:
+            raise InputError(exc.message, "model", i) from None
+        layers = positive(r.get("num_layers"), "num_layers", i, int)
+        if layers > model.num_layers:
+            raise InputError(f"{layers} is more than the model's {model.num_layers} layers", "num_layers", i)
+        positive(r.get("tp"), "tp", i, int)
+        positive(r.get("output_len"), "output_len", i, int)
+        for field in ("prefill_ms", "decode_step_median_ms", "total_ms"):
+            positive(r.get(field), field, i)
+        try:
+            prompts = json.loads(r["prompt_lens"])
+            breakdowns = [json.loads(r[f]) for f in _BREAKDOWN_FIELDS]
+        except (KeyError, TypeError, ValueError) as exc:
+            raise InputError(f"not a JSON field ({exc.__class__.__name__})", "prompt_lens/kernels", i) from None
+        if not isinstance(prompts, list) or not prompts:
+            raise InputError("must be a non-empty JSON list", "prompt_lens", i)
+        for p in prompts:
+            positive(p, "prompt_lens", i, int)
+        for field, b in zip(_BREAKDOWN_FIELDS, breakdowns):
+            if not isinstance(b, dict) or not all(isinstance(v, dict) and isinstance(v.get("kernels"), int)
+                                                  and isinstance(v.get("us"), (int, float)) for v in b.values()):
+                raise InputError("must map family -> {kernels, us}", field, i)
+
+
 def samples_from_rows(rows: list[dict], gpu) -> list[PassSample]:
     """The prefill pass and the median decode step of each measured batch, with synperf's kernel
     time for them (``static_batch.model_pass``)."""

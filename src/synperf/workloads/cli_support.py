@@ -92,7 +92,11 @@ def run_simulate_validate(args, registry) -> int:
                "total_ms", "prefill_kernels", "decode_kernels", "gpu_name"} - set(rows[0] if rows else {})
     if missing:
         raise SynperfError(f"--data: {path} is not reference-engine output (missing {', '.join(sorted(missing))})")
-    gpu = registry(args).get(rows[0]["gpu_name"])
+    try:
+        calibration.check_rows(rows)
+        gpu = registry(args).get(str(rows[0]["gpu_name"]))
+    except SynperfError as exc:
+        raise SynperfError(f"--data {path}: {exc}") from None
     report = calibration.validate(rows, gpu)
     if args.json:
         print(json.dumps({k: v for k, v in report.items() if k != "per_row"} | {"per_row": report["per_row"]}, indent=1))
