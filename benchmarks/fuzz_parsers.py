@@ -405,9 +405,38 @@ class Targets:
         return st.integers(0, 2 ** 63), run, lambda s: f"parse_trace({build(s)[:4000]!r})"
 
 
+    def e2e_rows(self):
+        """Reference-engine rows for `simulate validate` (data/h200-system/e2e_reference.parquet),
+        fields mutated: check_rows must accept or raise an InputError, and accepted rows must price."""
+        import pandas as pd
+
+        from synperf.workloads.calibration import DEFAULT_DATA, check_rows, samples_from_rows
+        base = pd.read_parquet(DEFAULT_DATA).head(6).to_dict("records")
+        gpu = resolve_gpu("h200")
+
+        def build(seed: int) -> list[dict]:
+            rng = random.Random(seed)
+            rows = [dict(r) for r in base[: rng.randint(1, len(base))]]
+            for _ in range(rng.randint(1, 3)):
+                row = rows[rng.randrange(len(rows))]
+                key = rng.choice(sorted(row))
+                if rng.random() < 0.2:
+                    row.pop(key)
+                elif key in ("prompt_lens", "prefill_kernels", "decode_kernels") and isinstance(row[key], str) \
+                        and row[key].startswith(("[", "{")) and rng.random() < 0.6:
+                    row[key] = json.dumps(mutate_value(rng, json.loads(row[key])), default=str)
+                else:
+                    row[key] = mutate_value(rng, row[key])
+            return rows
+
+        def run(seed: int):
+            samples_from_rows(check_rows(build(seed)), gpu)
+        return st.integers(0, 2 ** 63), run, lambda s: f"check_rows({build(s)!r})"[:4000]
+
+
 TARGET_NAMES = {"jsonl-bytes": "jsonl_bytes", "jsonl-mutated": "jsonl_mutated",
                 "gpu-spec-mapping": "gpu_spec_mapping", "gpu-spec-yaml": "gpu_spec_yaml", "hf-config": "hf_config",
-                "trace": "trace"}
+                "trace": "trace", "e2e-rows": "e2e_rows"}
 
 
 def fuzz(name: str, strategy, run, reproducer, seconds: float, timeout: float) -> dict:

@@ -122,3 +122,21 @@ def test_cli_validate_names_the_bad_row_and_field(tmp_path, capsys, field, value
     assert message in err and "Traceback" not in err
     if field != "gpu_name":
         assert "line 2" in err or "row 2" in err
+
+
+def test_fuzzer_finds_fixed(tmp_path):
+    """Inputs the e2e-rows fuzz target crashed on: each is now one InputError."""
+    from synperf.errors import InputError
+    from synperf.workloads.model import load_model
+
+    good = ROWS[:2]
+    for field, value in (("prefill_ms", "19.9"), ("decode_step_median_ms", 10 ** 400), ("model", "1" * 10_000)):
+        rows = [dict(r) for r in good]
+        rows[1][field] = value
+        if field == "prefill_ms":        # a numeric string is a number: converted, not left a string
+            assert calibration.check_rows(rows)[1]["prefill_ms"] == 19.9
+            continue
+        with pytest.raises(InputError, match=field):
+            calibration.check_rows(rows)
+    with pytest.raises(InputError, match="unknown model"):
+        load_model("x" * 10_000)

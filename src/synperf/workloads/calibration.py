@@ -100,16 +100,16 @@ class PassSample:
 _BREAKDOWN_FIELDS = ("prefill_kernels", "decode_kernels")
 
 
-def check_rows(rows: list[dict]) -> None:
-    """Reference-engine rows as ``samples_from_rows`` needs them; the first bad one raises an
-    InputError naming its row (1-based) and field."""
+def check_rows(rows: list[dict]) -> list[dict]:
+    """Reference-engine rows as ``samples_from_rows`` needs them, numbers converted; the first bad
+    row raises an InputError naming it (1-based) and its field."""
     from synperf.errors import InputError
     from synperf.workloads.model import load_model
 
     def positive(value, field, i, kind=float):
         try:
             number = kind(value)
-        except (TypeError, ValueError):
+        except (TypeError, ValueError, OverflowError):
             raise InputError(f"not a number: {str(value)[:40]!r}", field, i) from None
         if not (0 < number < 1e12) or (kind is int and number != value):
             raise InputError(f"must be a positive {'integer' if kind is int else 'number'}, got {str(value)[:40]}",
@@ -118,6 +118,7 @@ def check_rows(rows: list[dict]) -> None:
 
     if not rows:
         raise InputError("no rows")
+    clean = []
     for i, r in enumerate(rows, 1):
         try:
             model = load_model(str(r["model"]))
@@ -128,10 +129,12 @@ def check_rows(rows: list[dict]) -> None:
         layers = positive(r.get("num_layers"), "num_layers", i, int)
         if layers > model.num_layers:
             raise InputError(f"{layers} is more than the model's {model.num_layers} layers", "num_layers", i)
-        positive(r.get("tp"), "tp", i, int)
-        positive(r.get("output_len"), "output_len", i, int)
+        row = {"model": str(r["model"]), "num_layers": layers, "tp": positive(r.get("tp"), "tp", i, int),
+               "output_len": positive(r.get("output_len"), "output_len", i, int),
+               "batch": positive(r.get("batch"), "batch", i, int),
+               "prompt_tokens": positive(r.get("prompt_tokens"), "prompt_tokens", i, int)}
         for field in ("prefill_ms", "decode_step_median_ms", "total_ms"):
-            positive(r.get(field), field, i)
+            row[field] = positive(r.get(field), field, i)
         try:
             prompts = json.loads(r["prompt_lens"])
             breakdowns = [json.loads(r[f]) for f in _BREAKDOWN_FIELDS]
@@ -145,6 +148,10 @@ def check_rows(rows: list[dict]) -> None:
             if not isinstance(b, dict) or not all(isinstance(v, dict) and isinstance(v.get("kernels"), int)
                                                   and isinstance(v.get("us"), (int, float)) for v in b.values()):
                 raise InputError("must map family -> {kernels, us}", field, i)
+        row.update(prompt_lens=r["prompt_lens"], prefill_kernels=r["prefill_kernels"],
+                   decode_kernels=r["decode_kernels"], gpu_name=r.get("gpu_name"))
+        clean.append(row)
+    return clean
 
 
 def samples_from_rows(rows: list[dict], gpu) -> list[PassSample]:

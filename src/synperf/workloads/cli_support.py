@@ -93,7 +93,7 @@ def run_simulate_validate(args, registry) -> int:
     if missing:
         raise SynperfError(f"--data: {path} is not reference-engine output (missing {', '.join(sorted(missing))})")
     try:
-        calibration.check_rows(rows)
+        rows = calibration.check_rows(rows)
         gpu = registry(args).get(str(rows[0]["gpu_name"]))
     except SynperfError as exc:
         raise SynperfError(f"--data {path}: {exc}") from None

@@ -238,9 +238,13 @@ def load_model(name_or_path: str | Path) -> ModelConfig:
     """A bundled short id, a HuggingFace repo id whose last part is bundled, or a config.json path."""
     text = str(name_or_path)
     path = Path(text)
-    if path.is_dir():
-        path = path / "config.json"
-    if path.is_file():
+    try:
+        if path.is_dir():
+            path = path / "config.json"
+        is_file = path.is_file()
+    except (OSError, ValueError):       # a name too long or with a NUL byte is no path
+        is_file = False
+    if is_file:
         label = path.name if path.name != "config.json" else f"{path.parent.name}/config.json"
     else:
         key = text.strip().rstrip("/").split("/")[-1].lower()
@@ -249,10 +253,10 @@ def load_model(name_or_path: str | Path) -> ModelConfig:
         key = key.removesuffix("-instruct").removesuffix("-it")
         key = {"meta-llama-3.1-8b": "llama-3.1-8b", "meta-llama-3.1-70b": "llama-3.1-70b",
                "mixtral-8x7b-v0.1": "mixtral-8x7b", "gemma-2-9b-it": "gemma-2-9b"}.get(key, key)
-        path = _configs_dir() / f"{key}.json"
-        if not path.is_file():
-            raise InputError(f"unknown model {text!r}: give a config.json path or one of "
+        if key not in bundled_models():
+            raise InputError(f"unknown model {text[:80]!r}: give a config.json path or one of "
                              f"{', '.join(bundled_models())}")
+        path = _configs_dir() / f"{key}.json"
         label = path.name
     try:
         raw = json.loads(path.read_text())
