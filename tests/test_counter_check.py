@@ -86,7 +86,8 @@ def test_attention_busiest_sm(checked):
     att = _family(checked[1], "attention")
     as_predicted = cc._within(att.tensor_sm_ratio, 0.05)
     list_schedule = cc._within(att.tensor_sm_ratio_list_schedule, 0.05)
-    assert as_predicted >= 0.85 and list_schedule >= 0.92 and list_schedule > as_predicted
+    # the scheduler's runs (32 per slot) are as good as placing every CTA exactly
+    assert as_predicted >= 0.93 and list_schedule >= 0.92 and abs(as_predicted - list_schedule) < 0.03
 
 
 def test_gemm_decomposition_of_the_profiled_kernel(checked):

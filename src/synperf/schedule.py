@@ -121,9 +121,9 @@ def schedule(launch: Launch, gpu: GpuSpec) -> Schedule:
     slot_of_task[:first] = np.arange(first)
     free_at[:first] = durations[:first]
     slot_tasks[:first] = 1
-    # Very long grids are placed in runs of consecutive CTAs (at most ~8 runs per slot), which
+    # Very long grids are placed in runs of consecutive CTAs (at most ~32 runs per slot), which
     # keeps the cost bounded while each run stays small against a slot's total load.
-    run = max(1, (total - first) // (8 * slots))
+    run = max(1, (total - first) // (32 * slots))
     starts = np.arange(first, total, run)
     run_durations = np.add.reduceat(durations[first:], starts - first) if starts.size else starts
     batch = max(1, slots // 2)
