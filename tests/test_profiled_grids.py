@@ -84,3 +84,20 @@ def test_flashinfer_and_fa3_main_kernel_grids_match_the_profile():
         matched += modelled == profiled
         total += 1
     assert total >= 300 and matched / total >= 0.95
+
+
+def test_flashinfer_rope_kernel_and_grid_agree():
+    """FlashInfer's rope dispatch: token-parallel from a full wave of CTAs on, head-parallel below;
+    the kernel chosen and its grid equal the profiled ones for every FlashInfer rope row."""
+    gpu = resolve_gpu("h200")
+    seen = set()
+    for rec in rows("rope"):
+        if rec["library"] != "flashinfer":
+            continue
+        case = parse_case(json.loads(rec["case_json"]))
+        launch, = families()["rope"].decompose(case.call, gpu)
+        name, grid = json.loads(rec["kernel_names"])[0], json.loads(rec["grids"])[0]
+        assert launch.num_tasks == math.prod(grid), (rec["case_json"], grid)
+        assert ("HeadParallelism" in launch.name) == ("HeadParallelism" in name)
+        seen.add("HeadParallelism" in name)
+    assert seen == {True, False}

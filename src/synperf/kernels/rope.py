@@ -1,8 +1,12 @@
 """Rotary position embedding (NeoX style), applied in place to q [tokens, heads, head_dim] and
 k [tokens, kv_heads, head_dim] from a float32 cos/sin cache indexed by each token's position.
 
-flashinfer (pos_enc.cuh, BatchQKApplyRotaryPosIdsCosSinCache): threads (bdx = head_dim / vec,
-bdy) cover one token's heads; each element needs its cos and sin and one multiply-add pair.
+flashinfer (pos_enc.cuh, BatchQKApplyRotaryPosIdsCosSinCache): a CTA of bdx x bdy threads
+(vec = max(16 / bytes, head_dim / 32), bdx = head_dim / vec, bdx * bdy = max(128, bdx)) covers bdy
+tokens. With at least a full wave of such CTAs (cudaOccupancyMaxActiveBlocksPerMultiprocessor of
+the token kernel, 47 registers on sm90, times the SMs) each CTA does all heads of its tokens;
+otherwise the HeadParallelism kernel (40 registers) launches one CTA per (bdy tokens, head). Each
+element needs its cos and sin and one multiply-add pair.
 triton (synperf.profile.triton_elementwise): one program per token, all q and k heads, with
 min(8, warps for (next_pow2(heads) + next_pow2(kv_heads)) x next_pow2(head_dim / 2) / 2) warps.
 torch: vLLM's forward_native composition (synperf.profile.triton_elementwise.rope_torch): gather
@@ -15,8 +19,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from synperf.errors import InputError
-from synperf.kernels._common import DTYPE_BYTES, elementwise_launch, next_pow2, rowwise_launch, triton_num_warps
-from synperf.tasks import Launch
+from synperf.kernels._common import DTYPE_BYTES, ceil_div, elementwise_launch, next_pow2, rowwise_launch, triton_num_warps
+from synperf.schedule import occupancy
+from synperf.tasks import Launch, Resources, task_demand
 from synperf.validate import MAX_TOKENS, get_int
 
 FAMILY = "rope"
@@ -24,6 +29,8 @@ LIBRARIES = ("flashinfer", "triton", "torch")
 DTYPES = ("bf16", "fp16")
 FIELDS = {"tokens", "num_heads", "num_kv_heads", "head_dim"}
 _FLASHINFER_HEAD_DIMS = (64, 128, 256, 512)   # DISPATCH_HEAD_DIM in flashinfer's pos_enc
+# Registers of flashinfer's two rope kernels (profiled on H200, flashinfer 0.5.0).
+_FLASHINFER_TOKEN_REGISTERS, _FLASHINFER_HEAD_REGISTERS = 47, 40
 
 
 @dataclass(frozen=True)
@@ -46,15 +53,43 @@ def parse(obj: dict, dtype: str, library: str) -> RopeCall:
     return call
 
 
+def _flashinfer_launch(call: RopeCall, gpu) -> Launch:
+    """Per token: read and write every q/k element, read head_dim cos/sin floats once from DRAM
+    (each head-parallel CTA reads them again, from L2)."""
+    b = DTYPE_BYTES[call.dtype]
+    heads = call.num_heads + call.num_kv_heads
+    vec = max(16 // b, call.head_dim // 32)
+    bdx = call.head_dim // vec
+    threads = max(128, bdx)
+    bdy = threads // bdx
+    blocks = ceil_div(call.tokens, bdy)
+    token_parallel = blocks >= occupancy(Resources(threads, _FLASHINFER_TOKEN_REGISTERS, 0), gpu).ctas_per_sm * gpu.sm_count
+    heads_per_task, tasks = (heads, blocks) if token_parallel else (1, blocks * heads)
+    # the last CTA's rows past the tokens are masked off: spread the real tokens over all tasks
+    tokens_per_task = call.tokens / blocks
+    elements = tokens_per_task * heads_per_task * call.head_dim
+    return Launch(
+        name="BatchQKApplyRotaryPosIdsCosSinCache" + ("" if token_parallel else "HeadParallelism"),
+        demand=task_demand(fma_ops=3.0 * elements, l2_bytes=2.0 * b * elements + 4.0 * tokens_per_task * call.head_dim),
+        counts=[tasks],
+        resources=Resources(threads, _FLASHINFER_TOKEN_REGISTERS if token_parallel else _FLASHINFER_HEAD_REGISTERS, 0),
+        dram_read_bytes=call.tokens * (heads * call.head_dim * b + 4.0 * call.head_dim),
+        dram_write_bytes=call.tokens * heads * call.head_dim * b,
+        notes=(f"{'token' if token_parallel else 'head'}-parallel grid {blocks}x{1 if token_parallel else heads}, "
+               f"{bdy} tokens a CTA",),
+    )
+
+
 def decompose(call: RopeCall, gpu) -> tuple[Launch, ...]:
     b = DTYPE_BYTES[call.dtype]
     heads = call.num_heads + call.num_kv_heads
-    if call.library in ("flashinfer", "triton"):
+    if call.library == "flashinfer":
+        return (_flashinfer_launch(call, gpu),)
+    if call.library == "triton":
         # Per token: read and write every q/k element, read head_dim cos/sin floats once.
-        name = "BatchQKApplyRotaryPosIdsCosSinCache" if call.library == "flashinfer" else "synperf_rope_kernel"
         work = (next_pow2(call.num_heads) + next_pow2(call.num_kv_heads)) * next_pow2(call.head_dim // 2)
-        threads = 128 if call.library == "flashinfer" else 32 * min(8, triton_num_warps(work // 2))
-        return (rowwise_launch(name, call.tokens, heads * call.head_dim, threads=threads,
+        return (rowwise_launch("synperf_rope_kernel", call.tokens, heads * call.head_dim,
+                               threads=32 * min(8, triton_num_warps(work // 2)),
                                bytes_in_per_col=b + 4.0 / heads, bytes_out_per_col=b,
                                fma_per_col=3.0, xu_per_col=0.0),)
     launches: list[Launch] = [
