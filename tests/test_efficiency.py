@@ -86,3 +86,17 @@ def test_evaluation_reports_the_model_beside_its_baselines():
     for r in report:
         assert np.isfinite([r["mlp_mape"], r["neusight_mape"], r["roofline_mape"], r["analytical_mape"]]).all()
         assert r["mlp_mape"] < r["roofline_mape"]
+
+
+def test_untrained_variant_is_flagged_out_of_range():
+    """FlashInfer decode was profiled at page size 16 only: page size 1 (SGLang's default, every
+    token its own page) is another code path, so its prediction says it is out of range."""
+    from synperf.cases import parse_case
+    from synperf.gpu.registry import resolve_gpu
+    from synperf.predict import predict
+
+    h200 = resolve_gpu("h200")
+    case = {"family": "attention", "library": "flashinfer", "phase": "decode", "dtype": "bf16", "batch": 8,
+            "kv_len": 2048, "num_heads": 32, "num_kv_heads": 8, "head_dim": 128}
+    assert not predict(parse_case({**case, "page_size": 16}), h200).ood
+    assert predict(parse_case({**case, "page_size": 1}), h200).ood

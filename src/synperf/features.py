@@ -53,3 +53,13 @@ def family_features(case: KernelCase, demand: KernelDemand) -> np.ndarray:
     from synperf.kernels import families
     libraries = families()[case.family].LIBRARIES
     return np.concatenate([features(case, demand), [1.0 if case.library == lib else 0.0 for lib in libraries]])
+
+
+def case_variant(case: KernelCase) -> str:
+    """The code path a call takes beyond what the features measure (library, dtype, and a
+    family's own ``variant``, e.g. attention's phase and page size). The shipped model card lists
+    the variants it was trained on; a prediction for another one is flagged out of range."""
+    from synperf.kernels import families
+    module = families()[case.family]
+    own = module.variant(case.call) if hasattr(module, "variant") else ""
+    return "/".join(part for part in (case.library, case.dtype, own) if part)

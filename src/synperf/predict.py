@@ -2,7 +2,8 @@
 
 The estimate comes from the family's learned efficiency model (``models/<family>.npz``, see
 docs/efficiency-model.md): latency = ceiling x exp(predicted log(latency / ceiling)), with the 10th
-and 90th quantiles as the interval, and ``ood`` set when a feature is outside the training range.
+and 90th quantiles as the interval, and ``ood`` set when a feature is outside the training range or
+the call's variant (library, dtype, attention phase and page size, ...) was not in training.
 A family without a model falls back to the analytical estimate: ceiling / typical efficiency from
 ``kernels/efficiency_priors.json``. The ceiling itself never depends on data.
 """
@@ -21,8 +22,8 @@ import numpy as np
 from synperf.cases import KernelCase
 from synperf.demand import KernelDemand, kernel_demand
 from synperf.efficiency import EfficiencyModel
-from synperf.features import family_features
-from synperf.errors import InputError, UnsupportedDtypeError
+from synperf.features import case_variant, family_features
+from synperf.errors import InputError, SynperfError, UnsupportedDtypeError
 from synperf.gpu.spec import GpuSpec
 from synperf.kernels import families
 
@@ -66,7 +67,11 @@ def model_dir() -> Path:
 def family_models() -> dict[str, tuple[EfficiencyModel, dict]]:
     """The shipped efficiency models by family (read once; a damaged file fails loudly)."""
     folder = model_dir()
-    return {card.stem: EfficiencyModel.load(folder / card.stem) for card in sorted(folder.glob("*.json"))}
+    models = {card.stem: EfficiencyModel.load(folder / card.stem) for card in sorted(folder.glob("*.json"))}
+    for family, (_, card) in models.items():
+        if not isinstance(card.get("variants"), list):
+            raise SynperfError(f"{folder / family}.json: lists no trained variants; rebuild with `synperf train`")
+    return models
 
 
 def efficiency_prior(family: str, library: str) -> dict:
@@ -101,7 +106,8 @@ def predict(case: KernelCase, gpu: GpuSpec) -> Prediction:
             latency_us=ceiling * float(np.exp(mid)), latency_low_us=ceiling * float(np.exp(low)),
             latency_high_us=ceiling * float(np.exp(high)), ceiling_us=ceiling, bound=demand.bound,
             model=f"mlp:{case.family}/v{card['format_version']} (trained on {card['rows']} rows from {', '.join(card['gpus'])})",
-            ood=bool(model.out_of_range(x)[0]), launches=len(demand.launches),
+            ood=bool(model.out_of_range(x)[0]) or case_variant(case) not in card["variants"],
+            launches=len(demand.launches),
         )
     prior = efficiency_prior(case.family, case.library)
     # Efficiency = ceiling / latency, so the high-efficiency quantile gives the low latency.

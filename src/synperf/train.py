@@ -14,7 +14,7 @@ from synperf.dataset import _usable
 from synperf.efficiency import EfficiencyModel
 from synperf.kernels._common import DTYPE_BYTES
 from synperf.errors import SynperfError
-from synperf.features import family_feature_names, family_features
+from synperf.features import case_variant, family_feature_names, family_features
 from synperf.predict import demand_for, model_dir
 
 
@@ -40,6 +40,7 @@ def build_rows(records: Iterable[dict], registry) -> dict[str, dict[str, list]]:
         group["gpu"].append(gpu.id)
         group["silicon"].append(gpu.silicon_family)
         group["library"].append(case.library)
+        group["variant"].append(case_variant(case))
         group["case"].append(case)
     return rows
 
@@ -96,7 +97,8 @@ def train(records: Iterable[dict], registry, out: Path, seed: int = 0, epochs: i
         model = EfficiencyModel(epochs=epochs, seed=seed).fit(X, y, family_feature_names(family))
         gpus = sorted(set(group["gpu"]))
         card = {"family": family, "rows": int(len(y)), "gpus": gpus, "seed": seed,
-                "train_seconds": round(time.perf_counter() - start, 1)}
+                "train_seconds": round(time.perf_counter() - start, 1),
+                "variants": sorted(set(group["variant"]))}
         model.save(out / family, card)
         summary.append(card)
     return summary

@@ -56,6 +56,13 @@ class AttentionCall:
         return self.num_heads // self.num_kv_heads
 
 
+def variant(call: AttentionCall) -> str:
+    """What the efficiency model must have seen (``features.case_variant``): the phase, and for
+    FlashInfer's paged kernels the page size (page 1 gathers every token through its own index)."""
+    page = f"/page{call.page_size}" if call.paged and call.library != "flash_attn2_torch_sdpa" else ""
+    return f"{call.phase}{page}/kv_{call.kv_cache_dtype}"
+
+
 # ---------------------------------------------------------------------------------------- parse
 def parse(obj: dict, dtype: str, library: str) -> AttentionCall:
     phase = get_choice(obj, "phase", ("prefill", "decode"), default="prefill")
