@@ -15,7 +15,7 @@ from synperf.efficiency import EfficiencyModel
 from synperf.kernels._common import DTYPE_BYTES
 from synperf.errors import SynperfError
 from synperf.features import case_variant, family_feature_names, family_features
-from synperf.predict import demand_for, model_dir
+from synperf.predict import demand_for
 
 
 def build_rows(records: Iterable[dict], registry) -> dict[str, dict[str, list]]:
