@@ -98,5 +98,7 @@ def test_untrained_variant_is_flagged_out_of_range():
     h200 = resolve_gpu("h200")
     case = {"family": "attention", "library": "flashinfer", "phase": "decode", "dtype": "bf16", "batch": 8,
             "kv_len": 2048, "num_heads": 32, "num_kv_heads": 8, "head_dim": 128}
-    assert not predict(parse_case({**case, "page_size": 16}), h200).ood
-    assert predict(parse_case({**case, "page_size": 1}), h200).ood
+    for trained in ({"page_size": 16}, {"page_size": 1}, {"page_size": 1, "cuda_graph": True}):
+        assert not predict(parse_case({**case, **trained}), h200).ood
+    assert predict(parse_case({**case, "page_size": 64}), h200).ood
+    assert predict(parse_case({**case, "page_size": 16, "kv_cache_dtype": "fp8_e4m3"}), h200).ood

@@ -24,10 +24,15 @@ FAMILY = "attention"
 LIBRARIES = ("flash_attn2_torch_sdpa", "flashinfer", "fa3")
 DTYPES = ("bf16", "fp16")
 FIELDS = {"phase", "batch", "q_len", "kv_len", "q_lens", "kv_lens", "num_heads", "num_kv_heads",
-          "head_dim", "causal", "kv_cache_dtype", "page_size"}
+          "head_dim", "causal", "kv_cache_dtype", "page_size", "cuda_graph"}
 HEAD_DIMS = (64, 80, 96, 128, 192, 256)
 FA3_HEAD_DIMS = (64, 128, 256)
 DECODE_GROUP_SIZES = (1, 2, 3, 4, 8)     # FlashInfer DISPATCH_GQA_GROUP_SIZE for the decode kernel
+# Registers of FlashInfer 0.5.0's BatchDecodeWithPagedKVCacheKernel per (head_dim, KV bytes, group),
+# as CUPTI recorded them (sm90 build, data/h200). They set the occupancy that the planner's KV
+# split and the CUDA-graph grid follow (e.g. 56 registers: 9 CTAs an SM, 64 would give 8).
+DECODE_REGISTERS = {(128, 2, 1): 72, (128, 2, 2): 52, (128, 2, 3): 56, (128, 2, 4): 59, (128, 2, 8): 56}
+DECODE_REGISTERS_DEFAULT = 64
 MAX_KV_TOKENS = 1 << 30                  # 2^30 tokens x 1 kv head x 64 dims x K and V in fp8 = 128 GiB
 _REGS_FULL = 255                         # FA2-style kernels run at the register cap (probe: 244-255)
 
@@ -46,6 +51,7 @@ class AttentionCall:
     dtype: str
     library: str
     paged: bool = True   # KV in a paged cache (decode always; prefill when page_size is given)
+    cuda_graph: bool = False   # FlashInfer decode planned for CUDA-graph replay (split KV, padded grid)
 
     @property
     def batch(self) -> int:
@@ -60,7 +66,8 @@ def variant(call: AttentionCall) -> str:
     """What the efficiency model must have seen (``features.case_variant``): the phase, and for
     FlashInfer's paged kernels the page size (page 1 gathers every token through its own index)."""
     page = f"/page{call.page_size}" if call.paged and call.library != "flash_attn2_torch_sdpa" else ""
-    return f"{call.phase}{page}/kv_{call.kv_cache_dtype}"
+    graph = "/cuda_graph" if call.cuda_graph else ""
+    return f"{call.phase}{page}{graph}/kv_{call.kv_cache_dtype}"
 
 
 # ---------------------------------------------------------------------------------------- parse
@@ -109,8 +116,12 @@ def parse(obj: dict, dtype: str, library: str) -> AttentionCall:
     # A prefill reads a ragged (contiguous) KV unless the case names a page size.
     paged = decode or obj.get("page_size") is not None
     page_size = get_int(obj, "page_size", hi=4096, default=16)
+    cuda_graph = get_bool(obj, "cuda_graph", default=False)
+    if cuda_graph and not (library == "flashinfer" and decode and num_heads // num_kv_heads in DECODE_GROUP_SIZES):
+        raise InputError("only FlashInfer's CUDA-core decode (group sizes "
+                         f"{DECODE_GROUP_SIZES}) has a CUDA-graph plan here", "cuda_graph")
     call = AttentionCall(phase, tuple(q_list), tuple(kv_list), num_heads, num_kv_heads, head_dim,
-                         causal, kv_dtype, page_size, dtype, library, paged)
+                         causal, kv_dtype, page_size, dtype, library, paged, cuda_graph)
     if library == "flash_attn2_torch_sdpa":
         if len(set(q_list)) > 1 or len(set(kv_list)) > 1:
             raise InputError("SDPA takes dense (padded) tensors: per-request lengths must be equal", "kv_lens")
@@ -319,12 +330,14 @@ def _binary_search_chunk(max_bs: int, packed: np.ndarray, kv: np.ndarray, cta_q:
 
 
 def _merge_launch(call: AttentionCall, chunks_per_row: np.ndarray, gpu) -> Launch:
-    """PersistentVariableLengthMergeStates (cascade.cuh): grid-stride over (row, head) pairs."""
+    """PersistentVariableLengthMergeStates (cascade.cuh): grid-stride over (row, head) pairs, on
+    as many CTAs an SM as fit, but no more than the pairs need (VariableLengthMergeStates)."""
     d, qb = call.head_dim, DTYPE_BYTES[call.dtype]
     vec = max(4, d // 32)
     bdy = 128 // (d // vec)
     res = Resources(128, 40, 4 * bdy * d * 4 + 128 * 4)
-    ctas = occupancy(res, gpu).ctas_per_sm * gpu.sm_count
+    pairs = len(chunks_per_row) * call.num_heads
+    ctas = min(occupancy(res, gpu).ctas_per_sm, ceil_div(pairs, gpu.sm_count)) * gpu.sm_count
     c = np.repeat(chunks_per_row.astype(np.float64), call.num_heads)
     rows = np.stack([np.zeros_like(c), c * (d + 4), 2.0 * c, c * (d * 4 + 4) + d * qb + 4, np.zeros_like(c)], axis=1)
     partial = float((c * (d * 4 + 4)).sum())
@@ -388,11 +401,12 @@ def _fi_decode(call: AttentionCall, gpu) -> tuple[Launch, ...]:
     tile = (4 if kvb == 2 else 2) if g == 1 else 1
     stages = 2 if gpu.cc_major >= 8 else 1
     smem = 2 * stages * tile * g * bdz * d * kvb + max(tile * threads * 8, 2 * g * bdz * 4)
-    res = Resources(threads, 64, smem)
+    res = Resources(threads, DECODE_REGISTERS.get((d, kvb, g), DECODE_REGISTERS_DEFAULT), smem)
     max_grid = occupancy(res, gpu).ctas_per_sm * gpu.sm_count
     kv = np.asarray(call.kv_lens, dtype=np.int64)
     pages = -(-kv // p)
     split, chunk_pages = False, int(max(pages.max(), 1))
+    padded = call.batch
     if call.batch * hkv < max_grid:
         low, high = max(128 // p, 1), int(pages.max())
         while low < high:
@@ -402,7 +416,10 @@ def _fi_decode(call: AttentionCall, gpu) -> tuple[Launch, ...]:
             else:
                 high = mid
         n_new = int((-(-np.maximum(pages, 1) // low)).sum())
-        split, chunk_pages = n_new != call.batch, low
+        # A CUDA-graph plan always splits and launches a fixed grid of a full wave; CTAs past the
+        # real chunks find their block_valid_mask unset and exit.
+        split, chunk_pages = n_new != call.batch or call.cuda_graph, low
+        padded = max_grid // hkv if call.cuda_graph else n_new
     n_chunks = -(-np.maximum(pages, 1) // chunk_pages) if split else np.ones_like(pages)
     req = np.repeat(np.arange(call.batch), n_chunks)
     ck = np.arange(req.size) - np.repeat(np.cumsum(n_chunks) - n_chunks, n_chunks)
@@ -413,9 +430,11 @@ def _fi_decode(call: AttentionCall, gpu) -> tuple[Launch, ...]:
     out_row = (d * 4 + 4) if split else (d * qb + 4)
     rows = np.stack([np.zeros_like(tokens), 2.0 * d * g * tokens + g * d * iters, g * (tokens + iters + 2),
                      g * d * qb + 2.0 * tokens * d * kvb + g * out_row, 2.0 * g * tokens * d * kvb], axis=1)
+    if padded > req.size:
+        rows = np.concatenate([rows, np.zeros((padded - req.size, rows.shape[1]))])
     dram_r, dram_w = _dram(call)
     partial = float(req.size * hkv * g * (d * 4 + 4))
-    notes = _grid_note(req.size, hkv, 1, (bdx, g, bdz)) + (f"kv_chunk={chunk_pages * p if split else 0}",)
+    notes = _grid_note(max(padded, req.size), hkv, 1, (bdx, g, bdz)) + (f"kv_chunk={chunk_pages * p if split else 0}",)
     main = _launch("BatchDecodeWithPagedKVCacheKernel", rows, res, dram_r,
                    partial if split else dram_w, call, notes, tensor=False, repeat=hkv)
     if not split:

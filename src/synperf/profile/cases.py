@@ -47,6 +47,7 @@ CASE_COLUMNS: Dict[str, str] = {
     "causal": "bool",
     "kv_cache_dtype": "str",
     "page_size": "int",
+    "cuda_graph": "bool",
     # moe / elementwise
     "tokens": "int",
     "hidden": "int",
@@ -152,12 +153,14 @@ def estimate_bytes(case: Dict[str, Any]) -> int:
         ob = 2  # output is bf16/fp16 (fp8 scaled_mm writes bf16)
         return m * k * eb + n * k * eb + m * n * ob
     if fam == "attention":
-        b, ql, kl = int(c["batch"]), int(c.get("q_len", 1)), int(c["kv_len"])
+        b = int(c["batch"])
+        q_tokens = sum(c["q_lens"]) if c.get("q_lens") else b * int(c.get("q_len") or 1)
+        kv_tokens = sum(c["kv_lens"]) if c.get("kv_lens") else b * int(c["kv_len"])
         hq, hkv, d = int(c["num_heads"]), int(c["num_kv_heads"]), int(c["head_dim"])
-        q = b * hq * ql * d * eb
-        kv = 2 * b * hkv * kl * d * DTYPE_BYTES.get(c.get("kv_cache_dtype", c["dtype"]), eb)
+        q = hq * q_tokens * d * eb
+        kv = 2 * hkv * kv_tokens * d * DTYPE_BYTES.get(c.get("kv_cache_dtype", c["dtype"]), eb)
         out = q
-        lse = b * hq * ql * 4
+        lse = hq * q_tokens * 4
         # (the rare GQA-expansion fallback, kv * num_heads/num_kv_heads more, is not counted)
         return q + kv + out + lse
     if fam == "moe":

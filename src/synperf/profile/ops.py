@@ -197,9 +197,16 @@ def _build_flashinfer_attention(c, device) -> Op:
     last_len = torch.tensor([kv - (n - 1) * page for kv, n in zip(kv_lens, pages)], **i32)
     cache = _randn((sum(pages), 2, page, hkv, d), dt, device).to(kv_dt)
     if decode and lib == "flashinfer":
-        wrapper = fi.BatchDecodeWithPagedKVCacheWrapper(workspace, "NHD")
+        if c.get("cuda_graph"):
+            # The plan a CUDA graph replays (split KV, grid padded to a full wave); timed eagerly,
+            # the kernels are the ones the graph would launch.
+            wrapper = fi.BatchDecodeWithPagedKVCacheWrapper(
+                workspace, "NHD", use_cuda_graph=True, paged_kv_indptr_buffer=kv_indptr.clone(),
+                paged_kv_indices_buffer=indices.clone(), paged_kv_last_page_len_buffer=last_len.clone())
+        else:
+            wrapper = fi.BatchDecodeWithPagedKVCacheWrapper(workspace, "NHD")
         wrapper.plan(kv_indptr, indices, last_len, hq, hkv, d, page, q_data_type=dt, kv_data_type=kv_dt)
-        note = "flashinfer paged decode"
+        note = "flashinfer paged decode" + (" (cuda-graph plan)" if c.get("cuda_graph") else "")
     else:
         wrapper = fi.BatchPrefillWithPagedKVCacheWrapper(workspace, "NHD", backend=backend)
         wrapper.plan(qo_indptr, kv_indptr, indices, last_len, hq, hkv, d, page, causal=causal,

@@ -200,9 +200,67 @@ def _gemm_case(rng, library, dtype):
     return {"family": "gemm", "dtype": dt, "library": lib, "m": m, "n": n, "k": k}
 
 
+FLASHINFER_HEAD_DIMS = (128,)      # one JIT build per head dim and kernel (~10-40 s each on the GPU)
+FLASHINFER_PAGE_SIZES = (1, 16)    # SGLang's default page, vLLM's
+
+
+def _heads(rng, head_dims=HEAD_DIMS):
+    """(num_heads, num_kv_heads, head_dim) of a real model's TP shard, or random."""
+    if rng.random() < REAL_FRACTION:
+        for _ in range(100):
+            name, tp = _pick_model(rng)
+            hidden, heads, kv, hd, inter, vocab, moe = MODELS[name]
+            sh = _shard_heads(heads, kv, tp)
+            if sh and hd in head_dims:
+                return sh[0], sh[1], hd
+    hd = rng.choice(head_dims)
+    ratio = rng.choice(GQA_RATIOS)
+    hkv = rng.choice([1, 1, 2, 4, 8, 8, 16, 32]) if ratio > 1 else rng.choice([4, 8, 16, 32, 64])
+    while hkv * ratio > 128 and hkv > 1:
+        hkv //= 2
+    return hkv * ratio, hkv, hd
+
+
+def _flashinfer_attention_case(rng, lib, dt):
+    """FlashInfer as serving engines call it: paged decode (CUDA-core kernels) at page size 1 or 16,
+    eager or with the CUDA-graph plan, and FA2 (``flashinfer``) / FA3 (``fa3``) prefill on a ragged
+    or paged KV; uniform or mixed per-request lengths."""
+    hq, hkv, hd = _heads(rng, FLASHINFER_HEAD_DIMS)
+    mixed = rng.random() < 0.5
+    if lib == "flashinfer" and rng.random() < 0.6:
+        batch = _log_uniform_int(rng, 1, 512)
+        kv = [_log_uniform_int(rng, 1, 131072) for _ in range(batch)] if mixed else [_log_uniform_int(rng, 1, 131072)] * batch
+        per_token = 2 * hkv * hd * 2
+        while len(kv) > 1 and sum(kv) * per_token > 0.8 * MAX_CASE_BYTES:
+            kv.pop()
+        case = {"phase": "decode", "batch": len(kv), "page_size": rng.choice(FLASHINFER_PAGE_SIZES)}
+        if hq // hkv in (1, 2, 3, 4, 8):             # the CUDA-core kernel's group sizes
+            case["cuda_graph"] = rng.random() < 0.5
+    else:
+        q_len = _log_uniform_int(rng, 16, 32768)
+        batch = max(1, min(_log_uniform_int(rng, 1, 16), 65536 // q_len))
+        q = [_log_uniform_int(rng, 16, q_len) for _ in range(batch)] if mixed else [q_len] * batch
+        kv = [x if rng.random() < 0.7 else x + _log_uniform_int(rng, 1, 32768) for x in q]
+        case = {"phase": "prefill", "batch": batch, "causal": True}
+        if mixed:
+            case["q_lens"] = q
+        else:
+            case["q_len"] = q_len
+        if rng.random() < 0.5:
+            case["page_size"] = rng.choice(FLASHINFER_PAGE_SIZES)
+    if mixed:
+        case["kv_lens"] = kv
+    else:
+        case["kv_len"] = kv[0]
+    return {"family": "attention", "dtype": dt, "library": lib, "num_heads": hq, "num_kv_heads": hkv,
+            "head_dim": hd, "kv_cache_dtype": dt, **case}
+
+
 def _attention_case(rng, library, dtype):
-    dt = _act_dtype(rng, dtype)
     lib = _lib(rng, "attention", library)
+    if lib in ("flashinfer", "fa3"):
+        return _flashinfer_attention_case(rng, lib, dtype or "bf16")
+    dt = _act_dtype(rng, dtype)
     if rng.random() < REAL_FRACTION:
         name, tp = _pick_model(rng)
         hidden, heads, kv, hd, inter, vocab, moe = MODELS[name]
