@@ -32,6 +32,8 @@ def _configure(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
     p.add_argument("--chunk-size", type=int, default=32, help="cases per profiler session / parquet write")
     p.add_argument("--mem-cap-gb", type=float, default=40.0, help="skip cases whose inputs exceed this")
     p.add_argument("--no-resume", action="store_true", help="measure ids already in --out again (rows replaced)")
+    p.add_argument("--flush", choices=("write", "read"), default="write",
+                   help="L2 flush before each rep: store (the datasets so far) or load a 4x-L2 buffer")
     p.add_argument("--retry-errors", action="store_true", help="retry ids recorded as unsupported / over the cap")
     p.add_argument("--quiet", action="store_true", help="no progress on stderr")
     p.add_argument("--floor", action="store_true", help="print measure_device_floor() JSON and exit")
@@ -131,6 +133,7 @@ def run_profile(args) -> int:
             chunk_size=args.chunk_size,
             mem_cap_gb=args.mem_cap_gb,
             retry_errors=args.retry_errors,
+            flush=args.flush,
         )
         print(json.dumps(summary))
         return 0

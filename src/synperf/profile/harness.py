@@ -46,6 +46,15 @@ def synperf_l2_flush(buf_ptr, n, value, BLOCK: tl.constexpr):
 
 
 @triton.jit
+def synperf_l2_flush_read(buf_ptr, n, out_ptr, BLOCK: tl.constexpr):
+    # Reads only: the L2 is left holding clean lines, so the timed kernel pays no write-back of
+    # the flush's data (one int per block is stored so the loads are not optimised away).
+    offs = tl.program_id(0).to(tl.int64) * BLOCK + tl.arange(0, BLOCK)
+    vals = tl.load(buf_ptr + offs, mask=offs < n, other=0)
+    tl.store(out_ptr + tl.program_id(0), tl.sum(vals, axis=0))
+
+
+@triton.jit
 def synperf_case_end(buf_ptr, value):
     tl.store(buf_ptr, value)
 
@@ -63,10 +72,19 @@ def synperf_pointer_chase(next_ptr, start_ptr, out_ptr, steps):
     tl.store(out_ptr, idx)
 
 
+FLUSH_MODES = ("write", "read")
+
+
 class L2Flusher:
+    """Evicts the operands between reps. ``write`` (the datasets' mode so far) stores 4x the L2,
+    leaving it full of dirty lines that the timed kernel then writes back as it evicts them;
+    ``read`` loads the buffer instead and leaves clean lines."""
     BLOCK = 4096
 
-    def __init__(self, device):
+    def __init__(self, device, mode: str = "write"):
+        if mode not in FLUSH_MODES:
+            raise ValueError(f"flush mode must be one of {FLUSH_MODES}, got {mode!r}")
+        self.mode = mode
         props = torch.cuda.get_device_properties(device)
         l2 = int(getattr(props, "L2_cache_size", 0) or 0) or (50 << 20)
         self.nbytes = max(MIN_FLUSH_BYTES, 4 * l2)
@@ -74,11 +92,15 @@ class L2Flusher:
         self.buf = torch.empty(self.n, dtype=torch.int32, device=device)
         self.marker_buf = torch.zeros(1, dtype=torch.int32, device=device)
         self.grid = (triton.cdiv(self.n, self.BLOCK),)
+        self.sums = torch.empty(self.grid[0], dtype=torch.int32, device=device)
         self.count = 0
 
     def flush(self):
         self.count += 1
-        synperf_l2_flush[self.grid](self.buf, self.n, self.count & 0x7FFFFFFF, BLOCK=self.BLOCK, num_warps=8)
+        if self.mode == "read":
+            synperf_l2_flush_read[self.grid](self.buf, self.n, self.sums, BLOCK=self.BLOCK, num_warps=8)
+        else:
+            synperf_l2_flush[self.grid](self.buf, self.n, self.count & 0x7FFFFFFF, BLOCK=self.BLOCK, num_warps=8)
 
     def marker(self):
         synperf_case_end[(1,)](self.marker_buf, 1, num_warps=1)
@@ -242,6 +264,7 @@ def profile_cases(
     mem_cap_gb: float = 40.0,
     device: Optional[str] = None,
     retry_errors: bool = False,
+    flush: str = "write",
 ) -> Dict[str, Any]:
     """Measure every case and append one row per case to ``out_path``
     (parquet).  Failed cases go to ``out_path + '.errors.jsonl'``.
@@ -289,7 +312,8 @@ def profile_cases(
 
     env = environment_info(dev)
     clocks: ClockReader = env.pop("_clocks")
-    flusher = L2Flusher(dev)
+    flusher = L2Flusher(dev, flush)
+    env["l2_flush"] = flush
     free, total_mem = torch.cuda.mem_get_info(dev)
     cap = min(mem_cap_gb * (1 << 30), 0.85 * free)
 
