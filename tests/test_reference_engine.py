@@ -85,9 +85,25 @@ def test_metric_selection_reads_only_what_ncu_knows():
 def test_committed_engine_rows_are_complete():
     pd = pytest.importorskip("pandas")
     d = pd.read_parquet(Path(__file__).parents[1] / "data" / "h200-system" / "e2e_reference.parquet")
-    assert len(d) == 90 and set(d["tp"]) == {1, 2}
+    assert set(d["tp"]) == {1, 2} and set(d["pp"]) == {1, 2} and not ((d["tp"] > 1) & (d["pp"] > 1)).any()
     assert {"llama-3.1-8b", "phi-4", "qwen3-8b", "qwen3-30b-a3b"} <= set(d["model"])
     assert d["cuda_graph"].all() and (d["prefill_ms"] > 0).all()
     for steps, median, n in zip(d["decode_steps_ms"], d["decode_step_median_ms"], d["output_len"]):
         steps = json.loads(steps)
         assert len(steps) == n - 1 and min(steps) <= median <= max(steps)
+
+
+def test_pipeline_stages_link_neighbours_and_return_ids_to_the_first():
+    from synperf.profile.engine import Stages
+
+    # TP 2 x PP 2: ranks 0,1 are stage 0, ranks 2,3 stage 1
+    assert Stages.of(0, 2, 2) == Stages(2, None, 2, 0, 2)
+    assert Stages.of(3, 2, 2) == Stages(2, 1, None, 1, 3)
+    middle = Stages.of(1, 1, 3)
+    assert (middle.prev, middle.next, middle.first, middle.last) == (0, 2, 0, 2)
+    assert Stages.of(0, 4, 1) == Stages()
+
+
+def test_send_recv_kernels_are_not_counted_as_all_reduce():
+    assert kernel_class("ncclDevKernel_SendRecv(ncclDevKernelArgsStorage<4096ul>)") == "send_recv"
+    assert kernel_class("ncclDevKernel_AllReduce_Sum_bf16_RING_LL(ncclDevKernelArgsStorage<4096ul>)") == "all_reduce"

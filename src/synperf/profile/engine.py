@@ -29,6 +29,7 @@ import random
 import statistics
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 from synperf.workloads.model import ModelConfig, load_model, with_layers
@@ -40,7 +41,7 @@ UNEVEN_BATCHES = ((2648, 3740, 512, 128), (1000, 200, 3000, 7000, 64, 333, 4096,
 
 # Kernel-name fragments -> the family synperf prices them under ("other": not priced).
 KERNEL_CLASSES = (
-    ("nccl", "all_reduce"), ("allreduce", "all_reduce"),
+    ("sendrecv", "send_recv"), ("nccl", "all_reduce"), ("allreduce", "all_reduce"),
     ("synperf_fused_moe", "moe"), ("synperf_silu_and_mul", "moe"),
     # attention before gemm: FlashInfer's SM90 kernels carry cutlass:: in their template names
     ("batchprefill", "attention"), ("batchdecode", "attention"), ("prefillwithkvcache", "attention"),
@@ -82,7 +83,8 @@ def slot_layout(prompt_lens: list[int], output_len: int) -> list[int]:
 # ------------------------------------------------------------------------- the model on GPU
 class ReferenceEngine:
     def __init__(self, model: ModelConfig, device, tp_rank: int = 0, tp_size: int = 1, group=None,
-                 max_slots: int = 1 << 20, max_pos: int = 1 << 15, seed: int = 0):
+                 max_slots: int = 1 << 20, max_pos: int = 1 << 15, seed: int = 0, pp_rank: int = 0,
+                 pp_size: int = 1):
         import torch
 
         from .triton_elementwise import make_cos_sin_cache
@@ -90,9 +92,14 @@ class ReferenceEngine:
         if model.mla:
             raise ValueError("MLA models are not supported by the reference engine")
         model.check_tp(tp_size)
+        if model.num_layers % pp_size:
+            raise ValueError(f"{pp_size} pipeline stages do not divide {model.num_layers} layers")
         self.torch, self.m, self.dev = torch, model, device
         self.rank, self.tp, self.group = tp_rank, tp_size, group
-        g = torch.Generator(device=device).manual_seed(seed + tp_rank)
+        # Pipeline stage: a contiguous run of layers; the first stage embeds, the last samples.
+        self.first, self.last = pp_rank == 0, pp_rank == pp_size - 1
+        per_stage = model.num_layers // pp_size
+        g = torch.Generator(device=device).manual_seed(seed + tp_rank + 1000 * pp_rank)
         bf = torch.bfloat16
 
         def rand(*shape, fan_in=None):
@@ -106,12 +113,12 @@ class ReferenceEngine:
         self.H = model.num_heads // tp_size
         self.KVH = max(1, model.num_kv_heads // tp_size)
         self.vocab_part = model.vocab_size // tp_size
-        self.embed = rand(self.vocab_part, h)
-        self.lm_head = rand(self.vocab_part, h, fan_in=h)
-        self.final_norm = norm_weight(h)
+        self.embed = rand(self.vocab_part, h) if self.first else None
+        self.lm_head = rand(self.vocab_part, h, fan_in=h) if self.last else None
+        self.final_norm = norm_weight(h) if self.last else None
         self.cos_sin = make_cos_sin_cache(max_pos, d, device=device)
         self.layers = []
-        for i in range(model.num_layers):
+        for i in range(pp_rank * per_stage, (pp_rank + 1) * per_stage):
             layer = {"in_norm": norm_weight(h), "post_norm": norm_weight(h),
                      "qkv": rand((self.H + 2 * self.KVH) * d, h, fan_in=h), "o": rand(h, self.H * d, fan_in=self.H * d)}
             if model.qk_norm:
@@ -134,7 +141,7 @@ class ReferenceEngine:
         if self.k_cache is not None and self.k_cache.shape[1] >= slots:
             return
         self.k_cache = self.v_cache = None
-        shape = (self.m.num_layers, slots, 1, self.KVH, self.m.head_dim)     # page size 1, NHD
+        shape = (len(self.layers), slots, 1, self.KVH, self.m.head_dim)     # page size 1, NHD
         self.k_cache = torch.empty(shape, dtype=torch.bfloat16, device=self.dev)
         self.v_cache = torch.empty(shape, dtype=torch.bfloat16, device=self.dev)
 
@@ -190,14 +197,15 @@ class ReferenceEngine:
         cfg = default_config("sglang_default", x.shape[0], self.m.num_experts, self.m.hidden_size, inter, self.m.topk)
         return MoEWorkspace(x, layer["w13"], layer["w2"], weights, ids.to(torch.int32), cfg).full()
 
-    def forward(self, ids, positions, out_loc, attend, last_rows):
-        """One pass over the flat token batch; ``attend(q, k, v, layer_index)`` runs attention."""
+    def forward(self, ids, positions, out_loc, attend, last_rows, carry=None):
+        """One pass of this stage over the flat token batch; ``attend(q, k, v, layer_index)`` runs
+        attention. A later pipeline stage starts from ``carry`` = (hidden, residual) of the one
+        before; every stage but the last returns that pair, the last the sampled token ids."""
         import flashinfer
 
         F, torch = self.torch.nn.functional, self.torch
         eps = self.m.rms_norm_eps
-        x = self._embed(ids)
-        residual = None
+        x, residual = (self._embed(ids), None) if carry is None else carry
         for li, layer in enumerate(self.layers):
             if residual is None:
                 residual = x
@@ -209,6 +217,8 @@ class ReferenceEngine:
             x = self._all_reduce(F.linear(attn, layer["o"]))
             flashinfer.norm.fused_add_rmsnorm(x, residual, layer["post_norm"], eps)
             x = self._all_reduce(self._mlp(layer, x))
+        if not self.last:
+            return x, residual
         flashinfer.norm.fused_add_rmsnorm(x, residual, self.final_norm, eps)
         logits = F.linear(x[last_rows], self.lm_head)
         if self.tp > 1:
@@ -219,14 +229,35 @@ class ReferenceEngine:
 
 
 # ----------------------------------------------------------------------- one batch, timed
-class BatchRun:
-    """Prefill + CUDA-graph decode of one static batch on a ReferenceEngine."""
+@dataclass(frozen=True)
+class Stages:
+    """This rank's place in the pipeline, as global ranks: neighbours (None at the ends) and the
+    first stage's rank of the same TP slot, which gets the sampled ids back from the last."""
+    size: int = 1
+    prev: int | None = None
+    next: int | None = None
+    first: int = 0
+    last: int = 0
 
-    def __init__(self, engine: ReferenceEngine, prompt_lens: list[int], output_len: int):
+    @classmethod
+    def of(cls, rank: int, tp: int, pp: int) -> "Stages":
+        stage, slot = divmod(rank, tp)
+        return cls(pp, rank - tp if stage > 0 else None, rank + tp if stage < pp - 1 else None, slot,
+                   (pp - 1) * tp + slot)
+
+
+class BatchRun:
+    """Prefill + CUDA-graph decode of one static batch on a ReferenceEngine. Under pipeline
+    parallelism each stage receives (hidden, residual) from the one before, runs its layers (its
+    decode step one CUDA graph) and hands on, eagerly, as SGLang does; the last stage sends the
+    sampled ids back to the first. One batch, no micro-batching: the stages run one after another."""
+
+    def __init__(self, engine: ReferenceEngine, prompt_lens: list[int], output_len: int,
+                 stages: Stages = Stages()):
         import flashinfer
 
         torch = engine.torch
-        self.e, self.torch = engine, torch
+        self.e, self.torch, self.stages = engine, torch, stages
         self.prompts, self.output_len = list(prompt_lens), output_len
         self.B = len(prompt_lens)
         dev = engine.dev
@@ -257,14 +288,45 @@ class BatchRun:
             engine.workspace, "NHD", use_cuda_graph=True, use_tensor_cores=False,
             paged_kv_indptr_buffer=self.indptr_buf, paged_kv_indices_buffer=self.indices_buf,
             paged_kv_last_page_len_buffer=self.last_buf)
-        self.graph = None
+        self.graph = self.graph_out = None
+        h = m.hidden_size
+        self.carry_in = (torch.randn(self.B, h, device=dev, dtype=torch.bfloat16),
+                         torch.randn(self.B, h, device=dev, dtype=torch.bfloat16))
+
+    # ------------------------------------------------------------------ pipeline hand-over
+    def _receive(self, tokens: int):
+        """(hidden, residual) from the previous stage; None on the first."""
+        if self.stages.prev is None:
+            return None
+        torch = self.torch
+        bufs = self.carry_in if tokens == self.B else tuple(
+            torch.empty(tokens, self.e.m.hidden_size, device=self.e.dev, dtype=torch.bfloat16) for _ in range(2))
+        for t in bufs:
+            torch.distributed.recv(t, self.stages.prev)
+        return bufs
+
+    def _hand_on(self, out, ids_into):
+        """Send this stage's output on; the first stage receives the sampled ids into ``ids_into``."""
+        dist, st = self.torch.distributed, self.stages
+        if st.size == 1:
+            return out
+        if st.next is not None:
+            for t in out:
+                dist.send(t.contiguous(), st.next)
+        else:
+            dist.send(out, st.first)
+        if st.prev is None:
+            dist.recv(ids_into, st.last)
+        return ids_into
 
     def _prefill_attend(self, q, k, v, li):
         return self.prefill_wrapper.run(q, k, v)
 
     def prefill(self):
-        return self.e.forward(self.prefill_ids, self.prefill_pos, self.prefill_loc, self._prefill_attend,
-                              self.prefill_last)
+        carry = self._receive(len(self.prefill_ids))
+        out = self.e.forward(self.prefill_ids, self.prefill_pos, self.prefill_loc, self._prefill_attend,
+                             self.prefill_last, carry)
+        return self._hand_on(out, self.ids)
 
     def _plan_decode(self, step: int) -> None:
         torch = self.torch
@@ -280,10 +342,14 @@ class BatchRun:
         return self.decode_wrapper.run(q, (self.e.k_cache[li], self.e.v_cache[li]))
 
     def _decode_body(self):
-        nxt = self.e.forward(self.ids, self.pos, self.loc, self._decode_attend, self.rows)
-        self.ids.copy_(nxt)
+        """One decode step of this stage's layers: what the CUDA graph captures."""
+        carry = self.carry_in if self.stages.prev is not None else None
+        out = self.e.forward(self.ids, self.pos, self.loc, self._decode_attend, self.rows, carry)
+        if self.stages.size == 1:
+            self.ids.copy_(out)
         self.pos.add_(1)
         self.loc.add_(1)
+        return out
 
     def _reset_decode_state(self):
         torch = self.torch
@@ -306,7 +372,7 @@ class BatchRun:
             graph = torch.cuda.CUDAGraph()
             # thread_local: NCCL's watchdog thread may touch CUDA while this thread captures
             with torch.cuda.graph(graph, capture_error_mode="thread_local"):
-                self._decode_body()
+                self.graph_out = self._decode_body()
             self.graph = graph
         except RuntimeError as exc:
             print(f"engine: CUDA graph capture refused ({exc}); decode runs eagerly", file=sys.stderr)
@@ -317,10 +383,13 @@ class BatchRun:
 
     def decode_step(self, step: int):
         self._plan_decode(step)
+        self._receive(self.B)
         if self.graph is not None:
             self.graph.replay()
+            out = self.graph_out
         else:
-            self._decode_body()
+            out = self._decode_body()
+        self._hand_on(out, self.ids)
 
     def timed(self, fn, *args) -> float:
         torch = self.torch
@@ -360,18 +429,35 @@ def _stage(message: str) -> None:
         print(f"[rank {os.environ.get('RANK', '0')} {time.strftime('%X')}] {message}", file=sys.stderr, flush=True)
 
 
+def _stage_sum(breakdown: dict, stages: Stages, tp: int) -> dict:
+    """Under PP, the kernels of all stages (each stage's first TP rank), as one pass would run them."""
+    if stages.size == 1:
+        return breakdown
+    import torch
+
+    gathered: list = [None] * torch.distributed.get_world_size()
+    torch.distributed.all_gather_object(gathered, breakdown)
+    total: dict = {}
+    for part in gathered[::tp]:
+        for family, v in part.items():
+            slot = total.setdefault(family, {"kernels": 0, "us": 0.0})
+            slot["kernels"] += v["kernels"]
+            slot["us"] = round(slot["us"] + v["us"], 2)
+    return dict(sorted(total.items()))
+
+
 def run_batch(engine: ReferenceEngine, prompt_lens: list[int], output_len: int, prefill_reps: int = 3,
-              cuda_graph: bool = True) -> dict:
-    run = BatchRun(engine, prompt_lens, output_len)
+              cuda_graph: bool = True, stages: Stages = Stages()) -> dict:
+    run = BatchRun(engine, prompt_lens, output_len, stages)
     _stage(f"batch {len(prompt_lens)} x {prompt_lens[0]}: warm-up prefill")
     run.prefill()                                   # warm-up: compiles Triton kernels, JIT modules
     prefill_ms = sorted(run.timed(run.prefill) for _ in range(prefill_reps))
     _stage("profiled prefill")
-    prefill_kernels = run.profile_kernels(run.prefill)
+    prefill_kernels = _stage_sum(run.profile_kernels(run.prefill), stages, engine.tp)
     _stage("decode capture")
     graph = run.capture() if cuda_graph else False
     _stage("profiled decode step")
-    decode_kernels = run.profile_kernels(run.decode_step, 0)
+    decode_kernels = _stage_sum(run.profile_kernels(run.decode_step, 0), stages, engine.tp)
     run._reset_decode_state()
     run.prefill()                                   # fresh KV for the timed generation
     _stage("timed decode")
@@ -400,6 +486,17 @@ def _versions() -> dict:
     return info
 
 
+def _budget_spent(spent_here: bool, world: int) -> bool:
+    """True on every rank once any rank's budget is spent, so no rank leaves the others waiting."""
+    if world == 1:
+        return bool(spent_here)
+    import torch
+
+    flag = torch.tensor([1 if spent_here else 0], device="cuda")
+    torch.distributed.all_reduce(flag, op=torch.distributed.ReduceOp.MAX)
+    return bool(flag.item())
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(prog="python -m synperf.profile.engine", description=__doc__.splitlines()[0])
     p.add_argument("--models", required=True, help="comma list of bundled model names or config paths")
@@ -410,18 +507,28 @@ def main(argv=None) -> int:
     p.add_argument("--max-batch-tokens", type=int, default=MAX_BATCH_TOKENS)
     p.add_argument("--time-budget-s", type=float, default=None, help="per model")
     p.add_argument("--eager-decode", action="store_true", help="decode without CUDA graphs")
+    p.add_argument("--pp", type=int, default=1, help="pipeline stages (TP = processes / pp)")
     p.add_argument("--out", required=True, help="output .jsonl (rank 0 writes; parquet is made from it)")
     args = p.parse_args(argv)
+    if os.environ.get("SYNPERF_ENGINE_HANG_DUMP_S"):      # a hung rank prints where it waits
+        import faulthandler
+        faulthandler.dump_traceback_later(float(os.environ["SYNPERF_ENGINE_HANG_DUMP_S"]), repeat=True)
 
     import torch
 
     world = int(os.environ.get("WORLD_SIZE", "1"))
     rank = int(os.environ.get("RANK", "0"))
+    if args.pp < 1 or world % args.pp:
+        p.error(f"--pp {args.pp} does not divide the {world} processes")
+    tp = world // args.pp
+    stages = Stages.of(rank, tp, args.pp)
     torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
     group = None
     if world > 1:
         torch.distributed.init_process_group("nccl", device_id=torch.device("cuda", torch.cuda.current_device()))
-        group = torch.distributed.group.WORLD
+        # every rank creates every stage's TP group, in the same order
+        tp_groups = [torch.distributed.new_group(list(range(s * tp, (s + 1) * tp))) for s in range(args.pp)]
+        group = tp_groups[rank // tp]
     grid = batch_grid([int(x) for x in args.batches.split(",")], [int(x) for x in args.prompts.split(",")],
                       args.max_batch_tokens)
     env = _versions()
@@ -429,24 +536,25 @@ def main(argv=None) -> int:
     for name in args.models.split(","):
         start = time.time()
         model = scaled_model(name, args.layers or None)
-        engine = ReferenceEngine(model, torch.device("cuda"), rank, world, group,
-                                 max_slots=args.max_batch_tokens + 64 * args.output_len)
+        engine = ReferenceEngine(model, torch.device("cuda"), rank % tp, tp, group,
+                                 max_slots=args.max_batch_tokens + 64 * args.output_len,
+                                 pp_rank=rank // tp, pp_size=args.pp)
         for prompts in grid:
-            if args.time_budget_s and time.time() - start > args.time_budget_s:
+            if _budget_spent(args.time_budget_s and time.time() - start > args.time_budget_s, world):
                 print("engine: time budget spent", file=sys.stderr)
                 break
             try:
-                row = run_batch(engine, prompts, args.output_len, cuda_graph=not args.eager_decode)
+                row = run_batch(engine, prompts, args.output_len, cuda_graph=not args.eager_decode, stages=stages)
             except torch.cuda.OutOfMemoryError as exc:
                 print(f"engine: {name} batch {len(prompts)} out of memory ({exc})", file=sys.stderr)
                 torch.cuda.empty_cache()
                 continue
             row.update(model=name, num_layers=model.num_layers, full_layers=load_model(name).num_layers,
-                       tp=world, framework_kernels="sglang", **env)
+                       tp=tp, pp=args.pp, framework_kernels="sglang", **env)
             if rank == 0:
                 with out.open("a") as f:
                     f.write(json.dumps(row) + "\n")
-                print(f"{name} tp{world} B={row['batch']} tokens={row['prompt_tokens']}: prefill {row['prefill_ms']:.2f} ms,"
+                print(f"{name} tp{tp} pp{args.pp} B={row['batch']} tokens={row['prompt_tokens']}: prefill {row['prefill_ms']:.2f} ms,"
                       f" step {row['decode_step_median_ms']:.3f} ms, graph {row['cuda_graph']}", flush=True)
         del engine
         torch.cuda.empty_cache()

@@ -46,18 +46,26 @@ class EngineOverhead:
     def unmodelled(self, phase: str, layers: int, layer_kind: str) -> float:
         return layers * self.extra_launches_per_layer[phase].get(layer_kind, 0.0)
 
-    def pass_us(self, phase: str, kernels_us: float, launches: int, tokens: int, seqs: int, layers: int,
-                layer_kind: str) -> float:
+    def gpu_us(self, phase: str, kernels_us: float, tokens: int, layers: int, layer_kind: str) -> float:
+        """The GPU's share of a pass: the modelled kernels scaled, plus the unmodelled ones."""
         phase = "decode" if phase == "decode" else "prefill"
         extra = self.unmodelled(phase, layers, layer_kind)
         if phase == "decode":
             d = self.decode
-            return kernels_us * d["kernel_scale"] + extra * d["us_per_unmodelled_kernel"] + seqs * d["us_per_seq"] \
-                + d["us_fixed"]
+            return kernels_us * d["kernel_scale"] + extra * d["us_per_unmodelled_kernel"]
         p = self.prefill
-        gpu = kernels_us * p["kernel_scale"] + extra * p["us_per_unmodelled_kernel"] \
+        return kernels_us * p["kernel_scale"] + extra * p["us_per_unmodelled_kernel"] \
             + tokens * layers * p["us_per_token_layer"]
-        return max(gpu, (launches + extra) * p["cpu_us_per_launch"])
+
+    def pass_us(self, phase: str, kernels_us: float, launches: int, tokens: int, seqs: int, layers: int,
+                layer_kind: str) -> float:
+        """Wall time of a pass: a decode step's host work (per sequence and fixed) comes before its
+        graph replays; an eager prefill is bound by the GPU or by the host issuing its kernels."""
+        gpu = self.gpu_us(phase, kernels_us, tokens, layers, layer_kind)
+        if phase == "decode":
+            return gpu + seqs * self.decode["us_per_seq"] + self.decode["us_fixed"]
+        p = self.prefill
+        return max(gpu, (launches + self.unmodelled("prefill", layers, layer_kind)) * p["cpu_us_per_launch"])
 
 
 @lru_cache(maxsize=1)
@@ -129,7 +137,11 @@ def check_rows(rows: list[dict]) -> list[dict]:
         layers = positive(r.get("num_layers"), "num_layers", i, int)
         if layers > model.num_layers:
             raise InputError(f"{layers} is more than the model's {model.num_layers} layers", "num_layers", i)
-        row = {"model": str(r["model"]), "num_layers": layers, "tp": positive(r.get("tp"), "tp", i, int),
+        pp = r.get("pp")
+        pp = 1 if pp is None or (isinstance(pp, float) and np.isnan(pp)) else positive(pp, "pp", i, int)
+        if layers % pp:
+            raise InputError(f"{pp} stages do not divide {layers} layers", "pp", i)
+        row = {"model": str(r["model"]), "num_layers": layers, "pp": pp, "tp": positive(r.get("tp"), "tp", i, int),
                "output_len": positive(r.get("output_len"), "output_len", i, int),
                "batch": positive(r.get("batch"), "batch", i, int),
                "prompt_tokens": positive(r.get("prompt_tokens"), "prompt_tokens", i, int)}
@@ -163,6 +175,8 @@ def samples_from_rows(rows: list[dict], gpu) -> list[PassSample]:
 
     out = []
     for row_id, r in enumerate(rows):
+        if int(r.get("pp") or 1) > 1:          # pipeline rows check the fit; they are not fitted on
+            continue
         model = with_layers(load_model(r["model"]), int(r["num_layers"]))
         prompts = json.loads(r["prompt_lens"])
         mid = (int(r["output_len"]) - 2) // 2
@@ -251,29 +265,52 @@ def validate(rows: list[dict], gpu) -> dict:
     fits = {g: fit([s for s in samples if s.group != g], extra) for g in sorted({s.group for s in samples})}
     per_row = []
     for row_id, r in enumerate(rows):
-        pre, dec = (s for s in samples if s.batch_id == row_id)
-        model = fits[r["model"]]
-        p_pre, p_dec = (model.pass_us(s.phase, s.kernels_us, s.modelled_launches, s.tokens, s.seqs, s.layers,
-                                      s.layer_kind) / 1e3 for s in (pre, dec))
+        if r["model"] not in fits:       # a model measured only under PP: no fit has seen it
+            fits[r["model"]] = fit(samples, extra)
+        overhead = fits[r["model"]]
+        if int(r.get("pp") or 1) > 1:
+            (p_pre, k_pre), (p_dec, k_dec) = _pipeline_prediction(r, gpu, overhead)
+        else:
+            pre, dec = (s for s in samples if s.batch_id == row_id)
+            p_pre, p_dec = (overhead.pass_us(s.phase, s.kernels_us, s.modelled_launches, s.tokens, s.seqs, s.layers,
+                                             s.layer_kind) / 1e3 for s in (pre, dec))
+            k_pre, k_dec = pre.kernels_us / 1e3, dec.kernels_us / 1e3
         steps = int(r["output_len"]) - 1
-        per_row.append({"model": r["model"], "tp": int(r["tp"]), "batch": int(r["batch"]),
+        per_row.append({"model": r["model"], "tp": int(r["tp"]), "pp": int(r.get("pp") or 1), "batch": int(r["batch"]),
                         "prompt_tokens": int(r["prompt_tokens"]),
                         "prefill_ms": (p_pre, r["prefill_ms"]), "decode_step_ms": (p_dec, r["decode_step_median_ms"]),
                         "total_ms": (p_pre + steps * p_dec, r["total_ms"]),
-                        "kernels_only_prefill_ms": (pre.kernels_us / 1e3, r["prefill_ms"]),
-                        "kernels_only_decode_step_ms": (dec.kernels_us / 1e3, r["decode_step_median_ms"])})
+                        "kernels_only_prefill_ms": (k_pre, r["prefill_ms"]),
+                        "kernels_only_decode_step_ms": (k_dec, r["decode_step_median_ms"])})
     groups: dict = {}
     for row in per_row:
-        groups.setdefault((row["model"], row["tp"]), []).append(row)
+        groups.setdefault((row["model"], row["tp"], row["pp"]), []).append(row)
     metrics = ("prefill_ms", "decode_step_ms", "total_ms", "kernels_only_prefill_ms", "kernels_only_decode_step_ms")
     summary = []
-    for (model, tp), rs in sorted(groups.items()):
-        entry = {"model": model, "tp": tp, "batches": len(rs)}
+    for (model, tp, pp), rs in sorted(groups.items()):
+        entry = {"model": model, "tp": tp, "pp": pp, "batches": len(rs)}
         for m in metrics:
             entry[m + "_mape"] = round(float(np.mean([abs(r[m][0] / r[m][1] - 1.0) for r in rs])), 4)
         summary.append(entry)
     overall = {m + "_mape": round(float(np.mean([abs(r[m][0] / r[m][1] - 1.0) for r in per_row])), 4) for m in metrics}
     return {"rows": len(rows), "summary": summary, "overall": overall, "per_row": per_row}
+
+
+def _pipeline_prediction(row: dict, gpu, overhead: EngineOverhead) -> tuple[tuple[float, float], ...]:
+    """(wall, kernels + transfers) in ms of a pipeline row's prefill and median decode step, as
+    ``simulate batch --pp`` prices them, with ``overhead`` (fitted without the row's model)."""
+    from synperf.workloads.model import load_model, with_layers
+    from synperf.workloads.static_batch import price_pipeline
+
+    model = with_layers(load_model(row["model"]), int(row["num_layers"]))
+    prompts = json.loads(row["prompt_lens"])
+    mid = (int(row["output_len"]) - 2) // 2
+    out = []
+    for phase, lens in (("prefill", prompts), ("decode", [p + 1 + mid for p in prompts])):
+        cost = price_pipeline(model, gpu, int(row["tp"]), int(row["pp"]), "sglang", phase, lens, "nccl", overhead)
+        kernels = sum(v for k, v in cost.by_family.items() if k != "overhead")
+        out.append((cost.latency_us / 1e3, kernels / 1e3))
+    return tuple(out)
 
 
 def leave_one_model_out(samples: list[PassSample]) -> dict:
@@ -292,13 +329,14 @@ def leave_one_model_out(samples: list[PassSample]) -> dict:
 def format_validation(report: dict) -> str:
     lines = [f"synperf vs the reference engine: {report['rows']} batches; engine overhead fitted without the"
              " batch's model (leave-one-model-out)",
-             f"{'model':<16}{'tp':>3}{'batches':>8}{'prefill':>9}{'decode':>9}{'total':>9}   kernels only: prefill decode"]
+             f"{'model':<16}{'tp':>3}{'pp':>3}{'batches':>8}{'prefill':>9}{'decode':>9}{'total':>9}"
+             "   kernels only: prefill decode"]
     for e in report["summary"]:
-        lines.append(f"{e['model']:<16}{e['tp']:>3}{e['batches']:>8}{e['prefill_ms_mape']:>9.1%}"
+        lines.append(f"{e['model']:<16}{e['tp']:>3}{e['pp']:>3}{e['batches']:>8}{e['prefill_ms_mape']:>9.1%}"
                      f"{e['decode_step_ms_mape']:>9.1%}{e['total_ms_mape']:>9.1%}"
                      f"   {e['kernels_only_prefill_ms_mape']:>13.1%} {e['kernels_only_decode_step_ms_mape']:>6.1%}")
     o = report["overall"]
-    lines.append(f"{'all':<16}{'':>3}{report['rows']:>8}{o['prefill_ms_mape']:>9.1%}{o['decode_step_ms_mape']:>9.1%}"
+    lines.append(f"{'all':<16}{'':>6}{report['rows']:>8}{o['prefill_ms_mape']:>9.1%}{o['decode_step_ms_mape']:>9.1%}"
                  f"{o['total_ms_mape']:>9.1%}   {o['kernels_only_prefill_ms_mape']:>13.1%}"
                  f" {o['kernels_only_decode_step_ms_mape']:>6.1%}")
     return "\n".join(lines)

@@ -9,7 +9,8 @@ lengths for a prefill, the current kv lengths (the new token included) for a dec
 
 Library mappings (the closest modelled library; docs/end-to-end.md):
 - attention, SGLang: prefill ``fa3`` on Hopper (head_dim 64/128/256), ``flashinfer`` otherwise;
-  decode ``flashinfer`` paged decode (page_size 1, SGLang's default).
+  decode ``flashinfer`` paged decode (page_size 1, SGLang's default; decode-only steps with the
+  CUDA-graph plan).
 - attention, vLLM (FlashAttention backend): ``fa3`` on Hopper; elsewhere on sm80+
   ``flash_attn2_torch_sdpa`` (FlashAttention-2 kernels), whose dense tensors need equal lengths:
   the batch is padded to its longest request (an over-estimate for uneven batches); pre-sm80
@@ -25,7 +26,7 @@ from dataclasses import dataclass, field
 from typing import NamedTuple
 
 from synperf.errors import InputError
-from synperf.kernels.attention import FA3_HEAD_DIMS, HEAD_DIMS
+from synperf.kernels.attention import DECODE_GROUP_SIZES, FA3_HEAD_DIMS, HEAD_DIMS
 from synperf.workloads.model import ModelConfig
 
 FRAMEWORKS = ("vllm", "sglang")
@@ -93,8 +94,10 @@ def attention_library(framework: str, phase: str, gpu, head_dim: int) -> str:
 
 
 def _attention(framework: str, phase: str, gpu, lens: list[int], heads: int, kv_heads: int,
-               head_dim: int, q_lens: list[int] | None = None) -> dict:
-    """``lens`` are kv lengths; ``q_lens`` the new tokens of prefill chunks (default: whole prompts)."""
+               head_dim: int, q_lens: list[int] | None = None, cuda_graph: bool = False) -> dict:
+    """``lens`` are kv lengths; ``q_lens`` the new tokens of prefill chunks (default: whole prompts).
+    ``cuda_graph``: a decode-only step, which both engines replay as a CUDA graph; FlashInfer's
+    CUDA-core decode then runs the plan made for graphs (KV always split, grid a full wave)."""
     lib = attention_library(framework, phase, gpu, head_dim)
     case = {"family": "attention", "library": lib, "phase": phase, "num_heads": heads,
             "num_kv_heads": kv_heads, "head_dim": head_dim}
@@ -106,6 +109,8 @@ def _attention(framework: str, phase: str, gpu, lens: list[int], heads: int, kv_
         case.update(q_lens=q_lens, kv_lens=list(lens))
     else:
         case.update(kv_lens=list(lens), page_size=1 if framework == "sglang" else 16)
+        if cuda_graph and lib == "flashinfer" and heads // kv_heads in DECODE_GROUP_SIZES:
+            case["cuda_graph"] = True
     if phase == "decode" and lib != "flash_attn2_torch_sdpa":
         case.setdefault("page_size", 16)
     return case
@@ -119,26 +124,30 @@ def _attention_parts(framework: str, gpu, chunks: list[tuple[int, int]], decode_
                                     prefill_dim, [q for q, _ in chunks])
     if decode_lens:
         yield "decode", _attention(framework, "decode", gpu, decode_lens, heads,
-                                   kv_heads if decode_kv_heads is None else decode_kv_heads, decode_dim)
+                                   kv_heads if decode_kv_heads is None else decode_kv_heads, decode_dim,
+                                   cuda_graph=not chunks)
 
 
-def forward_pass(model: ModelConfig, gpu, tp: int, framework: str, phase: str, lens: list[int]) -> ForwardPass:
+def forward_pass(model: ModelConfig, gpu, tp: int, framework: str, phase: str, lens: list[int],
+                 embed: bool = True, head: bool = True) -> ForwardPass:
     if phase not in ("prefill", "decode"):
         raise InputError(f"phase must be prefill or decode, got {phase!r}")
     if not lens or any(not isinstance(x, int) or x < 1 for x in lens):
         raise InputError("lengths must be a non-empty list of positive integers")
     if phase == "prefill":
-        return mixed_pass(model, gpu, tp, framework, [(x, x) for x in lens], [])
-    return mixed_pass(model, gpu, tp, framework, [], list(lens))
+        return mixed_pass(model, gpu, tp, framework, [(x, x) for x in lens], [], embed, head)
+    return mixed_pass(model, gpu, tp, framework, [], list(lens), embed, head)
 
 
 def mixed_pass(model: ModelConfig, gpu, tp: int, framework: str, chunks: list[tuple[int, int]],
-               decode_lens: list[int]) -> ForwardPass:
+               decode_lens: list[int], embed: bool = True, head: bool = True) -> ForwardPass:
     """One forward pass over a continuous batch: prefill ``chunks`` as (new tokens, kv length with
     them) pairs (chunked prefill: kv >= new tokens) plus ``decode_lens`` (kv lengths of the decoding
     sequences, new token included). GEMMs, norms and activations run over all the tokens; attention
     is one prefill call over the chunks and one decode call over the decoding sequences. The phase
-    is ``prefill`` or ``decode`` when only one part is present, else ``mixed``."""
+    is ``prefill`` or ``decode`` when only one part is present, else ``mixed``. A pipeline stage
+    other than the first has no embedding (``embed``) and starts from the previous stage's
+    residual; only the last has the final norm and lm_head (``head``)."""
     if framework not in FRAMEWORKS:
         raise InputError(f"framework must be one of {', '.join(FRAMEWORKS)}, got {framework!r}")
     if not chunks and not decode_lens:
@@ -158,12 +167,12 @@ def mixed_pass(model: ModelConfig, gpu, tp: int, framework: str, chunks: list[tu
     d = model.head_dim
 
     # Embedding lookup (not a modelled family); under TP the vocab-parallel embedding all-reduces.
-    if tp > 1:
+    if tp > 1 and embed:
         fp.allreduces.append(AllReduce(T * h * 2, 1, "embedding"))
 
     # Norms. Gemma-2 has four per layer: pre/post attention, pre/post feed-forward; the post-norms
-    # take no residual. The first layer's input norm has no residual to add.
-    fp.add(_rmsnorm(T, h, False), 1, "input_norm")
+    # take no residual. The model's first input norm has no residual to add.
+    fp.add(_rmsnorm(T, h, not embed), 1, "input_norm")
     fp.add(_rmsnorm(T, h, True), L - 1, "input_norm")
     fp.add(_rmsnorm(T, h, True), L, "post_attention_norm" if model.norms_per_layer == 2 else "pre_feedforward_norm")
     if model.norms_per_layer == 4:
@@ -207,8 +216,9 @@ def mixed_pass(model: ModelConfig, gpu, tp: int, framework: str, chunks: list[tu
 
     # Final norm and the logits of the last token of each sequence (vocab-parallel lm_head; the
     # logits gather and the sampler are not modelled).
-    fp.add(_rmsnorm(T, h, True), 1, "final_norm")
-    fp.add(_gemm(seqs, model.vocab_size // tp, h), 1, "lm_head")
+    if head:
+        fp.add(_rmsnorm(T, h, True), 1, "final_norm")
+        fp.add(_gemm(seqs, model.vocab_size // tp, h), 1, "lm_head")
     return fp
 
 

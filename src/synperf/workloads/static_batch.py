@@ -23,7 +23,7 @@ from synperf.cases import parse_case
 from synperf.errors import InputError
 from synperf.predict import predict
 from synperf.workloads import comm
-from synperf.workloads.calibration import bundled_overhead
+from synperf.workloads.calibration import EngineOverhead, bundled_overhead
 from synperf.workloads.engines import ForwardPass, forward_pass
 from synperf.workloads.model import ModelConfig, with_layers
 
@@ -41,6 +41,7 @@ class StepCost:
     ood_cases: int
     cases: int
     comm_model: str = ""
+    gpu_us: tuple[float, float, float] = (0.0, 0.0, 0.0)   # the GPU's share (latency, low, high)
 
 
 @dataclass
@@ -135,40 +136,64 @@ def model_pass(fp: ForwardPass, gpu, allreduce_impl: str | None = None) -> Model
     return ModelledPass(lat, low, high, comm_us, launches, dict(fam), ood, len(fp.kernels), ", ".join(sorted(models)))
 
 
-def price_pass(fp: ForwardPass, gpu, allreduce_impl: str | None = None) -> StepCost:
+def price_pass(fp: ForwardPass, gpu, allreduce_impl: str | None = None, overhead: EngineOverhead | None = None
+               ) -> StepCost:
     """The pass's wall time: modelled kernels and collectives turned into a step by the engine
-    overhead model (``calibration.EngineOverhead``), applied alike to the low/high interval ends."""
+    overhead model (``calibration.EngineOverhead``, default the bundled fit), applied alike to the
+    low/high interval ends."""
     m = model_pass(fp, gpu, allreduce_impl)
-    overhead = bundled_overhead()
+    overhead = overhead or bundled_overhead()
 
     def wall(kernels_us: float) -> float:
         return overhead.pass_us(fp.phase, kernels_us + m.comm_us, m.launches, fp.num_tokens, fp.num_seqs,
                                 fp.num_layers, fp.layer_kind)
 
+    def gpu_part(kernels_us: float) -> float:
+        return overhead.gpu_us(fp.phase, kernels_us + m.comm_us, fp.num_tokens, fp.num_layers, fp.layer_kind)
+
     latency = wall(m.kernels_us)
     fam = dict(m.by_family)
     fam["overhead"] = latency - m.kernels_us - m.comm_us
     return StepCost(latency, wall(m.kernels_low_us), wall(m.kernels_high_us), m.comm_us, fam["overhead"], fam,
-                    m.ood_cases, m.cases, m.comm_model)
+                    m.ood_cases, m.cases, m.comm_model,
+                    (gpu_part(m.kernels_us), gpu_part(m.kernels_low_us), gpu_part(m.kernels_high_us)))
 
 
-def _price(model: ModelConfig, gpu, tp: int, pp: int, framework: str, phase: str, lens: list[int],
-           allreduce_impl: str | None) -> StepCost:
-    """One pass. Under pipeline parallelism the batch crosses ``pp`` stages one after another (no
-    micro-batching, as in bench_one_batch): each stage a pass over its layers (embedding and lm_head
-    counted once, in the first stage's pricing), plus ``pp - 1`` activation transfers."""
+def price_pipeline(model: ModelConfig, gpu, tp: int, pp: int, framework: str, phase: str, lens: list[int],
+                   allreduce_impl: str | None = None, overhead: EngineOverhead | None = None) -> StepCost:
+    """One pass of a batch through ``pp`` pipeline stages, one after another (no micro-batching, as
+    in bench_one_batch). Every stage's host issues its work at once and waits on the GPU for its
+    input, so the host time overlaps the stages before: the pass is the first stage's wall time,
+    then each later stage's activation transfer (hidden state and residual) and GPU time, then the
+    sampled ids' way back to the first stage."""
     if pp == 1:
-        return price_pass(forward_pass(model, gpu, tp, framework, phase, lens), gpu, allreduce_impl)
-    stage = price_pass(forward_pass(with_layers(model, model.num_layers // pp), gpu, tp, framework, phase, lens), gpu,
-                       allreduce_impl)
+        return price_pass(forward_pass(model, gpu, tp, framework, phase, lens), gpu, allreduce_impl, overhead)
+    stage_model = with_layers(model, model.num_layers // pp)
+    ends = [(True, False)] + [(False, False)] * (pp - 2) + [(False, True)]
+    stages = {}
+    for end in set(ends):
+        stages[end] = price_pass(forward_pass(stage_model, gpu, tp, framework, phase, lens, *end), gpu,
+                                 allreduce_impl, overhead)
     tokens = sum(lens) if phase == "prefill" else len(lens)
-    hop, _ = comm.send_recv_us(tokens * model.hidden_size * 2, gpu)
-    p2p = (pp - 1) * hop
-    fam = {k: v * pp for k, v in stage.by_family.items()}
+    hop, _ = comm.send_recv_us(2 * tokens * model.hidden_size * 2, gpu)
+    ids_back, _ = comm.send_recv_us(8 * len(lens), gpu)
+    p2p = (pp - 1) * hop + ids_back
+    first, later = stages[ends[0]], [stages[end] for end in ends[1:]]
+    bounds = [first.latency_us, first.low_us, first.high_us]
+    for st in later:
+        bounds = [b + g for b, g in zip(bounds, st.gpu_us)]
+    latency, low, high = (b + p2p for b in bounds)
+    fam: dict[str, float] = defaultdict(float)
+    for st in [first] + later:
+        for k, v in st.by_family.items():
+            if k != "overhead":
+                fam[k] += v
     fam["send_recv"] = p2p
-    return StepCost(stage.latency_us * pp + p2p, stage.low_us * pp + p2p, stage.high_us * pp + p2p,
-                    stage.comm_us * pp + p2p, stage.overhead_us * pp, fam, stage.ood_cases, stage.cases,
-                    stage.comm_model)
+    comm_us = sum(st.comm_us for st in [first] + later) + p2p
+    fam["overhead"] = latency - sum(fam.values())
+    return StepCost(latency, low, high, comm_us, fam["overhead"], dict(fam), sum(st.ood_cases for st in stages.values()),
+                    sum(st.cases for st in stages.values()), first.comm_model,
+                    tuple(sum(st.gpu_us[i] for st in [first] + later) + p2p for i in range(3)))
 
 
 def simulate_batch(model: ModelConfig, gpu, tp: int, framework: str, prompt_lens: list[int],
@@ -181,7 +206,7 @@ def simulate_batch(model: ModelConfig, gpu, tp: int, framework: str, prompt_lens
     prompts = [int(p) for p in prompt_lens]
     if not isinstance(pp, int) or pp < 1 or model.num_layers % pp:
         raise InputError(f"pp: {pp} does not divide {model.name}'s {model.num_layers} layers")
-    prefill = _price(model, gpu, tp, pp, framework, "prefill", prompts, allreduce_impl)
+    prefill = price_pipeline(model, gpu, tp, pp, framework, "prefill", prompts, allreduce_impl)
     result = BatchResult(model.name.removesuffix(".json"), gpu.id, tp, framework, len(prompts), sum(prompts),
                          output_len, prefill, pp=pp)
     n_steps = output_len - 1
@@ -190,7 +215,7 @@ def simulate_batch(model: ModelConfig, gpu, tp: int, framework: str, prompt_lens
         anchors = sorted(set(range(0, n_steps, DECODE_STRIDE)) | {n_steps - 1})
         costs = {}
         for i in anchors:
-            costs[i] = _price(model, gpu, tp, pp, framework, "decode", [p + 1 + i for p in prompts], allreduce_impl)
+            costs[i] = price_pipeline(model, gpu, tp, pp, framework, "decode", [p + 1 + i for p in prompts], allreduce_impl)
             ood += costs[i].ood_cases
             priced += costs[i].cases
         xs = np.array(anchors, dtype=float)
