@@ -10,7 +10,8 @@ import pytest
 from synperf.cases import parse_case
 from synperf.gpu import resolve_gpu
 from synperf.kernels import families
-from synperf.kernels.gemm import GemmCall, _launched_tiles, config_from_profile
+from synperf.kernels.gemm import (GemmCall, _launched_tiles, build_tile_table, config_from_heuristic,
+                                  config_from_profile)
 
 pq = pytest.importorskip("pyarrow.parquet")
 DATA = Path(__file__).resolve().parents[1] / "data" / "h200"
@@ -101,3 +102,42 @@ def test_flashinfer_rope_kernel_and_grid_agree():
         assert ("HeadParallelism" in launch.name) == ("HeadParallelism" in name)
         seen.add("HeadParallelism" in name)
     assert seen == {True, False}
+
+
+def test_cublaslt_heuristic_names_the_kernel_cublas_ran():
+    """cuBLASLt's rank-0 heuristic answer, turned into a TileConfig by the grid rules, is the
+    kernel the profile recorded: tile, K step, split-K, cluster, persistent grid, stream-K."""
+    import pandas as pd
+
+    heur = pd.read_parquet(DATA.parent / "h200-system" / "cublaslt_heuristic.parquet")
+    heur = heur[heur.profiled & (heur["rank"] == 0)]
+    gemms = pd.read_parquet(DATA / "gemm.parquet")
+    joined = gemms.merge(heur, on=["m", "n", "k", "dtype"], suffixes=("", "_heur")).iloc[::5]
+    assert len(joined) > 4000
+
+    def key(cfg):
+        return (cfg.tile_m, cfg.tile_n, cfg.tile_k, cfg.split_k, cfg.persistent_ctas, cfg.stream_k,
+                cfg.cluster_m, cfg.cluster_n)
+
+    for rec in joined.itertuples():
+        call = GemmCall(rec.m, rec.n, rec.k, rec.dtype, rec.library)
+        profiled = config_from_profile(call, json.loads(rec.kernel_names), json.loads(rec.grids),
+                                       json.loads(rec.blocks), json.loads(rec.shared_mem))
+        derived = config_from_heuristic(call, rec.tile, rec.cluster, rec.splitk, int(rec.stages.split("x")[0]),
+                                        rec.workspace_bytes, profiled.shared_bytes)
+        assert key(derived) == key(profiled), (rec.m, rec.n, rec.k, rec.dtype)
+
+
+def test_heuristic_rows_extend_the_tile_table_without_overriding_profiles():
+    profiled = {"m": 64, "n": 4096, "k": 4096, "dtype": "bf16", "kernel_names": ["nvjet_sm90_tst_128x64_64x8_1x1_v_bz_TNT"],
+                "grids": [[32, 1, 1]], "blocks": [[384, 1, 1]], "shared_mem": [200000]}
+    same_shape = {"m": 64, "n": 4096, "k": 4096, "dtype": "bf16", "tile": "256x128", "cluster": "2x1x1",
+                  "splitk": 1, "stages": "64xAUTO", "workspace_bytes": 0}
+    new_shape = {**same_shape, "m": 3000, "tile": "256x128", "workspace_bytes": 1024}
+    old_kernel = {**same_shape, "m": 5, "stages": "64x3"}          # a pre-Hopper kernel: skipped
+    table = build_tile_table([profiled], [same_shape, new_shape, old_kernel])
+    assert [row[1:4] for row in table["rows"]] == [[64, 4096, 4096], [3000, 4096, 4096]]
+    added = table["configs"][table["rows"][1][4]]
+    # cuBLAS's 256x128 runs along (n, m): our tile is 128 (m) x 256 (n); 24 x 16 tiles > 132 CTAs
+    assert (added["tile_m"], added["tile_n"], added["persistent_ctas"], added["memset"]) == (128, 256, 132, True)
+    assert added["shared_bytes"] > 0

@@ -154,6 +154,20 @@ def cmd_data_ceiling(args) -> int:
     return 0
 
 
+def _heuristic_rows(path: str) -> list[dict]:
+    """Rank-0 answers of a ``synperf.profile.cublaslt_query`` run (parquet). Answers for shapes
+    marked ``profiled`` (measured in the kernel datasets, held-out ones included) are left out:
+    those shapes enter the table from their profiles, and only from the training split."""
+    import pyarrow.parquet as pq
+    needed = ["m", "n", "k", "dtype", "rank", "status", "tile", "cluster", "splitk", "stages", "workspace_bytes"]
+    try:
+        table = pq.read_table(path)
+        rows = table.select(needed + (["profiled"] if "profiled" in table.column_names else [])).to_pylist()
+    except (OSError, KeyError, ValueError) as exc:
+        raise SynperfError(f"--heuristic {path}: not a cublaslt_query parquet ({exc})") from None
+    return [r for r in rows if r["rank"] == 0 and r["status"] == "ok" and not r.get("profiled")]
+
+
 def cmd_data_gemm_tiles(args) -> int:
     from synperf.dataset import iter_records
     from synperf.kernels.gemm import build_tile_table
@@ -163,7 +177,10 @@ def cmd_data_gemm_tiles(args) -> int:
             records.append({**rec, **{k: json.loads(rec[k]) for k in ("kernel_names", "grids", "blocks", "shared_mem")}})
     if not records:
         raise SynperfError("no profiled cuBLAS GEMM rows with kernel names in the given data")
-    table = build_tile_table(records)
+    heuristic = []
+    for path in args.heuristic or ():
+        heuristic += _heuristic_rows(path)
+    table = build_tile_table(records, heuristic)
     with open(args.output, "w", encoding="utf-8") as f:
         json.dump(table, f, separators=(",", ":"))
     print(f"{len(table['rows'])} shapes, {len(table['configs'])} kernel configurations -> {args.output}")
@@ -366,6 +383,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = data.add_parser("gemm-tiles", help="build a cuBLAS tile table from profiled GEMM rows")
     p.add_argument("paths", nargs="+")
     p.add_argument("--output", required=True, help="e.g. src/synperf/kernels/tiles/gemm_hopper.json")
+    p.add_argument("--heuristic", action="append",
+                   help="cuBLASLt heuristic answers (python -m synperf.profile.cublaslt_query) for more shapes")
     p.set_defaults(func=cmd_data_gemm_tiles)
 
     sim = sub.add_parser("simulate", help="end-to-end latency of a model (docs/end-to-end.md)")

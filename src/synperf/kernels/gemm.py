@@ -272,20 +272,84 @@ def _launched_tiles(call: GemmCall, tile_m: int, tile_n: int, cluster_m: int, cl
     return round_up(ceil_div(call.m, tile_m), cluster_m) * round_up(ceil_div(call.n, tile_n), cluster_n)
 
 
-def build_tile_table(records: list[dict]) -> dict:
+# Persistent nvjet grids on 132-SM Hopper parts: one CTA an SM for clusters of 1-2 CTAs, 120 CTAs
+# for clusters of 4 and 8 (whole clusters per GPC); every profiled H200 persistent grid is one of these.
+_PERSISTENT_CTAS_SMALL_CLUSTER = 132
+_PERSISTENT_CTAS_LARGE_CLUSTER = 120
+
+
+def config_from_heuristic(call: GemmCall, tile: str, cluster: str, split_k: int, k_step: int,
+                          workspace_bytes: int, shared_bytes: int) -> TileConfig | None:
+    """The TileConfig of the algorithm cuBLASLt's heuristic ranks first for a shape
+    (``synperf.profile.cublaslt_query``; its tile and cluster are cuBLAS's ``MxN`` of the transposed
+    problem). On the H200 this is the kernel cuBLAS ran for all 20,418 profiled shapes (tile, K
+    step, cluster, split-K), and the grid follows from it: the tile grid rounded to clusters when it
+    fits the persistent grid, else the persistent grid; a split-K grid that would not fit becomes
+    stream-K on the persistent grid. Cooperative kernels (a workspace, no split) zero it first.
+    None for algorithms without a named tile (non-nvjet kernels)."""
+    try:
+        tile_n, tile_m = (int(x) for x in tile.split("x"))
+        cluster_n, cluster_m = (int(x) for x in cluster.split("x")[:2])
+    except ValueError:
+        return None
+    cap = _PERSISTENT_CTAS_SMALL_CLUSTER if cluster_m * cluster_n <= 2 else _PERSISTENT_CTAS_LARGE_CLUSTER
+    launched = _launched_tiles(call, tile_m, tile_n, cluster_m, cluster_n)
+    stream_k = split_k > 1 and launched * split_k > cap
+    persistent = cap if stream_k or (split_k == 1 and launched > cap) else None
+    return TileConfig(
+        kernel=f"nvjet_sm90_{tile}_{k_step}_{cluster_n}x{cluster_m}" + ("_splitK" if split_k > 1 else ""),
+        tile_m=tile_m, tile_n=tile_n, tile_k=k_step, split_k=1 if stream_k else split_k,
+        persistent_ctas=persistent, stream_k=stream_k, threads=384, shared_bytes=shared_bytes,
+        tensor_path="wgmma", reduce_kernel=split_k > 1, cluster_m=cluster_m, cluster_n=cluster_n,
+        memset=workspace_bytes > 0 and split_k == 1)
+
+
+def build_tile_table(records: list[dict], heuristic: list[dict] = ()) -> dict:
     """Tile table (see ``_tile_table``) from profiled records with m, n, k, dtype, kernel_names,
-    grids, blocks and shared_mem (lists)."""
+    grids, blocks and shared_mem (lists), plus shapes labelled by cuBLASLt's heuristic (rows of
+    ``cublaslt_query``, rank 0: m, n, k, dtype, tile, cluster, splitk, stages, workspace_bytes);
+    a profiled shape keeps its profiled kernel. Heuristic kernels take the shared memory profiled
+    for the same tile and K step (else three stages' operand tiles)."""
     dtypes: list[str] = []
     configs: list[TileConfig] = []
+    index: dict[TileConfig, int] = {}
     rows = []
-    for rec in records:
-        call = GemmCall(int(rec["m"]), int(rec["n"]), int(rec["k"]), rec["dtype"], "cublas")
-        cfg = config_from_profile(call, rec["kernel_names"], rec["grids"], rec["blocks"], rec["shared_mem"])
-        if cfg not in configs:
+    smem: dict[tuple, int] = {}
+
+    def add(call, cfg):
+        if cfg not in index:
+            index[cfg] = len(configs)
             configs.append(cfg)
         if call.dtype not in dtypes:
             dtypes.append(call.dtype)
-        rows.append([dtypes.index(call.dtype), call.m, call.n, call.k, configs.index(cfg)])
+        rows.append([dtypes.index(call.dtype), call.m, call.n, call.k, index[cfg]])
+
+    seen = set()
+    for rec in records:
+        call = GemmCall(int(rec["m"]), int(rec["n"]), int(rec["k"]), rec["dtype"], "cublas")
+        cfg = config_from_profile(call, rec["kernel_names"], rec["grids"], rec["blocks"], rec["shared_mem"])
+        smem.setdefault((call.dtype, cfg.tile_m, cfg.tile_n, cfg.tile_k), cfg.shared_bytes)
+        seen.add((call.m, call.n, call.k, call.dtype))
+        add(call, cfg)
+    for h in heuristic:
+        call = GemmCall(int(h["m"]), int(h["n"]), int(h["k"]), h["dtype"], "cublas")
+        if (call.m, call.n, call.k, call.dtype) in seen:
+            continue
+        seen.add((call.m, call.n, call.k, call.dtype))
+        # nvjet algorithms report their stages as "<K step>xAUTO"; the others are pre-Hopper
+        # kernels cuBLAS falls back to for shapes TMA cannot load (n or k not a multiple of 8)
+        stages = str(h["stages"])
+        k_step = int(stages.split("x")[0]) if stages.endswith("xAUTO") else 0
+        if int(h["splitk"]) < 1 or call.n % 8 or call.k % 8:    # -1: a split cuBLAS settles at run time
+            continue
+        probe = config_from_heuristic(call, str(h["tile"]), str(h["cluster"]), int(h["splitk"]), k_step or 64,
+                                      int(h["workspace_bytes"]), 0)
+        if probe is None or not k_step:
+            continue
+        shared = smem.get((call.dtype, probe.tile_m, probe.tile_n, k_step),
+                          min(227 * 1024, 3 * (probe.tile_m + probe.tile_n) * k_step * DTYPE_BYTES[call.dtype]))
+        add(call, config_from_heuristic(call, str(h["tile"]), str(h["cluster"]), int(h["splitk"]), k_step,
+                                        int(h["workspace_bytes"]), shared))
     return {"dtypes": dtypes, "configs": [cfg.__dict__ for cfg in configs], "rows": rows}
 
 
