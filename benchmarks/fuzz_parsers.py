@@ -410,8 +410,9 @@ class Targets:
         fields mutated: check_rows must accept or raise an InputError, and accepted rows must price."""
         import pandas as pd
 
-        from synperf.workloads.calibration import DEFAULT_DATA, check_rows, samples_from_rows
-        base = pd.read_parquet(DEFAULT_DATA).head(6).to_dict("records")
+        from synperf.workloads.calibration import (DEFAULT_DATA, _pipeline_prediction, bundled_overhead, check_rows,
+                                                   samples_from_rows)
+        base = pd.read_parquet(DEFAULT_DATA).groupby("pp").head(3).to_dict("records")   # TP and PP rows
         gpu = resolve_gpu("h200")
 
         def build(seed: int) -> list[dict]:
@@ -430,7 +431,11 @@ class Targets:
             return rows
 
         def run(seed: int):
-            samples_from_rows(check_rows(build(seed)), gpu)
+            rows = check_rows(build(seed))
+            samples_from_rows(rows, gpu)
+            for row in rows:
+                if row["pp"] > 1:
+                    _pipeline_prediction(row, gpu, bundled_overhead())
         return st.integers(0, 2 ** 63), run, lambda s: f"check_rows({build(s)!r})"[:4000]
 
 
