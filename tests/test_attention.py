@@ -285,3 +285,22 @@ def test_prefill_is_paged_only_when_a_page_size_is_given():
     decompose = families()["attention"].decompose
     assert "Ragged" in decompose(ragged, gpu)[0].name
     assert "Paged" in decompose(paged, gpu)[0].name
+
+
+def test_flashinfer_decode_cuda_graph_plan_always_splits_and_pads_the_grid():
+    """DecodePlan with enable_cuda_graph: below a full wave the KV is split even when no request
+    is cut, and the grid is max_grid / num_kv_heads rows; the eager plan launches no merge then."""
+    from synperf.cases import parse_case
+
+    h200 = resolve_gpu("h200")
+    decompose = A.decompose
+    base = {"family": "attention", "dtype": "bf16", "library": "flashinfer", "phase": "decode", "batch": 4,
+            "kv_len": 100, "num_heads": 32, "num_kv_heads": 4, "head_dim": 128, "page_size": 1}
+    eager = decompose(parse_case(base).call, h200)
+    graph = decompose(parse_case({**base, "cuda_graph": True}).call, h200)
+    assert len(eager) == 1 and "grid=(4,4,1)" in eager[0].notes
+    # group 8 compiles to 56 registers: 9 CTAs of 128 threads an SM, 9 x 132 / 4 kv heads = 297 rows
+    assert len(graph) == 2 and "grid=(297,4,1)" in graph[0].notes
+    assert graph[0].total_demand[1] == pytest.approx(eager[0].total_demand[1])   # padding CTAs do no work
+    with pytest.raises(InputError, match="cuda_graph"):
+        parse_case({**base, "num_heads": 24, "num_kv_heads": 4, "cuda_graph": True})   # group 6: tensor-core path
