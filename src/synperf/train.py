@@ -88,13 +88,17 @@ def _neusight_predict(model: EfficiencyModel, group: dict, mask: np.ndarray) -> 
     return np.asarray(group["static_wave"])[mask] * np.exp(model.predict(np.asarray(group["X_tile"])[mask])[:, 1])
 
 
-def train(records: Iterable[dict], registry, out: Path, seed: int = 0, epochs: int = 300) -> list[dict]:
+MEMBERS = 5   # networks per family model (efficiency.py)
+
+
+def train(records: Iterable[dict], registry, out: Path, seed: int = 0, epochs: int = 300,
+          members: int = MEMBERS) -> list[dict]:
     out.mkdir(parents=True, exist_ok=True)
     summary = []
     for family, group in sorted(build_rows(records, registry).items()):
         X, y = np.asarray(group["X"]), np.asarray(group["y"])
         start = time.perf_counter()
-        model = EfficiencyModel(epochs=epochs, seed=seed).fit(X, y, family_feature_names(family))
+        model = EfficiencyModel(epochs=epochs, seed=seed, members=members).fit(X, y, family_feature_names(family))
         gpus = sorted(set(group["gpu"]))
         card = {"family": family, "rows": int(len(y)), "gpus": gpus, "seed": seed,
                 "train_seconds": round(time.perf_counter() - start, 1),
@@ -148,7 +152,7 @@ def evaluate(records: Iterable[dict], registry, models: dict, baseline_records: 
 
 
 def leave_one_gpu_out(records: Iterable[dict], registry, seed: int = 0, epochs: int = 150,
-                      points: dict | None = None) -> list[dict]:
+                      points: dict | None = None, members: int = MEMBERS) -> list[dict]:
     """For every family and every die with data (GPUs of one silicon are held out together):
     train on the other dies' rows, predict this die's. Latency MAPE and 80 % coverage per GPU,
     next to the plain roofline on the same rows; ``points`` collects (measured, predicted, GPU)."""
@@ -162,7 +166,8 @@ def leave_one_gpu_out(records: Iterable[dict], registry, seed: int = 0, epochs: 
             test, train_mask = silicon == held, silicon != held
             if train_mask.sum() < 200:
                 continue
-            model = EfficiencyModel(epochs=epochs, seed=seed).fit(X[train_mask], y[train_mask], family_feature_names(family))
+            model = EfficiencyModel(epochs=epochs, seed=seed, members=members).fit(X[train_mask], y[train_mask],
+                                                                                  family_feature_names(family))
             q = model.predict(X[test])
             neusight = _neusight_predict(_fit_neusight(group, train_mask, family, seed, epochs), group, test)
             pred, low, high = (ceiling[test] * np.exp(q[:, i]) for i in (1, 0, 2))
