@@ -300,6 +300,18 @@ def test_data_summary_on_non_parquet(tmp_path, capsys):
         one_line_error(code, err)
 
 
+def test_rows_without_a_gpu_are_named_not_a_trace(tmp_path, capsys):
+    pa = pytest.importorskip("pyarrow")
+    pq = pytest.importorskip("pyarrow.parquet")
+    path = tmp_path / "rows.parquet"
+    pq.write_table(pa.table({"family": ["gemm"], "dtype": ["bf16"], "library": ["cublas"], "m": [8], "n": [64],
+                             "k": [64], "latency_us": [5.0]}), path)
+    for args in (["data", "summary", path], ["eval", "--leave-one-gpu-out", path]):
+        code, out, err = run(capsys, *args)
+        one_line_error(code, err)
+        assert "names no GPU" in err
+
+
 def test_data_import_wrong_paths(tmp_path, capsys):
     out_file = tmp_path / "out.parquet"
     for source in ("aiconfigurator", "vidur", "pipeweave"):

@@ -82,7 +82,10 @@ def case_of(record: dict) -> dict:
 
 
 def gpu_of(record: dict) -> str:
-    return record.get("gpu") or record["gpu_name"]
+    gpu = record.get("gpu") or record.get("gpu_name")
+    if not gpu:
+        raise SynperfError(f"{record.get('_file', 'a dataset row')}: a row names no GPU (no `gpu` or `gpu_name` field)")
+    return gpu
 
 
 def summary(records: Iterable[dict]) -> list[dict]:
@@ -161,8 +164,9 @@ def _usable(records: Iterable[dict], registry) -> Iterator[tuple[dict, object, o
         latency = rec.get("latency_us")
         if latency is None or not math.isfinite(latency) or latency <= 0:
             continue
+        gpu_id = gpu_of(rec)          # a file whose rows name no GPU is an error, not a skip
         try:
-            yield rec, parse_case(case_of(rec)), registry.get(gpu_of(rec))
+            yield rec, parse_case(case_of(rec)), registry.get(gpu_id)
         except SynperfError:
             continue
 
