@@ -267,3 +267,14 @@ def test_run_stops_at_time_budget(tmp_path, monkeypatch):
     summary = q.run([(1, 64, 64, "bf16")] * 3, str(tmp_path / "q.parquet"), 2, 32, 1, check=0, budget_s=1e-9)
     assert summary["stopped"] == "time budget" and summary["queried"] == 0
     assert len(pd.read_parquet(tmp_path / "q.parquet")) == 0
+
+
+def test_model_shapes_cover_the_bundled_models_gemms():
+    from synperf.profile.cublaslt_query import model_m_values, shapes_from_models
+
+    m_values = model_m_values()
+    assert m_values[:3] == [1, 2, 3] and m_values[-1] == 32768 and all(a < b for a, b in zip(m_values, m_values[1:]))
+    shapes = set(shapes_from_models([1, 512]))
+    # Llama-3.1-8B at TP 1: QKV 6144 x 4096, gate/up 28672 x 4096, down 4096 x 14336; at TP 8 its down is 4096 x 1792
+    for n, k in ((6144, 4096), (28672, 4096), (4096, 14336), (4096, 1792)):
+        assert (512, n, k, "bf16") in shapes and (1, n, k, "bf16") in shapes

@@ -226,6 +226,41 @@ def random_shapes(count: int, seed: int = 0) -> list[tuple]:
     return [(int(a), int(b), int(c), "bf16") for a, b, c in zip(m, n, k)]
 
 
+MODEL_TPS = (1, 2, 4, 8)
+
+
+def model_m_values() -> list[int]:
+    """Token counts a serving engine runs GEMMs at: every m to 256, every 8th to 1024, then steps of
+    about 3 % to 32768 (where cuBLAS's choice changes slowly)."""
+    values = set(range(1, 257)) | set(range(264, 1025, 8))
+    m = 1024.0
+    while m < 32768:
+        m *= 1.03
+        values.add(min(32768, int(round(m / 8)) * 8))
+    return sorted(values)
+
+
+def shapes_from_models(m_values: list[int] | None = None) -> list[tuple]:
+    """bf16 (m, n, k) of every GEMM of every bundled model's forward pass (engines.forward_pass, as
+    SGLang runs it) at TP 1, 2, 4 and 8 where the model splits, for each m: the shapes an
+    end-to-end simulation prices, so a tile table built from them holds cuBLAS's exact choice."""
+    from synperf.gpu import resolve_gpu
+    from synperf.workloads.engines import forward_pass
+    from synperf.workloads.model import bundled_models, load_model
+
+    gpu = resolve_gpu("h200")
+    pairs = set()
+    for name in bundled_models():
+        model = load_model(name)
+        for tp in MODEL_TPS:
+            try:
+                fp = forward_pass(model, gpu, tp, "sglang", "prefill", [64])
+            except Exception:  # noqa: BLE001 (a TP size the model does not split into)
+                continue
+            pairs |= {(int(case["n"]), int(case["k"])) for case, _count, _tag in fp.kernels if case["family"] == "gemm"}
+    return [(m, n, k, "bf16") for n, k in sorted(pairs) for m in (m_values or model_m_values())]
+
+
 def spread(shapes: list[tuple], count: int) -> list[tuple]:
     """Up to ``count`` of ``shapes`` evenly spaced in m*n*k order, smallest and largest included."""
     ordered = sorted(set(shapes), key=lambda s: (s[0] * s[1] * s[2], s))
@@ -655,6 +690,8 @@ def main(argv=None) -> int:
     p.add_argument("--shapes", action="append", default=[], metavar="PATH.jsonl",
                    help='lines {"m":..,"n":..,"k":..,"dtype":"bf16"} (repeatable)')
     p.add_argument("--random", type=int, default=0, metavar="N", help="add N log-uniform random bf16 shapes")
+    p.add_argument("--from-models", action="store_true",
+                   help="add every GEMM (n, k) of the bundled models at TP 1-8, for m from 1 to 32768")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--top", type=int, default=4, help="heuristic results kept per shape")
     p.add_argument("--workspace-mib", type=float, default=WORKSPACE_MIB, help="workspace limit, bf16/fp16")
@@ -675,6 +712,7 @@ def main(argv=None) -> int:
             except Exception as exc:  # noqa: BLE001 (an unreadable source is skipped, the others still run)
                 print(f"{path}: skipped ({type(exc).__name__}: {exc})", file=sys.stderr)
     shapes += random_shapes(args.random, args.seed) if args.random > 0 else []
+    shapes += shapes_from_models() if args.from_models else []
     shapes = list(dict.fromkeys(shapes))
     if shapes:
         if args.top < 1:
@@ -687,7 +725,7 @@ def main(argv=None) -> int:
             return 1
         print(json.dumps(summary), flush=True)
     elif not args.compare:
-        p.error("no shapes: give --from-parquet, --shapes or --random")
+        p.error("no shapes: give --from-parquet, --shapes, --random or --from-models")
     if args.compare:
         import pandas as pd
 
