@@ -14,7 +14,8 @@ Timing follows SGLang's ``bench_one_batch``: all prompts are prefilled as one ea
 every phase is wall-clock between device synchronisations. One profiled prefill and one profiled
 decode step add a per-kernel breakdown (CUPTI) so errors can be attributed.
 
-Run on a GPU (one process per GPU for TP, e.g. ``torchrun --nproc-per-node 2``)::
+Run on a GPU (one process per GPU for TP and PP, e.g. ``torchrun --nproc-per-node 2``; ``--pp N``
+splits the processes into N pipeline stages of TP ranks each)::
 
     python -m synperf.profile.engine --models llama-3.1-8b,qwen3-8b --layers 8 --out e2e.parquet
 """
