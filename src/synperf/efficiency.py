@@ -108,10 +108,12 @@ class EfficiencyModel:
         if not hasattr(self, "weights_"):
             raise NotFittedError("the efficiency model is not fitted")
         X = np.atleast_2d(np.asarray(X, dtype=np.float64))
-        Z = (X - self.mean_) / self.scale_
-        out = np.mean([self._forward([w[k] for w in self.weights_], [b[k] for b in self.biases_], Z)[1]
-                       for k in range(self.weights_[0].shape[0])], axis=0)
-        return np.clip(np.sort(out, axis=1), self.floor, self.target_max_[0])
+        h = ((X - self.mean_) / self.scale_)[None]             # all members at once: (member, row, unit)
+        for layer, (W, b) in enumerate(zip(self.weights_, self.biases_)):
+            h = h @ W + b[:, None, :]
+            if layer < len(self.weights_) - 1:
+                h = np.maximum(h, 0.0)
+        return np.clip(np.sort(h.mean(axis=0), axis=1), self.floor, self.target_max_[0])
 
     def out_of_range(self, X: np.ndarray) -> np.ndarray:
         """Per row: is any feature outside the training range (with a 5 % margin of that range)?"""
