@@ -138,9 +138,11 @@ def test_dram_differences_are_explained(checked):
     assert (held.dram_write_measured < held.dram_write_model).all()
 
 
-def test_moe_random_routing_explains_the_tensor_gap(checked):
+def test_moe_random_layout_explains_the_tensor_counters(checked):
+    """The harness routes at random; the decomposer's typical-random block layout matches the
+    tensor counters better than a round-robin (balanced) one would."""
     rows = _family(checked[1], "moe")
-    assert cc._within(rows.tensor_total_ratio_random_routing, 0.05) > cc._within(rows.tensor_total_ratio, 0.05)
+    assert cc._within(rows.tensor_total_ratio, 0.01) > cc._within(rows.tensor_total_ratio_balanced_routing, 0.01)
     # all experts hit whatever the routing: the expectation is the balanced count
     assert moe.expected_active_blocks_random(128, 32, 6, 64) == pytest.approx(32.0, rel=1e-6)
     assert moe.expected_active_blocks_random(10, 4, 4, 16) == 4.0

@@ -15,9 +15,11 @@ def cfg(bm=16, bn=32, bk=64, gm=1, warps=4, stages=3):
             "num_warps": warps, "num_stages": stages}
 
 
-def call(tokens=4, hidden=128, intermediate=64, e=8, topk=2, stage="w13", config=None, dtype="bf16"):
+def call(tokens=4, hidden=128, intermediate=64, e=8, topk=2, stage="w13", config=None, dtype="bf16",
+         routing="balanced"):
+    # the by-hand layouts below are round-robin ones; the random layout has its own tests
     obj = {"tokens": tokens, "hidden": hidden, "intermediate": intermediate, "num_experts": e,
-           "topk": topk, "stage": stage}
+           "topk": topk, "stage": stage, "routing": routing}
     if config is not None:
         obj["config"] = config
     return moe.parse(obj, dtype, LIB)
@@ -32,7 +34,7 @@ def test_family_is_registered():
 
 def test_padding_tokens4_e8_top2_bm16():
     # P = 8 pairs, one per expert -> 8 blocks of 1 valid row; EM = 8 + 8*15 = 128 (P >= E: no cap).
-    p = moe.padding(4, 8, 2, 16)
+    p = moe.padding(4, 8, 2, 16, "balanced")
     assert p.counts.tolist() == [1] * 8
     assert (p.em, p.grid_m, p.active_m, p.padded_total, p.exit_m) == (128, 8, 8, 128, 0)
     assert p.block_rows.tolist() == [1] * 8
@@ -40,27 +42,48 @@ def test_padding_tokens4_e8_top2_bm16():
 
 def test_padding_cap_when_fewer_pairs_than_experts():
     # P = 6 < E = 8: EM = min(6 + 8*15, 6*16) = 96 -> 6 M blocks, all active (6 experts, 1 pair each).
-    p = moe.padding(3, 8, 2, 16)
+    p = moe.padding(3, 8, 2, 16, "balanced")
     assert (p.em, p.grid_m, p.active_m, p.exit_m) == (96, 6, 6, 0)
     assert moe.max_padded_len(6, 8, 16) == 96
 
 
 def test_padding_with_early_exit_blocks():
     # P = 80: 10 per expert -> 8 active blocks; EM = 80 + 120 = 200 -> 13 M blocks, 5 exit early.
-    p = moe.padding(40, 8, 2, 16)
+    p = moe.padding(40, 8, 2, 16, "balanced")
     assert (p.em, p.grid_m, p.active_m, p.padded_total, p.exit_m) == (200, 13, 8, 128, 5)
     # P = 200: 25 per expert -> blocks of 16 and 9 rows; EM = 320 -> 20 M blocks, 4 exit.
-    p = moe.padding(100, 8, 2, 16)
+    p = moe.padding(100, 8, 2, 16, "balanced")
     assert (p.grid_m, p.active_m, p.exit_m) == (20, 16, 4)
     assert p.block_rows.tolist() == [16, 9] * 8
 
 
 def test_padding_uneven_round_robin():
     # P = 26 over 4 experts: round robin gives 7, 7, 6, 6.
-    p = moe.padding(13, 4, 2, 16)
+    p = moe.padding(13, 4, 2, 16, "balanced")
     assert p.counts.tolist() == [7, 7, 6, 6]
     assert p.block_rows.tolist() == [7, 7, 6, 6]
     assert p.padded_total == 64
+
+
+def test_random_layout_is_a_typical_draw():
+    """Binomial quantiles: the counts sum to the pairs, and their blocks match the expected block
+    count under uniform random routing."""
+    for tokens, e, topk, bm in ((405, 128, 4, 16), (7372, 64, 6, 16), (5, 128, 4, 64), (32768, 8, 2, 64)):
+        counts = np.array(moe.random_expert_counts(tokens, e, topk))
+        assert counts.sum() == tokens * topk and (np.diff(counts) <= 0).all()
+        p = moe.padding(tokens, e, topk, bm)
+        expected = moe.expected_active_blocks_random(tokens, e, topk, bm)
+        assert abs(p.active_m - expected) <= max(1.0, 1e-3 * expected)
+    # T = 4, E = 8, top-2: Binomial(4, 1/4) quantiles 0,0,0,1,1,1,2,2 (+1 to sum to 8): 5 experts hit
+    assert moe.random_expert_counts(4, 8, 2) == (3, 2, 1, 1, 1, 0, 0, 0)
+
+
+def test_routing_field_and_its_variant():
+    assert moe.parse({"tokens": 4, "hidden": 128, "intermediate": 64, "num_experts": 8, "topk": 2},
+                     "bf16", LIB).routing == "random"
+    assert moe.variant(call()) == "routing_balanced"
+    with pytest.raises(InputError, match="routing"):
+        call(routing="skewed")
 
 
 def test_w13_grid_and_classes_small(h100):
@@ -101,7 +124,7 @@ def test_total_flop_matches_padded_gemm(h100):
         k = call(tokens, hidden, inter, e, topk, "all", c)
         launches = moe.decompose(k, h100)
         w13, w2 = [ln for ln in launches if ln.name.startswith("synperf_fused_moe_kernel")]
-        pad = moe.padding(tokens, e, topk, c["BLOCK_SIZE_M"])
+        pad = moe.padding(tokens, e, topk, c["BLOCK_SIZE_M"], "balanced")
         kp13 = -(-hidden // c["BLOCK_SIZE_K"]) * c["BLOCK_SIZE_K"]
         kp2 = -(-inter // c["BLOCK_SIZE_K"]) * c["BLOCK_SIZE_K"]
         n13 = -(-2 * inter // c["BLOCK_SIZE_N"]) * c["BLOCK_SIZE_N"]

@@ -13,10 +13,11 @@ The kernel modelled is ``synperf.profile.triton_moe`` (structured like vLLM's ``
   the loads of A rows past the expert's real count are masked off (no memory traffic), the B tile
   always loads BN columns (``offs_n % N`` wraps), the store is masked to real rows and columns.
 
-Routing assumption (see docs/kernels-moe.md): tasks come from a deterministic balanced round-robin
-assignment (pair i -> expert i mod E, as PipeWeave does); the compulsory DRAM read of expert weights
-uses the expected number of distinct experts hit under uniform random top-k routing, which is never
-above the balanced count, so the DRAM ceiling stays a lower bound.
+Routing (case field ``routing``, docs/kernels-moe.md): ``random`` (default; what the profiles and
+the reference engine run) lays the blocks out for a typical uniform-random top-k draw, the per-expert
+pair counts being the Binomial(T, topk/E) quantiles; ``balanced`` uses round-robin (pair i -> expert
+i mod E, as PipeWeave does). The compulsory DRAM read of expert weights uses the expected number of
+distinct experts hit under uniform random routing either way.
 
 Stage "all" = the align step (the ~30 small torch launches of ``profile.moe_align``), w13,
 SiLU-and-mul (``profile.triton_elementwise.silu_and_mul_triton``), w2, and the top-k sum
@@ -40,7 +41,8 @@ from synperf.validate import MAX_TOKENS, get_choice, get_int
 FAMILY = "moe"
 LIBRARIES = ("triton_fused_moe",)
 DTYPES = ("bf16", "fp16")
-FIELDS = {"tokens", "hidden", "intermediate", "num_experts", "topk", "stage", "config"}
+FIELDS = {"tokens", "hidden", "intermediate", "num_experts", "topk", "stage", "config", "routing"}
+ROUTINGS = ("random", "balanced")
 
 STAGES = ("w13", "w2", "all")
 DEFAULT_RULES = ("vllm_default", "sglang_default")
@@ -129,6 +131,12 @@ class MoeCall:
     config_source: str      # "explicit" or the default rule's name
     dtype: str
     library: str
+    routing: str = "random"
+
+
+def variant(call: MoeCall) -> str:
+    """What the efficiency model must have seen (``features.case_variant``): the routing layout."""
+    return f"routing_{call.routing}"
 
 
 def _parse_config_dict(value: Mapping[str, Any]) -> MoeConfig:
@@ -184,7 +192,8 @@ def parse(obj: dict, dtype: str, library: str) -> MoeCall:
     else:
         raise InputError(f"must be a config object or one of {', '.join(DEFAULT_RULES)}, got {type(raw).__name__}",
                          "config")
-    return MoeCall(tokens, hidden, intermediate, num_experts, topk, stage, config, source, dtype, library)
+    routing = get_choice(obj, "routing", ROUTINGS, default="random")
+    return MoeCall(tokens, hidden, intermediate, num_experts, topk, stage, config, source, dtype, library, routing)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -236,7 +245,7 @@ def expected_active_blocks_random(tokens: int, num_experts: int, topk: int, bloc
 
 @dataclass(frozen=True)
 class Padding:
-    counts: np.ndarray          # pairs per expert (balanced)
+    counts: np.ndarray          # pairs per expert
     block_rows: np.ndarray      # valid rows of each active M block, in sorted (expert) order
     em: int                     # len(sorted_token_ids): the grid's M extent
     grid_m: int                 # cdiv(EM, BM)
@@ -248,10 +257,32 @@ class Padding:
         return self.grid_m - self.active_m
 
 
-def padding(tokens: int, num_experts: int, topk: int, block_m: int) -> Padding:
-    """Expert-sorted, BM-padded layout of the balanced assignment: expert e's c_e pairs fill
-    ceil(c_e / BM) blocks, all full but the last, which holds the remaining rows."""
-    counts = balanced_expert_counts(tokens, num_experts, topk)
+@lru_cache(maxsize=65_536)
+def random_expert_counts(tokens: int, num_experts: int, topk: int) -> tuple[int, ...]:
+    """Pairs per expert of a typical uniform-random top-k routing: the quantiles of
+    Binomial(tokens, topk / E) at (e + 0.5) / E, largest first, the rounding remainder on the
+    largest so that they sum to tokens * topk (round-robin if that would go negative)."""
+    pairs, p = tokens * topk, topk / num_experts
+    if p >= 1.0:
+        return (tokens,) * num_experts
+    mean, sd = tokens * p, math.sqrt(tokens * p * (1.0 - p))
+    lo, hi = max(0, int(mean - 12 * sd) - 1), min(tokens, int(mean + 12 * sd) + 2)
+    c = np.arange(lo, hi + 1, dtype=np.float64)
+    log_choose = np.array([math.lgamma(tokens + 1.0) - math.lgamma(x + 1.0) - math.lgamma(tokens - x + 1.0) for x in c])
+    cdf = np.cumsum(np.exp(log_choose + c * math.log(p) + (tokens - c) * math.log1p(-p)))
+    quantiles = (np.arange(num_experts) + 0.5) / num_experts
+    counts = c[np.minimum(np.searchsorted(cdf, quantiles), c.size - 1)].astype(np.int64)[::-1]
+    counts[0] += pairs - counts.sum()
+    if counts[0] < 0:
+        return tuple(int(x) for x in balanced_expert_counts(tokens, num_experts, topk))
+    return tuple(int(x) for x in counts)
+
+
+def padding(tokens: int, num_experts: int, topk: int, block_m: int, routing: str = "random") -> Padding:
+    """Expert-sorted, BM-padded layout: expert e's c_e pairs fill ceil(c_e / BM) blocks, all full
+    but the last, which holds the remaining rows. Counts from ``routing`` (module docstring)."""
+    counts = (np.array(random_expert_counts(tokens, num_experts, topk), dtype=np.int64) if routing == "random"
+              else balanced_expert_counts(tokens, num_experts, topk))
     blocks = -(-counts // block_m)
     active_m = int(blocks.sum())
     block_rows = np.full(active_m, block_m, dtype=np.int64)
@@ -356,7 +387,7 @@ def gemm_launch(call: MoeCall, gpu, which: str) -> Launch:
         raise InputError(f"needs {smem} B of shared memory for num_stages x (A + B tiles), "
                          f"{gpu.id} allows {limit} B per block (Triton would fail with OutOfResources)", "config")
     path = tensor_path(cfg, gpu)
-    pad = padding(call.tokens, call.num_experts, call.topk, cfg.block_m)
+    pad = padding(call.tokens, call.num_experts, call.topk, cfg.block_m, call.routing)
     grid_n = ceil_div(n, cfg.block_n)
     last_cols = n - (grid_n - 1) * cfg.block_n
     k_pad = ceil_div(k, cfg.block_k) * cfg.block_k
