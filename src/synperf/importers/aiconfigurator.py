@@ -250,7 +250,7 @@ def records_of_frame(df, kind: str, report: Report, *, gpus=None, validator=None
         df, rule = df2, rule[keep]
         common = {k: v[keep] for k, v in common.items()}
         masks = [
-            (df["distribution"] != "balanced", "moe routing distribution not balanced (synperf models balanced routing)"),
+            (df["distribution"] != "balanced", "moe routing distribution not balanced (power-law routing is not modelled)"),
             (df["moe_ep_size"] != 1, "moe expert parallel (moe_ep_size > 1) not modelled"),
             (df["inter_size"] % df["moe_tp_size"] != 0, "moe inter_size not divisible by moe_tp_size"),
         ]
@@ -263,7 +263,8 @@ def records_of_frame(df, kind: str, report: Report, *, gpus=None, validator=None
                 common = {k: v[keep] for k, v in common.items()}
         case = {"family": "moe", "dtype": "bf16", "library": "triton_fused_moe", "tokens": df["num_tokens"],
                 "hidden": df["hidden_size"], "intermediate": df["inter_size"] // df["moe_tp_size"],
-                "num_experts": df["num_experts"], "topk": df["topk"], "stage": "all", "config": rule}
+                "num_experts": df["num_experts"], "topk": df["topk"], "stage": "all", "config": rule,
+                "routing": "balanced"}
     if not len(df):
         return
     latency_us = (df["latency"].astype(float) * 1000.0).tolist()   # ms -> µs

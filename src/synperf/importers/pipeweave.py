@@ -4,7 +4,7 @@
   pass only (``weight_type`` == w13), timed under explicit tile configurations. Columns: M (tokens),
   E (experts), topk, H (hidden), N (per-expert intermediate size; w13 is [E, 2N, H]),
   BLOCK_SIZE_M/N/K, GROUP_SIZE_M, num_warps, num_stages, avg_duration (µs). Routing is
-  round-robin (balanced), as synperf assumes. The three files per GPU are overlapping selections
+  round-robin (the cases say ``routing: balanced``). The three files per GPU are overlapping selections
   of one sweep (configs within 99 % / 99.5 % of the best, and the top 3): a row identical to one
   already read (same GPU, shape, config and duration) is dropped as a duplicate.
 - ``gemm_fp8_train.csv``: block-scaled FP8 GEMM (vLLM CUTLASS), M, N, K, avg_duration (µs),
@@ -103,7 +103,7 @@ def _moe_file(file, name, report, validator, seen, limit) -> Iterator[dict]:
     case = {"family": "moe", "dtype": "bf16", "library": "triton_fused_moe", "tokens": case_cols["tokens"],
             "hidden": case_cols["hidden"], "intermediate": case_cols["intermediate"],
             "num_experts": case_cols["num_experts"], "topk": case_cols["topk"], "stage": "w13",
-            "config": case_cols["config"]}
+            "config": case_cols["config"], "routing": "balanced"}
     yield from emit(case, {"gpu": gpu, "kernel_source": "pipeweave Triton fused_moe_kernel (w13)"}, lat,
                     report, validator, source=SOURCE, cache=CACHE, extra={"file": name})
 
