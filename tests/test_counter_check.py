@@ -11,7 +11,7 @@ pytest.importorskip("pyarrow")
 
 from synperf import counter_check as cc  # noqa: E402
 from synperf.gpu import resolve_gpu  # noqa: E402
-from synperf.kernels import gemm, moe  # noqa: E402
+from synperf.kernels import gemm  # noqa: E402
 
 COUNTERS = Path(__file__).resolve().parents[1] / "data" / "h200-system" / "counters.parquet"
 
@@ -143,9 +143,6 @@ def test_moe_random_layout_explains_the_tensor_counters(checked):
     tensor counters better than a round-robin (balanced) one would."""
     rows = _family(checked[1], "moe")
     assert cc._within(rows.tensor_total_ratio, 0.01) > cc._within(rows.tensor_total_ratio_balanced_routing, 0.01)
-    # all experts hit whatever the routing: the expectation is the balanced count
-    assert moe.expected_active_blocks_random(128, 32, 6, 64) == pytest.approx(32.0, rel=1e-6)
-    assert moe.expected_active_blocks_random(10, 4, 4, 16) == 4.0
 
 
 def test_summary_and_targets(checked):

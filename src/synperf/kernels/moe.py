@@ -226,23 +226,6 @@ def expected_active_experts(tokens: int, num_experts: int, topk: int) -> float:
     return e * (1.0 - miss)
 
 
-@lru_cache(maxsize=65_536)
-def expected_active_blocks_random(tokens: int, num_experts: int, topk: int, block_m: int) -> float:
-    """Expected BLOCK_SIZE_M blocks after moe_align when each token picks topk distinct experts
-    uniformly at random: an expert's pair count is Binomial(tokens, topk / E) and it holds
-    ceil(count / BM) blocks. The sum runs over mean +- 12 standard deviations (the rest of the
-    binomial mass is below 1e-30)."""
-    p = topk / num_experts
-    if p >= 1.0:
-        return float(num_experts * math.ceil(tokens / block_m))
-    mean, sd = tokens * p, math.sqrt(tokens * p * (1.0 - p))
-    lo, hi = max(0, int(mean - 12 * sd) - 1), min(tokens, int(mean + 12 * sd) + 2)
-    c = np.arange(lo, hi + 1, dtype=np.float64)
-    log_choose = np.array([math.lgamma(tokens + 1.0) - math.lgamma(x + 1.0) - math.lgamma(tokens - x + 1.0) for x in c])
-    log_pmf = log_choose + c * math.log(p) + (tokens - c) * math.log1p(-p)
-    return float(num_experts * (np.exp(log_pmf) * np.ceil(c / block_m)).sum())
-
-
 @dataclass(frozen=True)
 class Padding:
     counts: np.ndarray          # pairs per expert
