@@ -30,8 +30,10 @@ def test_ceiling_is_the_largest_pipe_and_units_hold(h100):
     assert ld.ceiling_us == pytest.approx(ld.fixed_us + max(r.ideal_us for r in ld.rows))
     assert d.ceiling_us == pytest.approx(sum(x.ceiling_us for x in d.launches))
     tensor = ld.row("tensor")
+    # the FLOP issued: the call's, plus the padding of edge tiles when cuBLAS's tile does not divide
+    assert 2 * 8192 ** 3 <= tensor.gpu_demand <= 2 * 8192 ** 3 * 1.1
     # GPU-wide tensor time = FLOP / (SMs x rate x clock), in microseconds
-    expected = 2 * 8192 ** 3 / (132 * 4096 * h100.clock_hz) * 1e6
+    expected = tensor.gpu_demand / (132 * 4096 * h100.clock_hz) * 1e6
     assert tensor.gpu_us == pytest.approx(expected)
     assert d.bound == "tensor"
     assert [r.pipe for r in ld.rows] == list(PIPES)
@@ -61,3 +63,18 @@ def test_gpu_without_fp8_is_refused(a100):
     from synperf.errors import SpecError
     with pytest.raises(SpecError, match="fp8"):
         demand({"family": "gemm", "m": 64, "n": 64, "k": 64, "dtype": "fp8_e4m3", "library": "cublaslt_scaled_mm"}, a100)
+
+
+def test_dirty_l2_keeps_the_ceiling_and_prices_the_write_back_apart(h100):
+    """A dirty L2 moves no compulsory byte: the ceiling is the cold one. The write-back the call may
+    pay is at most the whole L2 at DRAM bandwidth, and no more than the bytes the call moves."""
+    small = {"family": "rmsnorm", "tokens": 4, "hidden": 4096}
+    big = {"family": "gemm", "m": 64, "n": 8192, "k": 8192}
+    for case in (small, big):
+        cold, dirty = demand(case, h100), demand(dict(case, cache="cold_dirty"), h100)
+        assert dirty.ceiling_us == cold.ceiling_us and cold.dirty_writeback_us == 0
+        moved = sum(ld.row("dram").gpu_demand for ld in cold.launches)
+        expected = min(moved, h100.l2_size_mb * 1e6) / (h100.dram_bandwidth_gb_s * 1e9) * 1e6
+        assert dirty.dirty_writeback_us == pytest.approx(expected)
+    assert demand(dict(big, cache="cold_dirty"), h100).dirty_writeback_us == pytest.approx(
+        h100.l2_size_mb * 1e6 / (h100.dram_bandwidth_gb_s * 1e9) * 1e6)   # 128 MB of weights: the whole L2

@@ -126,3 +126,18 @@ def test_case_to_row_serialises_nested_fields():
     assert row["id"] == case_id(c)
     with pytest.raises(ValueError):
         normalize_case({"family": "nope"})
+
+
+def test_cache_state_decides_the_flush_and_the_id():
+    c = {"family": "gemm", "m": 16, "n": 4096, "k": 4096}
+    ids = {case_id(dict(c, cache=state)) for state in ("cold", "cold_dirty", "warm")}
+    assert len(ids) == 3      # a shape timed after a clean and after a dirtying flush: two rows
+    with pytest.raises(ValueError, match="cache must be one of"):
+        normalize_case(dict(c, cache="hot"))
+
+
+def test_profile_cli_sets_the_cache_state_of_planned_cases(capsys):
+    from synperf.profile.cli import main
+    assert main(["--family", "rope", "--n", "3", "--cache", "cold_dirty", "--dry-run"]) == 0
+    cases = [json.loads(line) for line in capsys.readouterr().out.splitlines() if line.strip()]
+    assert len(cases) == 3 and {c["cache"] for c in cases} == {"cold_dirty"}

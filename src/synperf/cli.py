@@ -170,7 +170,7 @@ def _heuristic_rows(path: str) -> list[dict]:
 
 def cmd_data_gemm_tiles(args) -> int:
     from synperf.dataset import iter_records
-    from synperf.kernels.gemm import build_tile_table
+    from synperf.kernels.gemm import build_tile_table, write_tile_table
     records = []
     for rec in iter_records(args.paths):
         if rec.get("family") == "gemm" and rec.get("library") in ("cublas", "cublaslt_scaled_mm") and rec.get("kernel_names"):
@@ -181,9 +181,8 @@ def cmd_data_gemm_tiles(args) -> int:
     for path in args.heuristic or ():
         heuristic += _heuristic_rows(path)
     table = build_tile_table(records, heuristic)
-    with open(args.output, "w", encoding="utf-8") as f:
-        json.dump(table, f, separators=(",", ":"))
-    print(f"{len(table['rows'])} shapes, {len(table['configs'])} kernel configurations -> {args.output}")
+    rows_path = write_tile_table(table, args.output)
+    print(f"{len(table['rows'])} shapes, {len(table['configs'])} kernel configurations -> {args.output}, {rows_path}")
     return 0
 
 

@@ -14,7 +14,11 @@ from synperf.tasks import FMA, L2, SHARED, TENSOR, XU, Launch
 
 PIPES = ("tensor", "fma", "xu", "dram", "l2", "shared", "latency")
 UNITS = {"tensor": "FLOP", "fma": "op", "xu": "op", "dram": "B", "l2": "B", "shared": "B", "latency": "round"}
-CACHE_STATES = ("cold", "warm")
+# cold: operands not in L2, L2 holding clean lines (a layer's weights in a forward pass);
+# cold_dirty: operands not in L2 and L2 full of dirty lines that must be written back as they are
+# evicted (what benchmarks flushing L2 with a store measure); warm: the previous identical call
+# left its operands in L2.
+CACHE_STATES = ("cold", "cold_dirty", "warm")
 
 
 @dataclass(frozen=True)
@@ -54,6 +58,10 @@ class LaunchDemand:
 class KernelDemand:
     """All launches of one kernel call (e.g. a split-K GEMM and its reduce), run back to back."""
     launches: tuple[LaunchDemand, ...]
+    # cold_dirty only: DRAM time to write back the dirty lines the call evicts (at most the whole
+    # L2, as each line it brings in evicts one). Kept out of the ceiling: kernels pay only part of
+    # it (the share is fitted on shapes measured both ways, train.fit_writeback_share).
+    dirty_writeback_us: float = 0.0
 
     @property
     def ceiling_us(self) -> float:
@@ -72,7 +80,7 @@ def dram_bytes(launch: Launch, gpu: GpuSpec, cache: str) -> float:
     """Compulsory DRAM traffic. Cold: every input read once and every output written once. Warm:
     the previous identical call left inputs and outputs in L2, so only what overflows L2 moves."""
     total = launch.dram_read_bytes + launch.dram_write_bytes
-    if cache == "cold":
+    if cache != "warm":
         return total
     return max(0.0, total - gpu.l2_size_mb * 1e6)
 
@@ -112,4 +120,9 @@ def launch_demand(launch: Launch, gpu: GpuSpec, cache: str = "cold") -> LaunchDe
 
 
 def kernel_demand(launches: tuple[Launch, ...], gpu: GpuSpec, cache: str = "cold") -> KernelDemand:
-    return KernelDemand(tuple(launch_demand(launch, gpu, cache) for launch in launches))
+    demands = tuple(launch_demand(launch, gpu, cache) for launch in launches)
+    writeback_us = 0.0
+    if cache == "cold_dirty":
+        moved = sum(ld.row("dram").gpu_demand for ld in demands)
+        writeback_us = 1e6 * min(moved, gpu.l2_size_mb * 1e6) / (gpu.dram_bandwidth_gb_s * 1e9)
+    return KernelDemand(demands, writeback_us)

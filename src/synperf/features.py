@@ -21,8 +21,9 @@ FEATURE_NAMES = (
     *(f"{pipe}_gpu_us" for pipe in GPU_PIPES),
     "fixed_us", "ceiling_us",
     "log_tasks", "max_waves", "min_ctas_per_sm", "max_imbalance", "launches",
-    "dtype_bytes", "warm_cache",
+    "dtype_bytes", "warm_cache", "dirty_writeback_us",
 )
+DIRTY_COLUMN = FEATURE_NAMES.index("dirty_writeback_us")
 
 
 def features(case: KernelCase, demand: KernelDemand) -> np.ndarray:
@@ -39,8 +40,20 @@ def features(case: KernelCase, demand: KernelDemand) -> np.ndarray:
         len(demand.launches),
         DTYPE_BYTES[case.dtype],
         1.0 if case.cache == "warm" else 0.0,
+        np.log1p(demand.dirty_writeback_us),
     ]
     return np.asarray(values, dtype=np.float64)
+
+
+def dirty_blind(X: np.ndarray, libraries, aware: set) -> np.ndarray:
+    """Rows of libraries never measured after both kinds of flush cannot tell the model what the
+    dirty write-back costs them: they count as clean (their write-back feature set to zero)."""
+    blind = np.array([lib not in aware for lib in libraries], dtype=bool)
+    if not blind.any():
+        return X
+    X = X.copy()
+    X[blind, DIRTY_COLUMN] = 0.0
+    return X
 
 
 def family_feature_names(family: str) -> tuple[str, ...]:

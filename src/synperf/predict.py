@@ -22,7 +22,7 @@ import numpy as np
 from synperf.cases import KernelCase
 from synperf.demand import KernelDemand, kernel_demand
 from synperf.efficiency import EfficiencyModel
-from synperf.features import case_variant, family_features
+from synperf.features import case_variant, dirty_blind, family_features
 from synperf.errors import InputError, SynperfError, UnsupportedDtypeError
 from synperf.gpu.spec import GpuSpec
 from synperf.kernels import families
@@ -100,13 +100,15 @@ def predict(case: KernelCase, gpu: GpuSpec) -> Prediction:
     learned = family_models().get(case.family)
     if learned is not None:
         model, card = learned
-        x = family_features(case, demand)
+        aware = set(card.get("dirty_aware_libraries", ()))
+        x = dirty_blind(family_features(case, demand)[None], [case.library], aware)
         low, mid, high = model.predict(x)[0]
         return Prediction(
             latency_us=ceiling * float(np.exp(mid)), latency_low_us=ceiling * float(np.exp(low)),
             latency_high_us=ceiling * float(np.exp(high)), ceiling_us=ceiling, bound=demand.bound,
             model=f"mlp:{case.family}/v{card['format_version']} (trained on {card['rows']} rows from {', '.join(card['gpus'])})",
-            ood=bool(model.out_of_range(x)[0]) or case_variant(case) not in card["variants"],
+            ood=bool(model.out_of_range(x)[0]) or case_variant(case) not in card["variants"]
+            or (case.cache == "cold_dirty" and case.library not in aware),
             launches=len(demand.launches),
         )
     prior = efficiency_prior(case.family, case.library)

@@ -14,7 +14,7 @@ from synperf.dataset import _usable
 from synperf.efficiency import EfficiencyModel
 from synperf.kernels._common import DTYPE_BYTES
 from synperf.errors import SynperfError
-from synperf.features import case_variant, family_feature_names, family_features
+from synperf.features import case_variant, dirty_blind, family_feature_names, family_features
 from synperf.predict import demand_for
 
 
@@ -43,6 +43,17 @@ def build_rows(records: Iterable[dict], registry) -> dict[str, dict[str, list]]:
         group["variant"].append(case_variant(case))
         group["case"].append(case)
     return rows
+
+
+def dirty_aware_libraries(group: dict, mask: np.ndarray | None = None) -> set:
+    """Libraries with shapes measured both after a clean and after a dirtying L2 flush (same GPU)."""
+    mask = np.ones(len(group["latency"]), dtype=bool) if mask is None else mask
+    seen: dict = {}
+    for i in np.flatnonzero(mask):
+        case = group["case"][i]
+        if case.cache in ("cold", "cold_dirty"):
+            seen.setdefault((group["gpu"][i], case.library, case.dtype, case.call), set()).add(case.cache)
+    return {key[1] for key, states in seen.items() if len(states) == 2}
 
 
 def _roofline_us(demand, gpu) -> float:
@@ -96,13 +107,14 @@ def train(records: Iterable[dict], registry, out: Path, seed: int = 0, epochs: i
     out.mkdir(parents=True, exist_ok=True)
     summary = []
     for family, group in sorted(build_rows(records, registry).items()):
-        X, y = np.asarray(group["X"]), np.asarray(group["y"])
         start = time.perf_counter()
+        aware = dirty_aware_libraries(group)
+        X, y = dirty_blind(np.asarray(group["X"]), group["library"], aware), np.asarray(group["y"])
         model = EfficiencyModel(epochs=epochs, seed=seed, members=members).fit(X, y, family_feature_names(family))
         gpus = sorted(set(group["gpu"]))
         card = {"family": family, "rows": int(len(y)), "gpus": gpus, "seed": seed,
                 "train_seconds": round(time.perf_counter() - start, 1),
-                "variants": sorted(set(group["variant"]))}
+                "variants": sorted(set(group["variant"])), "dirty_aware_libraries": sorted(aware)}
         model.save(out / family, card)
         summary.append(card)
     return summary
@@ -130,11 +142,11 @@ def evaluate(records: Iterable[dict], registry, models: dict, baseline_records: 
         neusight = (_neusight_predict(_fit_neusight(baseline_rows[family], np.ones(len(baseline_rows[family]["latency"]), dtype=bool),
                                                     family, seed, epochs), group, every)
                     if family in baseline_rows else np.full(every.size, np.nan))
-        X = np.asarray(group["X"])
         latency, ceiling = np.asarray(group["latency"]), np.asarray(group["ceiling"])
         roofline = np.asarray(group["roofline"])
         if family in models:
-            q = models[family][0].predict(X)
+            model, card = models[family]
+            q = model.predict(dirty_blind(np.asarray(group["X"]), group["library"], set(card.get("dirty_aware_libraries", ()))))
             learned, low, high = ceiling * np.exp(q[:, 1]), ceiling * np.exp(q[:, 0]), ceiling * np.exp(q[:, 2])
         else:
             learned = low = high = np.full_like(latency, np.nan)
@@ -158,7 +170,7 @@ def leave_one_gpu_out(records: Iterable[dict], registry, seed: int = 0, epochs: 
     next to the plain roofline on the same rows; ``points`` collects (measured, predicted, GPU)."""
     out = []
     for family, group in sorted(build_rows(records, registry).items()):
-        X, y = np.asarray(group["X"]), np.asarray(group["y"])
+        y = np.asarray(group["y"])
         latency, ceiling = np.asarray(group["latency"]), np.asarray(group["ceiling"])
         roofline = np.asarray(group["roofline"])
         silicon, gpus = np.asarray(group["silicon"]), np.asarray(group["gpu"])
@@ -166,6 +178,7 @@ def leave_one_gpu_out(records: Iterable[dict], registry, seed: int = 0, epochs: 
             test, train_mask = silicon == held, silicon != held
             if train_mask.sum() < 200:
                 continue
+            X = dirty_blind(np.asarray(group["X"]), group["library"], dirty_aware_libraries(group, train_mask))
             model = EfficiencyModel(epochs=epochs, seed=seed, members=members).fit(X[train_mask], y[train_mask],
                                                                                   family_feature_names(family))
             q = model.predict(X[test])

@@ -16,6 +16,7 @@ import re
 from dataclasses import dataclass
 from functools import lru_cache
 from importlib import resources
+from pathlib import Path
 
 import numpy as np
 
@@ -107,12 +108,14 @@ def uses_wgmma(name: str) -> bool:
 def _tile_table(arch: str):
     """Per dtype: log2 (m, n, k) of the profiled shapes and the index of the config cuBLAS chose,
     plus the list of configs; None when the architecture was never profiled."""
-    entry = resources.files("synperf.kernels") / "tiles" / f"gemm_{arch}.json"
+    folder = resources.files("synperf.kernels") / "tiles"
+    entry, shapes = folder / f"gemm_{arch}.json", folder / f"gemm_{arch}.npy"
     if not entry.is_file():
         return None
     data = json.loads(entry.read_text())
     configs = [TileConfig(**c) for c in data["configs"]]
-    rows = np.asarray(data["rows"], dtype=np.float64)  # dtype_code, m, n, k, config index
+    with shapes.open("rb") as f:   # dtype_code, m, n, k, config index; binary: 200k shapes load in ms
+        rows = np.load(f, allow_pickle=False).astype(np.float64)
     by_dtype = {}
     for code, dtype in enumerate(data["dtypes"]):
         same = rows[rows[:, 0] == code]
@@ -302,6 +305,15 @@ def config_from_heuristic(call: GemmCall, tile: str, cluster: str, split_k: int,
         persistent_ctas=persistent, stream_k=stream_k, threads=384, shared_bytes=shared_bytes,
         tensor_path="wgmma", reduce_kernel=split_k > 1, cluster_m=cluster_m, cluster_n=cluster_n,
         memset=workspace_bytes > 0 and split_k == 1)
+
+
+def write_tile_table(table: dict, json_path: str) -> str:
+    """The kernel configurations as JSON and the shape rows beside it as ``.npy``; returns that path."""
+    rows_path = str(Path(json_path).with_suffix(".npy"))
+    with open(json_path, "w", encoding="utf-8") as f:
+        json.dump({"dtypes": table["dtypes"], "configs": table["configs"]}, f, separators=(",", ":"))
+    np.save(rows_path, np.asarray(table["rows"], dtype=np.int32).reshape(-1, 5), allow_pickle=False)
+    return rows_path
 
 
 def build_tile_table(records: list[dict], heuristic: list[dict] = ()) -> dict:

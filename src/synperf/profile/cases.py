@@ -12,6 +12,8 @@ import json
 import math
 from typing import Any, Dict, Iterable, List, Optional
 
+from synperf.demand import CACHE_STATES
+
 FAMILIES = ("gemm", "attention", "moe", "rmsnorm", "silu_and_mul", "rope")
 
 DTYPE_BYTES = {"bf16": 2, "fp16": 2, "fp8_e4m3": 1, "fp32": 4}
@@ -103,6 +105,8 @@ def normalize_case(case: Dict[str, Any]) -> Dict[str, Any]:
     if fam not in FAMILIES:
         raise ValueError(f"unknown family {fam!r}; expected one of {FAMILIES}")
     c.setdefault("cache", "cold")
+    if c["cache"] not in CACHE_STATES:
+        raise ValueError(f"cache must be one of {', '.join(CACHE_STATES)}, got {c['cache']!r}")
     c.setdefault("dtype", "bf16")
     c.setdefault("library", DEFAULT_LIBRARY[fam])
     if fam == "attention":

@@ -8,6 +8,8 @@ import json
 import sys
 from typing import List, Optional
 
+from synperf.demand import CACHE_STATES
+
 from .cases import FAMILIES
 
 
@@ -32,8 +34,9 @@ def _configure(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
     p.add_argument("--chunk-size", type=int, default=32, help="cases per profiler session / parquet write")
     p.add_argument("--mem-cap-gb", type=float, default=40.0, help="skip cases whose inputs exceed this")
     p.add_argument("--no-resume", action="store_true", help="measure ids already in --out again (rows replaced)")
-    p.add_argument("--flush", choices=("write", "read"), default="write",
-                   help="L2 flush before each rep: store (the datasets so far) or load a 4x-L2 buffer")
+    p.add_argument("--cache", choices=CACHE_STATES, default=None,
+                   help="L2 state for planned cases and for input lines without one: cold (default; operands "
+                        "evicted by a read-only flush), cold_dirty (a writing flush leaves dirty lines), warm")
     p.add_argument("--retry-errors", action="store_true", help="retry ids recorded as unsupported / over the cap")
     p.add_argument("--quiet", action="store_true", help="no progress on stderr")
     p.add_argument("--floor", action="store_true", help="print measure_device_floor() JSON and exit")
@@ -64,9 +67,12 @@ def _load_cases(args):
                 if not line or line.startswith("#"):
                     continue
                 try:
-                    cases.append(json.loads(line))
+                    case = json.loads(line)
                 except ValueError as e:
                     raise ValueError(f"{args.input}:{i}: not JSON ({e})")
+                if args.cache and isinstance(case, dict):
+                    case.setdefault("cache", args.cache)
+                cases.append(case)
         return cases
     fams = _families(args.family)
     if not fams:
@@ -76,7 +82,8 @@ def _load_cases(args):
         raise ValueError(f"unknown family {bad[0]!r}; expected one of {', '.join(FAMILIES)}")
     from .plans import plan_many
 
-    return plan_many(fams, args.n, args.seed, library=args.library, dtype=args.dtype)
+    cases = plan_many(fams, args.n, args.seed, library=args.library, dtype=args.dtype)
+    return [dict(case, cache=args.cache) for case in cases] if args.cache else cases
 
 
 def _check_gpu():
@@ -133,7 +140,6 @@ def run_profile(args) -> int:
             chunk_size=args.chunk_size,
             mem_cap_gb=args.mem_cap_gb,
             retry_errors=args.retry_errors,
-            flush=args.flush,
         )
         print(json.dumps(summary))
         return 0

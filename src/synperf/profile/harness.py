@@ -1,10 +1,10 @@
-"""GPU profiling harness: measure cold-L2 kernel latencies of cases with
-CUPTI (torch.profiler) and stream the results to parquet.
+"""GPU profiling harness: measure kernel latencies of cases, at the L2 state each
+case's ``cache`` names, with CUPTI (torch.profiler) and stream the results to parquet.
 
 Per chunk of cases one profiler session records, for each case::
 
     build inputs, warm-up x `warmup`        (ignored: before the first flush)
-    (synperf_l2_flush, op) x `reps`         (one trace segment per rep)
+    (synperf_l2_flush*, op) x `reps`        (one trace segment per rep)
     synperf_case_end                        (closes the last segment)
 
 The chrome trace is then cut at the flush / marker kernels (see trace.py);
@@ -55,6 +55,12 @@ def synperf_l2_flush_read(buf_ptr, n, out_ptr, BLOCK: tl.constexpr):
 
 
 @triton.jit
+def synperf_l2_flush_none(buf_ptr):
+    # Warm cases: only the rep boundary the trace splitter needs; the previous rep's operands stay in L2.
+    pass
+
+
+@triton.jit
 def synperf_case_end(buf_ptr, value):
     tl.store(buf_ptr, value)
 
@@ -72,19 +78,19 @@ def synperf_pointer_chase(next_ptr, start_ptr, out_ptr, steps):
     tl.store(out_ptr, idx)
 
 
-FLUSH_MODES = ("write", "read")
+# What runs between reps for each cache state of a case (synperf.demand.CACHE_STATES).
+FLUSH_OF_CACHE = {"cold": "read", "cold_dirty": "write", "warm": "none"}
 
 
 class L2Flusher:
-    """Evicts the operands between reps. ``write`` (the datasets' mode so far) stores 4x the L2,
-    leaving it full of dirty lines that the timed kernel then writes back as it evicts them;
-    ``read`` loads the buffer instead and leaves clean lines."""
+    """Sets the L2 state before every rep, as the case's ``cache`` asks. ``read`` (cold) loads 4x
+    the L2 and leaves it holding clean lines, the state a layer's weights meet in a real forward
+    pass; ``write`` (cold_dirty) stores 4x the L2 instead, leaving it full of dirty lines the timed
+    kernel must write back as it evicts them (what a benchmark flushing by ``zero_()`` measures);
+    ``none`` (warm) launches only an empty delimiter kernel."""
     BLOCK = 4096
 
-    def __init__(self, device, mode: str = "write"):
-        if mode not in FLUSH_MODES:
-            raise ValueError(f"flush mode must be one of {FLUSH_MODES}, got {mode!r}")
-        self.mode = mode
+    def __init__(self, device):
         props = torch.cuda.get_device_properties(device)
         l2 = int(getattr(props, "L2_cache_size", 0) or 0) or (50 << 20)
         self.nbytes = max(MIN_FLUSH_BYTES, 4 * l2)
@@ -95,12 +101,15 @@ class L2Flusher:
         self.sums = torch.empty(self.grid[0], dtype=torch.int32, device=device)
         self.count = 0
 
-    def flush(self):
+    def flush(self, cache: str = "cold"):
         self.count += 1
-        if self.mode == "read":
+        mode = FLUSH_OF_CACHE[cache]
+        if mode == "read":
             synperf_l2_flush_read[self.grid](self.buf, self.n, self.sums, BLOCK=self.BLOCK, num_warps=8)
-        else:
+        elif mode == "write":
             synperf_l2_flush[self.grid](self.buf, self.n, self.count & 0x7FFFFFFF, BLOCK=self.BLOCK, num_warps=8)
+        else:
+            synperf_l2_flush_none[(1,)](self.marker_buf, num_warps=1)
 
     def marker(self):
         synperf_case_end[(1,)](self.marker_buf, 1, num_warps=1)
@@ -264,7 +273,6 @@ def profile_cases(
     mem_cap_gb: float = 40.0,
     device: Optional[str] = None,
     retry_errors: bool = False,
-    flush: str = "write",
 ) -> Dict[str, Any]:
     """Measure every case and append one row per case to ``out_path``
     (parquet).  Failed cases go to ``out_path + '.errors.jsonl'``.
@@ -312,8 +320,7 @@ def profile_cases(
 
     env = environment_info(dev)
     clocks: ClockReader = env.pop("_clocks")
-    flusher = L2Flusher(dev, flush)
-    env["l2_flush"] = flush
+    flusher = L2Flusher(dev)
     free, total_mem = torch.cuda.mem_get_info(dev)
     cap = min(mem_cap_gb * (1 << 30), 0.85 * free)
 
@@ -413,7 +420,7 @@ def _run_chunk(chunk, dev, flusher, clocks, env, reps, warmup, cap, over_budget,
                     op.fn()
                 torch.cuda.synchronize(dev)
                 for _ in range(reps):
-                    flusher.flush()
+                    flusher.flush(case["cache"])
                     launch_log.append(idx)
                     op.fn()
                 flusher.marker()
@@ -468,7 +475,8 @@ def _run_chunk(chunk, dev, flusher, clocks, env, reps, warmup, cap, over_budget,
         row.update(stats)
         row.update(meta)
         row.update({k: v for k, v in env.items()})
-        row.update({"sm_clock_mhz": sm, "mem_clock_mhz": mem, "timestamp": ts, "cache": case.get("cache", "cold")})
+        row.update({"sm_clock_mhz": sm, "mem_clock_mhz": mem, "timestamp": ts,
+                    "l2_flush": FLUSH_OF_CACHE[case["cache"]]})
         rows.append(row)
     return rows, errs, hit_budget
 
