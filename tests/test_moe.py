@@ -292,3 +292,30 @@ def test_kernel_demand_runs_and_decode_is_dram_bound(h100):
     assert kd.ceiling_us == pytest.approx(2 * 2 * 14336 * 4096 * 2 / 3350e9 * 1e6, rel=0.01)
     kd = kernel_demand(moe.decompose(call(tokens=2048, hidden=4096, intermediate=14336, stage="all"), h100), h100)
     assert np.isfinite(kd.ceiling_us) and kd.ceiling_us > 0
+
+
+def test_register_estimate_matches_what_triton_reported():
+    """Occupancy rests on registers per thread: against the registers Triton reported for every
+    profiled H200 fused-MoE kernel, as the SM allocates them (units of 8), the estimate is within
+    20 % for most."""
+    pq = pytest.importorskip("pyarrow.parquet")
+    import json
+    from pathlib import Path
+
+    from synperf.cases import parse_case
+    from synperf.dataset import case_of
+    h200 = resolve_gpu("h200")
+    rows = pq.read_table(Path(__file__).resolve().parents[1] / "data" / "h200" / "moe.parquet").to_pylist()
+    ratios = []
+    for row in rows:
+        if row["stage"] == "all":
+            continue
+        case = parse_case(case_of(row))
+        cfg = case.call.config
+        reported = [r for r, name in zip(json.loads(row["registers"]), json.loads(row["kernel_names"]))
+                    if r is not None and "fused_moe" in name]
+        ratios.append(moe._registers(cfg, moe.tensor_path(cfg, h200)) / (math.ceil(reported[0] / 8) * 8))
+    ratios = np.asarray(ratios)
+    assert ratios.size > 1000
+    assert np.mean(np.abs(ratios - 1) <= 0.2) > 0.8
+    assert 0.95 < np.median(ratios) < 1.15      # the old pointer-tensor count was about 2x
