@@ -139,3 +139,29 @@ def test_libraries_never_measured_both_ways_are_flagged_for_a_dirty_l2():
             "num_heads": 32, "num_kv_heads": 8, "head_dim": 128, "page_size": 16}
     assert not predict(parse_case(case), h200).ood
     assert predict(parse_case(dict(case, cache="cold_dirty")), h200).ood
+
+
+def test_unaligned_triton_rows_are_slower_and_the_model_knows_why():
+    """Triton vectorises a row kernel only when the row length is a multiple of 16 elements. On
+    the committed H200 Triton RMSNorm / SiLU-and-mul rows the unaligned ones run further from their
+    ceiling; the decomposition says so (narrower accesses) and the shipped models follow."""
+    pq = pytest.importorskip("pyarrow.parquet")
+    from synperf.dataset import case_of
+    from synperf.gpu import resolve_gpu
+    h200 = resolve_gpu("h200")
+    root = Path(__file__).resolve().parents[1] / "data" / "h200"
+    for family, dim in (("rmsnorm", "hidden"), ("silu_and_mul", "intermediate")):
+        rows = [r for r in pq.read_table(root / f"{family}.parquet").to_pylist() if r["library"] == "triton"]
+        slowness = {True: [], False: []}
+        for row in rows:
+            case = parse_case(case_of(row))
+            demand = demand_for(case, h200)
+            aligned = row[dim] % 16 == 0
+            assert demand.launches[0].launch.access_bytes == (16 if aligned else 2)
+            if demand.ceiling_us > 5:     # past the launch floor
+                slowness[aligned].append((row["latency_us"] / demand.ceiling_us,
+                                          predict(case, h200).latency_us / row["latency_us"]))
+        unaligned, aligned = np.asarray(slowness[False]), np.asarray(slowness[True])
+        assert len(unaligned) > 20
+        assert np.median(unaligned[:, 0]) > 1.3 * np.median(aligned[:, 0])
+        assert np.median(unaligned[:, 1]) == pytest.approx(1.0, abs=0.1)

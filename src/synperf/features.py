@@ -21,7 +21,7 @@ FEATURE_NAMES = (
     *(f"{pipe}_gpu_us" for pipe in GPU_PIPES),
     "fixed_us", "ceiling_us",
     "log_tasks", "max_waves", "min_ctas_per_sm", "max_imbalance", "launches",
-    "dtype_bytes", "warm_cache", "dirty_writeback_us",
+    "dtype_bytes", "warm_cache", "dirty_writeback_us", "narrow_access",
 )
 DIRTY_COLUMN = FEATURE_NAMES.index("dirty_writeback_us")
 
@@ -41,6 +41,7 @@ def features(case: KernelCase, demand: KernelDemand) -> np.ndarray:
         DTYPE_BYTES[case.dtype],
         1.0 if case.cache == "warm" else 0.0,
         np.log1p(demand.dirty_writeback_us),
+        np.log2(16 / min(ld.launch.access_bytes for ld in demand.launches)),   # 0 when fully vectorised
     ]
     return np.asarray(values, dtype=np.float64)
 

@@ -51,6 +51,10 @@ class Launch:
     order: np.ndarray | None = None
     persistent_ctas: int | None = None
     task_cta: np.ndarray | None = None
+    # Widest load/store a thread issues, in bytes: kernels that cannot prove 16-byte alignment
+    # (e.g. Triton when a row stride is not a multiple of 16 elements) move the same bytes with
+    # more, narrower instructions.
+    access_bytes: int = 16
     notes: tuple[str, ...] = field(default=())
 
     def __post_init__(self) -> None:

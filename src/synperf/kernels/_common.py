@@ -36,7 +36,7 @@ def triton_num_warps(elements: int) -> int:
 def rowwise_launch(name: str, rows: int, cols: int, *, threads: int, bytes_in_per_col: float,
                    bytes_out_per_col: float, fma_per_col: float, xu_per_col: float,
                    xu_per_row: float = 0.0, registers: int = 32, shared_bytes: int = 0,
-                   fixed_bytes_in: float = 0.0, col_blocks: int = 1) -> Launch:
+                   fixed_bytes_in: float = 0.0, col_blocks: int = 1, access_bytes: int = 16) -> Launch:
     """One CTA per row, or per (row, column block) when ``col_blocks`` > 1 (RMSNorm, SiLU-and-mul
     in FlashInfer/Triton/vLLM style). The last column block may be partial; the demand is spread evenly.
 
@@ -51,8 +51,14 @@ def rowwise_launch(name: str, rows: int, cols: int, *, threads: int, bytes_in_pe
         name=name, demand=per_task, counts=[rows * col_blocks],
         resources=Resources(threads=threads, registers_per_thread=registers, shared_bytes=shared_bytes),
         dram_read_bytes=bytes_in_per_col * cols * rows + fixed_bytes_in,
-        dram_write_bytes=bytes_out_per_col * cols * rows,
+        dram_write_bytes=bytes_out_per_col * cols * rows, access_bytes=access_bytes,
     )
+
+
+def triton_access_bytes(row_elements: int, dtype_bytes: int) -> int:
+    """Triton specialises integer arguments divisible by 16; a row stride that is not leaves the
+    row starts' alignment unknown, and loads fall back to one element per instruction."""
+    return 16 if row_elements % 16 == 0 else dtype_bytes
 
 
 def elementwise_launch(name: str, elements: int, *, bytes_in_per_elem: float, bytes_out_per_elem: float,

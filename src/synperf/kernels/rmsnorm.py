@@ -14,7 +14,8 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from synperf.kernels._common import DTYPE_BYTES, elementwise_launch, next_pow2, rowwise_launch, triton_num_warps
+from synperf.kernels._common import (DTYPE_BYTES, elementwise_launch, next_pow2, rowwise_launch, triton_access_bytes,
+                                    triton_num_warps)
 from synperf.tasks import Launch, Resources, task_demand
 from synperf.validate import MAX_TOKENS, get_bool, get_int
 
@@ -41,7 +42,7 @@ def parse(obj: dict, dtype: str, library: str) -> RmsNormCall:
                        get_bool(obj, "residual", default=False), dtype, library)
 
 
-def _fused_row_kernel(call: RmsNormCall, threads: int, shared_bytes: int, name: str) -> Launch:
+def _fused_row_kernel(call: RmsNormCall, threads: int, shared_bytes: int, name: str, access_bytes: int) -> Launch:
     b = DTYPE_BYTES[call.dtype]
     # Fused add: reads x and residual, writes the new residual and the normalised output.
     reads, writes = (2 * b, 2 * b) if call.residual else (b, b)
@@ -49,7 +50,7 @@ def _fused_row_kernel(call: RmsNormCall, threads: int, shared_bytes: int, name: 
         name, call.tokens, call.hidden, threads=threads,
         bytes_in_per_col=reads, bytes_out_per_col=writes,
         fma_per_col=_FMA_PER_ELEM + (1 if call.residual else 0), xu_per_col=0.0, xu_per_row=1.0,
-        shared_bytes=shared_bytes, fixed_bytes_in=call.hidden * b,
+        shared_bytes=shared_bytes, fixed_bytes_in=call.hidden * b, access_bytes=access_bytes,
     )
 
 
@@ -59,9 +60,10 @@ def decompose(call: RmsNormCall, gpu) -> tuple[Launch, ...]:
         vec = math.gcd(16 // b, call.hidden)
         warps = math.ceil(min(1024, call.hidden // vec) / 32)
         name = "FusedAddRMSNormKernel" if call.residual else "RMSNormKernel"
-        return (_fused_row_kernel(call, warps * 32, warps * 4, name),)
+        return (_fused_row_kernel(call, warps * 32, warps * 4, name, vec * b),)
     if call.library == "triton":
-        return (_fused_row_kernel(call, 32 * triton_num_warps(next_pow2(call.hidden)), 0, "synperf_rmsnorm_kernel"),)
+        return (_fused_row_kernel(call, 32 * triton_num_warps(next_pow2(call.hidden)), 0, "synperf_rmsnorm_kernel",
+                                  triton_access_bytes(call.hidden, b)),)
     return _torch_launches(call)
 
 

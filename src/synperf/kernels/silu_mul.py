@@ -12,7 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from synperf.kernels._common import (DTYPE_BYTES, ceil_div, elementwise_launch, next_pow2, rowwise_launch,
-                                     triton_num_warps)
+                                     triton_access_bytes, triton_num_warps)
 from synperf.tasks import Launch
 from synperf.validate import MAX_TOKENS, get_int
 
@@ -49,7 +49,8 @@ def decompose(call: SiluMulCall, gpu) -> tuple[Launch, ...]:
         block = min(1024, next_pow2(d))
         return (rowwise_launch("synperf_silu_and_mul_kernel", call.tokens, d, threads=32 * triton_num_warps(block),
                                bytes_in_per_col=2 * b, bytes_out_per_col=b, fma_per_col=_FMA_PER_ELEM,
-                               xu_per_col=_XU_PER_ELEM, col_blocks=ceil_div(d, block)),)
+                               xu_per_col=_XU_PER_ELEM, col_blocks=ceil_div(d, block),
+                               access_bytes=triton_access_bytes(d, b)),)
     n = call.tokens * d
     return (
         elementwise_launch("silu", n, bytes_in_per_elem=b, bytes_out_per_elem=b, fma_per_elem=3.0, xu_per_elem=2.0),
