@@ -97,6 +97,17 @@ def test_explain_prints_tasks_waves_and_pipes(capsys):
     assert data["launches"][0]["tasks"] >= 1 and "tensor" in data["launches"][0]["pipes"]
 
 
+def test_explain_names_narrow_accesses_and_the_dirty_write_back(capsys):
+    unaligned = '{"family": "rmsnorm", "tokens": 2048, "hidden": 4712, "library": "triton", "cache": "cold_dirty"}'
+    code, out, _ = run(capsys, "explain", "--gpu", "h200", unaligned)
+    assert code == 0 and "2 B wide" in out and "dirty L2" in out
+    code, out, _ = run(capsys, "explain", "--gpu", "h200", unaligned.replace("4712", "4096").replace("cold_dirty", "cold"))
+    assert code == 0 and "B wide" not in out and "dirty L2" not in out
+    code, out, _ = run(capsys, "explain", "--gpu", "h200", "--json", unaligned)
+    data = json.loads(out)
+    assert data["launches"][0]["access_bytes"] == 2 and data["dirty_writeback_us"] > 0
+
+
 def test_explain_bad_json_is_one_line(capsys):
     code, _, err = run(capsys, "explain", "--gpu", "h100-sxm", "{nope")
     assert code == 2 and "not valid JSON" in err

@@ -33,8 +33,14 @@ def explain_text(demand: KernelDemand, gpu_id: str) -> str:
             share = (row.ideal_us + ld.fixed_us) / ceiling if ceiling else 0.0
             lines.append(f"  {pipe:<8}{_fmt(row.gpu_demand) + ' ' + UNITS[pipe]:>14}{_fmt(row.sm_demand) + ' ' + UNITS[pipe]:>14}"
                          f"{row.gpu_us:>10.3f}{row.sm_us:>10.3f}{share:>8.0%}")
+        if launch.access_bytes < 16:
+            lines.append(f"  memory accesses {launch.access_bytes} B wide (not 16 B): more instructions for the same bytes")
         lines.append(f"  fixed   launch floor + first DRAM round trip {ld.fixed_us:.3f} us")
         lines.append(f"  ceiling {ceiling:.3f} us ({ld.bound})")
+    if demand.dirty_writeback_us:
+        lines.append("")
+        lines.append(f"dirty L2 (cold_dirty): writing back the evicted lines takes {demand.dirty_writeback_us:.3f} us of "
+                     f"DRAM time, outside the ceiling; the model prices the share kernels pay")
     return "\n".join(lines)
 
 
@@ -42,6 +48,7 @@ def explain_dict(demand: KernelDemand) -> dict:
     return {
         "ceiling_us": demand.ceiling_us,
         "bound": demand.bound,
+        "dirty_writeback_us": demand.dirty_writeback_us,
         "launches": [
             {
                 "name": ld.launch.name,
@@ -50,6 +57,7 @@ def explain_dict(demand: KernelDemand) -> dict:
                 "ctas_per_sm": ld.schedule.occupancy.ctas_per_sm,
                 "occupancy_limiter": ld.schedule.occupancy.limiter,
                 "waves": ld.schedule.waves,
+                "access_bytes": ld.launch.access_bytes,
                 "imbalance": ld.schedule.imbalance,
                 "fixed_us": ld.fixed_us,
                 "ceiling_us": ld.ceiling_us,
