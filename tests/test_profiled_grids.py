@@ -5,6 +5,7 @@ import math
 import re
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from synperf.cases import parse_case
@@ -140,3 +141,19 @@ def test_heuristic_rows_extend_the_tile_table_without_overriding_profiles():
     # cuBLAS's 256x128 runs along (n, m): our tile is 128 (m) x 256 (n); 24 x 16 tiles > 132 CTAs
     assert (added["tile_m"], added["tile_n"], added["persistent_ctas"], added["memset"]) == (128, 256, 132, True)
     assert added["shared_bytes"] > 0
+
+
+def test_nearest_shape_search_equals_a_full_scan():
+    """The tile table's grid search returns exactly what scanning every table shape returns,
+    ties included, for shapes inside, at the edge of and far outside the table."""
+    from synperf.kernels.gemm import _SHAPE_WEIGHTS, _tile_table
+    by_dtype, _ = _tile_table("hopper")
+    grid = by_dtype["bf16"]
+    rng = np.random.default_rng(0)
+    queries = np.column_stack([rng.uniform(0, 17, 300), rng.uniform(0, 19, 300), rng.uniform(0, 19, 300)])
+    queries = np.vstack([queries, np.log2([[1, 4096, 4096], [8192, 8192, 8192], [1 << 20, 1 << 20, 8]])])
+    for q in queries * np.sqrt(_SHAPE_WEIGHTS):
+        diff = grid.coords - q
+        dist = np.einsum("ij,ij->i", diff, diff)
+        full = np.lexsort((grid.table_order, dist))[:8]
+        assert (grid.nearest(q, 8) == full).all()

@@ -104,10 +104,74 @@ def uses_wgmma(name: str) -> bool:
 
 # -- tile tables ---------------------------------------------------------------------------------
 
+# m decides tile height and split-K most, so it weighs more in the shape distance.
+_SHAPE_WEIGHTS = np.array([2.0, 1.0, 1.0])
+
+
+_CELL = 0.75   # grid cell edge, in weighted log2 units: a few dozen table shapes per occupied cell
+
+
+@dataclass(frozen=True, eq=False)
+class _ShapeGrid:
+    """Table shapes of one dtype as weighted log2 (m, n, k), bucketed in a grid of cubic cells so
+    that a nearest-shape search reads only the cells around the call."""
+    coords: np.ndarray        # (rows, 3), sorted by cell
+    config_index: np.ndarray  # per row: index into the configs
+    table_order: np.ndarray   # per row: position in the table file (ties go to the earlier shape)
+    cell_keys: np.ndarray     # sorted linear cell id per row
+    origin: np.ndarray
+    shape: tuple[int, int, int]
+
+    @classmethod
+    def build(cls, coords: np.ndarray, config_index: np.ndarray, table_order: np.ndarray) -> "_ShapeGrid":
+        origin = coords.min(axis=0)
+        cells = np.floor((coords - origin) / _CELL).astype(np.int64)
+        shape = tuple(int(x) + 1 for x in cells.max(axis=0))
+        keys = np.ravel_multi_index(cells.T, shape)
+        order = np.argsort(keys, kind="stable")
+        return cls(coords[order], config_index[order], table_order[order], keys[order], origin, shape)
+
+    def nearest(self, query: np.ndarray, count: int) -> np.ndarray:
+        """The ``count`` rows nearest ``query`` (Euclidean), nearest first, ties to the earlier table
+        row: a full scan's answer, from the cube of cells around the query, grown until no row
+        outside it can be nearer."""
+        count = min(count, self.coords.shape[0])
+        centre = np.floor((query - self.origin) / _CELL).astype(np.int64)
+        radius = 1
+        while True:
+            top = np.array(self.shape) - 1
+            lo = np.clip(centre - radius, 0, top)      # the query may lie outside the table's cells
+            hi = np.clip(centre + radius, 0, top)
+            a, b = np.meshgrid(np.arange(lo[0], hi[0] + 1), np.arange(lo[1], hi[1] + 1), indexing="ij")
+            column = (a.ravel() * self.shape[1] + b.ravel()) * self.shape[2]   # (a, b, 0) per cell column
+            starts = np.searchsorted(self.cell_keys, column + lo[2])
+            stops = np.searchsorted(self.cell_keys, column + hi[2] + 1)
+            lengths = stops - starts
+            # the row indices of every [start, stop) range, concatenated
+            found = np.repeat(starts - np.concatenate(([0], np.cumsum(lengths)[:-1])), lengths) + np.arange(lengths.sum())
+            covers_all = (lo == 0).all() and (hi == top).all()
+            if found.size >= count:
+                diff = self.coords[found] - query
+                dist = np.einsum("ij,ij->i", diff, diff)
+                kth = np.partition(dist, count - 1)[count - 1]
+                near = np.flatnonzero(dist <= kth)       # the count nearest and any ties with them
+                picked = near[np.lexsort((self.table_order[found[near]], dist[near]))[:count]]
+                # Any shape outside the cube lies at least this far from the query (faces on the
+                # table's edge have no shapes beyond them).
+                below = np.where(lo > 0, query - (self.origin + lo * _CELL), np.inf)
+                above = np.where(hi < top, self.origin + (hi + 1) * _CELL - query, np.inf)
+                outside = min(below.min(), above.min())
+                if covers_all or dist[picked[-1]] < outside ** 2:
+                    return found[picked]
+            elif covers_all:
+                return found
+            radius += 1
+
+
 @lru_cache(maxsize=None)
 def _tile_table(arch: str):
-    """Per dtype: log2 (m, n, k) of the profiled shapes and the index of the config cuBLAS chose,
-    plus the list of configs; None when the architecture was never profiled."""
+    """Per dtype: the table shapes (``_ShapeGrid``), plus the configs; None when the architecture
+    was never profiled."""
     folder = resources.files("synperf.kernels") / "tiles"
     entry, shapes = folder / f"gemm_{arch}.json", folder / f"gemm_{arch}.npy"
     if not entry.is_file():
@@ -115,16 +179,13 @@ def _tile_table(arch: str):
     data = json.loads(entry.read_text())
     configs = [TileConfig(**c) for c in data["configs"]]
     with shapes.open("rb") as f:   # dtype_code, m, n, k, config index; binary: 200k shapes load in ms
-        rows = np.load(f, allow_pickle=False).astype(np.float64)
+        rows = np.load(f, allow_pickle=False)
     by_dtype = {}
     for code, dtype in enumerate(data["dtypes"]):
-        same = rows[rows[:, 0] == code]
-        by_dtype[dtype] = (np.log2(same[:, 1:4]), same[:, 4].astype(np.int64))
+        same = np.flatnonzero(rows[:, 0] == code)
+        coords = np.log2(rows[same, 1:4].astype(np.float64)) * np.sqrt(_SHAPE_WEIGHTS)
+        by_dtype[dtype] = _ShapeGrid.build(coords, rows[same, 4].astype(np.int64), same)
     return by_dtype, configs
-
-
-# m decides tile height and split-K most, so it weighs more in the shape distance.
-_SHAPE_WEIGHTS = np.array([2.0, 1.0, 1.0])
 
 
 def table_configs(call: GemmCall, arch: str, neighbours: int = 8) -> list[TileConfig]:
@@ -136,13 +197,11 @@ def table_configs(call: GemmCall, arch: str, neighbours: int = 8) -> list[TileCo
     by_dtype, configs = table
     if call.dtype not in by_dtype:
         return []
-    logs, config_index = by_dtype[call.dtype]
-    diff = logs - np.log2([call.m, call.n, call.k])
-    dist = (diff * diff) @ _SHAPE_WEIGHTS
+    grid = by_dtype[call.dtype]
+    query = np.log2([call.m, call.n, call.k]) * np.sqrt(_SHAPE_WEIGHTS)
     found: list[TileConfig] = []
-    nearest = np.argpartition(dist, min(neighbours, dist.size - 1))[: neighbours]
-    for index in nearest[np.argsort(dist[nearest], kind="stable")]:
-        cfg = configs[config_index[index]]
+    for index in grid.nearest(query, neighbours):
+        cfg = configs[grid.config_index[index]]
         if cfg not in found:
             found.append(cfg)
     return found
