@@ -59,8 +59,8 @@ class KernelDemand:
     """All launches of one kernel call (e.g. a split-K GEMM and its reduce), run back to back."""
     launches: tuple[LaunchDemand, ...]
     # cold_dirty only: DRAM time to write back the dirty lines the call evicts (at most the whole
-    # L2, as each line it brings in evicts one). Kept out of the ceiling: kernels pay only part of
-    # it (the share is fitted on shapes measured both ways, train.fit_writeback_share).
+    # L2, as each line it brings in evicts one). Kept out of the ceiling: kernels pay a share of it
+    # that depends on their length, which the efficiency model learns (feature dirty_writeback_us).
     dirty_writeback_us: float = 0.0
 
     @property
@@ -77,7 +77,8 @@ class KernelDemand:
 
 
 def dram_bytes(launch: Launch, gpu: GpuSpec, cache: str) -> float:
-    """Compulsory DRAM traffic. Cold: every input read once and every output written once. Warm:
+    """Compulsory DRAM traffic. Cold (clean or dirty L2): every input read once and every output
+    written once (the dirty lines' write-back is ``KernelDemand.dirty_writeback_us``). Warm:
     the previous identical call left inputs and outputs in L2, so only what overflows L2 moves."""
     total = launch.dram_read_bytes + launch.dram_write_bytes
     if cache != "warm":
