@@ -93,6 +93,8 @@ def test_random_shapes():
     assert 0.45 < rounded < 0.6
     ms = sorted(s[0] for s in shapes)
     assert ms[len(ms) // 2] < 1000          # log-uniform: the median m is far below the mean of the range
+    fp8 = q.random_shapes(2000, seed=3, dtype="fp8_e4m3")
+    assert {s[3] for s in fp8} == {"fp8_e4m3"} and all(n % 16 == 0 and k % 16 == 0 for _, n, k, _ in fp8)
 
 
 def test_spread():

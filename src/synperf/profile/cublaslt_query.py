@@ -209,9 +209,10 @@ def shapes_from_jsonl(path: str) -> list[tuple]:
     return out
 
 
-def random_shapes(count: int, seed: int = 0) -> list[tuple]:
-    """bf16 shapes, m log-uniform in RANDOM_M, n and k in RANDOM_NK; half of them with n and k
-    rounded to multiples of 64 (model-like), half left odd (alignment corner cases)."""
+def random_shapes(count: int, seed: int = 0, dtype: str = "bf16") -> list[tuple]:
+    """Shapes of ``dtype``, m log-uniform in RANDOM_M, n and k in RANDOM_NK; half of them with n and
+    k rounded to multiples of 64 (model-like), half left odd (alignment corner cases). FP8
+    (`_scaled_mm`) needs n and k in multiples of 16, so its odd half is rounded to 16."""
     import numpy as np
 
     rng = np.random.default_rng(seed)
@@ -221,9 +222,11 @@ def random_shapes(count: int, seed: int = 0) -> list[tuple]:
 
     m, n, k = log_uniform(*RANDOM_M), log_uniform(*RANDOM_NK), log_uniform(*RANDOM_NK)
     rounded = rng.random(count) < 0.5
-    n = np.where(rounded, np.maximum(64, np.rint(n / 64) * 64), n).astype(np.int64)
-    k = np.where(rounded, np.maximum(64, np.rint(k / 64) * 64), k).astype(np.int64)
-    return [(int(a), int(b), int(c), "bf16") for a, b, c in zip(m, n, k)]
+    odd_step = 16 if dtype.startswith("fp8") else 1
+    step = np.where(rounded, 64, odd_step)
+    n = np.maximum(step, np.rint(n / step) * step).astype(np.int64)
+    k = np.maximum(step, np.rint(k / step) * step).astype(np.int64)
+    return [(int(a), int(b), int(c), dtype) for a, b, c in zip(m, n, k)]
 
 
 MODEL_TPS = (1, 2, 4, 8)
@@ -689,7 +692,9 @@ def main(argv=None) -> int:
                    help="synperf gemm table: its distinct (m, n, k, dtype) (repeatable)")
     p.add_argument("--shapes", action="append", default=[], metavar="PATH.jsonl",
                    help='lines {"m":..,"n":..,"k":..,"dtype":"bf16"} (repeatable)')
-    p.add_argument("--random", type=int, default=0, metavar="N", help="add N log-uniform random bf16 shapes")
+    p.add_argument("--random", type=int, default=0, metavar="N", help="add N log-uniform random shapes")
+    p.add_argument("--random-dtype", choices=("bf16", "fp16", "fp8_e4m3"), default="bf16",
+                   help="dtype of the --random shapes (fp8_e4m3: torch._scaled_mm's)")
     p.add_argument("--from-models", action="store_true",
                    help="add every GEMM (n, k) of the bundled models at TP 1-8, for m from 1 to 32768")
     p.add_argument("--seed", type=int, default=0)
@@ -711,7 +716,7 @@ def main(argv=None) -> int:
                 shapes += reader(path)
             except Exception as exc:  # noqa: BLE001 (an unreadable source is skipped, the others still run)
                 print(f"{path}: skipped ({type(exc).__name__}: {exc})", file=sys.stderr)
-    shapes += random_shapes(args.random, args.seed) if args.random > 0 else []
+    shapes += random_shapes(args.random, args.seed, args.random_dtype) if args.random > 0 else []
     shapes += shapes_from_models() if args.from_models else []
     shapes = list(dict.fromkeys(shapes))
     if shapes:
