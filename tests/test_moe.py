@@ -319,3 +319,19 @@ def test_register_estimate_matches_what_triton_reported():
     assert ratios.size > 1000
     assert np.mean(np.abs(ratios - 1) <= 0.2) > 0.8
     assert 0.95 < np.median(ratios) < 1.15      # the old pointer-tensor count was about 2x
+
+
+def test_main_loop_trips_of_tiled_gemms(h100):
+    """The K loop one task walks: K / BLOCK_K for the fused MoE kernel (K padded), k_chunk / tile_k for
+    cuBLAS (per split); the efficiency model sees it as a feature (per-iteration overhead)."""
+    call = families()["moe"].parse({"tokens": 64, "hidden": 4096, "intermediate": 1000, "num_experts": 8,
+                                    "topk": 2, "stage": "w2", "config": {"BLOCK_SIZE_M": 16, "BLOCK_SIZE_N": 64,
+                                    "BLOCK_SIZE_K": 64, "GROUP_SIZE_M": 1, "num_warps": 4, "num_stages": 3}},
+                                   "bf16", "triton_fused_moe")
+    (w2,) = moe.decompose(call, h100)
+    assert w2.loop_trips == math.ceil(1000 / 64)          # w2's K is the intermediate size
+    from synperf.kernels import gemm
+    g = gemm.GemmCall(64, 4096, 4096, "bf16", "cublas")
+    cfg = gemm.choose_config(g, h100)
+    main = max(gemm.launches_for(g, cfg, h100), key=lambda launch: launch.loop_trips)
+    assert main.loop_trips * cfg.tile_k * cfg.split_k >= 4096 and main.loop_trips * cfg.tile_k < 4096 + cfg.tile_k * cfg.split_k

@@ -55,6 +55,9 @@ class Launch:
     # (e.g. Triton when a row stride is not a multiple of 16 elements) move the same bytes with
     # more, narrower instructions.
     access_bytes: int = 16
+    # Main-loop iterations of one task (the K steps of a tiled GEMM): each also costs a barrier and
+    # its address and pipeline bookkeeping, whatever its bytes and FLOP. 0 where there is no such loop.
+    loop_trips: int = 0
     notes: tuple[str, ...] = field(default=())
 
     def __post_init__(self) -> None:

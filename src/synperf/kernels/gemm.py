@@ -459,6 +459,7 @@ def launches_for(call: GemmCall, cfg: TileConfig, gpu, *, cluster_padding: bool 
         dram_read_bytes=(call.m + call.n) * call.k * b + scale_reads, dram_write_bytes=writes,
         tensor_dtype=TENSOR_DTYPE[call.dtype], tensor_path=cfg.tensor_path,
         persistent_ctas=min(tasks, cfg.persistent_ctas, gpu.sm_count) if cfg.persistent_ctas else None,
+        loop_trips=k_chunk // cfg.tile_k,
         notes=(f"tile {cfg.tile_m}x{cfg.tile_n}x{cfg.tile_k}", f"split_k={cfg.split_k}", f"tiles={tiles}"),
     )
     launches = [main]

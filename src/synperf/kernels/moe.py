@@ -425,6 +425,7 @@ def gemm_launch(call: MoeCall, gpu, which: str) -> Launch:
         resources=Resources(cfg.num_warps * 32, _registers(cfg, path), smem),
         dram_read_bytes=dram_read, dram_write_bytes=dram_write,
         tensor_dtype=TENSOR_DTYPE[call.dtype], tensor_path=path, order=order, notes=notes,
+        loop_trips=k_pad // cfg.block_k,
     )
 
 
