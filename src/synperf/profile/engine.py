@@ -392,13 +392,16 @@ class BatchRun:
             out = self._decode_body()
         self._hand_on(out, self.ids)
 
-    def timed(self, fn, *args) -> float:
+    def timed(self, fn, *args) -> tuple[float, float]:
+        """(wall ms, host ms) of one call from an idle GPU: the host time ends when the call returns,
+        i.e. what issuing its work costs the CPU (nothing in a pass waits on the GPU)."""
         torch = self.torch
         torch.cuda.synchronize()
         t0 = time.perf_counter()
         fn(*args)
+        t1 = time.perf_counter()
         torch.cuda.synchronize()
-        return (time.perf_counter() - t0) * 1e3
+        return (time.perf_counter() - t0) * 1e3, (t1 - t0) * 1e3
 
     def profile_kernels(self, fn, *args) -> dict[str, dict[str, float]]:
         """CUPTI kernel times of one call: {family: {kernels, us}} (this rank's GPU)."""
@@ -452,7 +455,8 @@ def run_batch(engine: ReferenceEngine, prompt_lens: list[int], output_len: int, 
     run = BatchRun(engine, prompt_lens, output_len, stages)
     _stage(f"batch {len(prompt_lens)} x {prompt_lens[0]}: warm-up prefill")
     run.prefill()                                   # warm-up: compiles Triton kernels, JIT modules
-    prefill_ms = sorted(run.timed(run.prefill) for _ in range(prefill_reps))
+    prefill_timed = [run.timed(run.prefill) for _ in range(prefill_reps)]
+    prefill_ms = sorted(wall for wall, _ in prefill_timed)
     _stage("profiled prefill")
     prefill_kernels = _stage_sum(run.profile_kernels(run.prefill), stages, engine.tp)
     _stage("decode capture")
@@ -462,12 +466,15 @@ def run_batch(engine: ReferenceEngine, prompt_lens: list[int], output_len: int, 
     run._reset_decode_state()
     run.prefill()                                   # fresh KV for the timed generation
     _stage("timed decode")
-    steps = [run.timed(run.decode_step, s) for s in range(output_len - 1)]
+    steps_timed = [run.timed(run.decode_step, s) for s in range(output_len - 1)]
+    steps = [wall for wall, _ in steps_timed]
     median_prefill = statistics.median(prefill_ms)
     return {
         "batch": len(prompt_lens), "prompt_lens": list(prompt_lens), "prompt_tokens": sum(prompt_lens),
         "output_len": output_len, "prefill_ms": median_prefill, "prefill_min_ms": prefill_ms[0],
         "prefill_max_ms": prefill_ms[-1], "decode_steps_ms": steps,
+        "prefill_host_ms": statistics.median(host for _, host in prefill_timed),
+        "decode_step_host_ms": statistics.median(host for _, host in steps_timed) if steps else 0.0,
         "decode_step_median_ms": statistics.median(steps) if steps else 0.0,
         "total_ms": median_prefill + sum(steps), "cuda_graph": graph,
         "prefill_kernels": json.dumps(prefill_kernels), "decode_kernels": json.dumps(decode_kernels),

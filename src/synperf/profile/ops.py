@@ -12,6 +12,7 @@ import torch
 import torch.nn.functional as F
 
 from .cases import normalize_case
+from ..kernels.attention import DECODE_GROUP_SIZES
 
 
 class UnsupportedCase(Exception):
@@ -197,16 +198,21 @@ def _build_flashinfer_attention(c, device) -> Op:
     last_len = torch.tensor([kv - (n - 1) * page for kv, n in zip(kv_lens, pages)], **i32)
     cache = _randn((sum(pages), 2, page, hkv, d), dt, device).to(kv_dt)
     if decode and lib == "flashinfer":
+        # The CUDA-core decode kernel dispatches a few GQA group sizes only; for the others engines
+        # pass use_tensor_cores, which runs the paged prefill kernel.
+        tensor_cores = hq // hkv not in DECODE_GROUP_SIZES
         if c.get("cuda_graph"):
             # The plan a CUDA graph replays (split KV, grid padded to a full wave); timed eagerly,
             # the kernels are the ones the graph would launch.
             wrapper = fi.BatchDecodeWithPagedKVCacheWrapper(
                 workspace, "NHD", use_cuda_graph=True, paged_kv_indptr_buffer=kv_indptr.clone(),
-                paged_kv_indices_buffer=indices.clone(), paged_kv_last_page_len_buffer=last_len.clone())
+                paged_kv_indices_buffer=indices.clone(), paged_kv_last_page_len_buffer=last_len.clone(),
+                use_tensor_cores=tensor_cores)
         else:
-            wrapper = fi.BatchDecodeWithPagedKVCacheWrapper(workspace, "NHD")
+            wrapper = fi.BatchDecodeWithPagedKVCacheWrapper(workspace, "NHD", use_tensor_cores=tensor_cores)
         wrapper.plan(kv_indptr, indices, last_len, hq, hkv, d, page, q_data_type=dt, kv_data_type=kv_dt)
-        note = "flashinfer paged decode" + (" (cuda-graph plan)" if c.get("cuda_graph") else "")
+        note = ("flashinfer paged decode" + (" (tensor cores)" if tensor_cores else "")
+                + (" (cuda-graph plan)" if c.get("cuda_graph") else ""))
     else:
         wrapper = fi.BatchPrefillWithPagedKVCacheWrapper(workspace, "NHD", backend=backend)
         wrapper.plan(qo_indptr, kv_indptr, indices, last_len, hq, hkv, d, page, causal=causal,

@@ -200,7 +200,7 @@ def _gemm_case(rng, library, dtype):
     return {"family": "gemm", "dtype": dt, "library": lib, "m": m, "n": n, "k": k}
 
 
-FLASHINFER_HEAD_DIMS = (128,)      # one JIT build per head dim and kernel (~10-40 s each on the GPU)
+FLASHINFER_HEAD_DIMS = (64, 128, 256)   # one JIT build per head dim and kernel (~10-40 s each on the GPU)
 FLASHINFER_PAGE_SIZES = (1, 16)    # SGLang's default page, vLLM's
 
 
