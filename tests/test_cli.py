@@ -108,6 +108,21 @@ def test_explain_names_narrow_accesses_and_the_dirty_write_back(capsys):
     assert data["launches"][0]["access_bytes"] == 2 and data["dirty_writeback_us"] > 0
 
 
+def test_explain_names_register_spills(capsys):
+    """BLOCK 128 x 256 at 4 warps needs more than 255 registers a thread (15 such profiled H200
+    kernels compiled to 255 and spilled); the default config does not."""
+    case = {"family": "moe", "tokens": 4096, "hidden": 4096, "intermediate": 1024, "num_experts": 64, "topk": 8,
+            "stage": "w13", "config": {"BLOCK_SIZE_M": 128, "BLOCK_SIZE_N": 256, "BLOCK_SIZE_K": 64,
+                                       "GROUP_SIZE_M": 8, "num_warps": 4, "num_stages": 3}}
+    code, out, _ = run(capsys, "explain", "--gpu", "h200", json.dumps(case))
+    assert code == 0 and "beyond the 255 cap" in out
+    code, out, _ = run(capsys, "explain", "--gpu", "h200", "--json", json.dumps(case))
+    assert json.loads(out)["launches"][0]["spilled_registers"] > 0
+    del case["config"]
+    code, out, _ = run(capsys, "explain", "--gpu", "h200", json.dumps(case))
+    assert code == 0 and "beyond the 255 cap" not in out
+
+
 def test_explain_bad_json_is_one_line(capsys):
     code, _, err = run(capsys, "explain", "--gpu", "h100-sxm", "{nope")
     assert code == 2 and "not valid JSON" in err

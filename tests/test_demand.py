@@ -18,8 +18,23 @@ def test_gemm_flops_and_bytes_are_exact_when_tiles_divide(h100):
     d = demand({"family": "gemm", "m": 4096, "n": 4096, "k": 4096}, h100)
     main = main_launch(d)
     assert main.row("tensor").gpu_demand == pytest.approx(2 * 4096 ** 3)
-    # cold: A and B read once, C written once (bf16)
-    assert main.row("dram").gpu_demand == pytest.approx(2 * (2 * 4096 * 4096) + 2 * 4096 * 4096)
+    # cold: A and B read once, C written once (bf16); of C, the share that is still dirty in L2
+    # when the kernel ends (the written part of the last L2-sized stretch of traffic) goes later
+    reads, writes = 2 * (2 * 4096 * 4096), 2 * 4096 * 4096
+    still_in_l2 = writes * h100.l2_size_mb * 1e6 / (reads + writes)
+    assert main.launch.dram_read_bytes + main.launch.dram_write_bytes == pytest.approx(reads + writes)
+    assert main.row("dram").gpu_demand == pytest.approx(reads + writes - still_in_l2)
+
+
+def test_outputs_that_fit_in_l2_are_written_back_after_the_kernel(h100):
+    """Streaming kernels: a small output stays dirty in L2 (DRAM sees its reads only); a large one
+    reaches DRAM except for the last L2-sized stretch of the stream."""
+    small = main_launch(demand({"family": "silu_and_mul", "tokens": 64, "intermediate": 4096}, h100))
+    assert small.row("dram").gpu_demand == pytest.approx(small.launch.dram_read_bytes)
+    big = main_launch(demand({"family": "silu_and_mul", "tokens": 32768, "intermediate": 14336}, h100))
+    read, write = big.launch.dram_read_bytes, big.launch.dram_write_bytes
+    assert read + write > 4 * h100.l2_size_mb * 1e6
+    assert big.row("dram").gpu_demand == pytest.approx(read + write * (1 - h100.l2_size_mb * 1e6 / (read + write)))
 
 
 def test_ceiling_is_the_largest_pipe_and_units_hold(h100):

@@ -129,16 +129,35 @@ def test_a_dirty_l2_costs_what_the_measured_twins_say():
     assert np.median(predicted) == pytest.approx(np.median(measured), abs=0.05)
 
 
-def test_libraries_never_measured_both_ways_are_flagged_for_a_dirty_l2():
+def test_dirty_l2_awareness_follows_the_twins(monkeypatch):
+    """A library counts as measured both ways only where a shape was timed after both flushes.
+    FlashInfer and FA3 have such twins since 2026-11-29, so their dirty-L2 predictions are in
+    range; a library without twins gets its dirty-L2 predictions flagged."""
+    from synperf import predict as predict_module
     from synperf.gpu import resolve_gpu
+    from synperf.train import dirty_aware_libraries
     h200 = resolve_gpu("h200")
-    attention = family_models()["attention"][1]
-    assert "flash_attn2_torch_sdpa" in attention["dirty_aware_libraries"]
-    assert "flashinfer" not in attention["dirty_aware_libraries"]
+    models = family_models()
+    model, card = models["attention"]
+    assert {"flash_attn2_torch_sdpa", "flashinfer", "fa3"} <= set(card["dirty_aware_libraries"])
     case = {"family": "attention", "library": "flashinfer", "phase": "decode", "batch": 8, "kv_len": 2048,
             "num_heads": 32, "num_kv_heads": 8, "head_dim": 128, "page_size": 16}
-    assert not predict(parse_case(case), h200).ood
-    assert predict(parse_case(dict(case, cache="cold_dirty")), h200).ood
+    assert not predict(parse_case(dict(case, cache="cold_dirty")), h200).ood
+
+    norm = {"family": "rmsnorm", "tokens": 64, "hidden": 4096}
+    cases = [parse_case(dict(norm, library="torch")), parse_case(dict(norm, library="torch", cache="cold_dirty")),
+             parse_case(dict(norm, library="triton", cache="cold_dirty"))]
+    group = {"latency": [1.0] * 3, "case": cases, "gpu": ["h200"] * 3}
+    assert dirty_aware_libraries(group) == {"torch"}
+
+    blind_card = dict(card, dirty_aware_libraries=["flash_attn2_torch_sdpa"])
+    monkeypatch.setattr(predict_module, "family_models", lambda: dict(models, attention=(model, blind_card)))
+    predict.cache_clear()
+    try:
+        assert not predict(parse_case(case), h200).ood
+        assert predict(parse_case(dict(case, cache="cold_dirty")), h200).ood
+    finally:
+        predict.cache_clear()
 
 
 def test_unaligned_triton_rows_are_slower_and_the_model_knows_why():

@@ -35,7 +35,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from synperf.cases import parse_case
-from synperf.demand import KernelDemand, LaunchDemand, kernel_demand
+from synperf.demand import KernelDemand, LaunchDemand, dram_traffic, kernel_demand
 from synperf.gpu.registry import resolve_gpu
 from synperf.predict import demand_for
 
@@ -126,13 +126,11 @@ def match_kernels(family: str, modelled: list[str], measured: list[str]) -> list
 
 
 # ------------------------------------------------------------------------------ per-launch values
-def _launch_values(ld: LaunchDemand) -> dict[str, float]:
+def _launch_values(ld: LaunchDemand, gpu, cache: str) -> dict[str, float]:
     launch = ld.launch
-    dram = ld.row("dram").gpu_demand
-    cold = launch.dram_read_bytes + launch.dram_write_bytes
-    scale = dram / cold if cold else 0.0          # warm cases keep only what overflows L2
+    read, write = dram_traffic(launch, gpu, cache)
     return {"tensor_total": ld.row("tensor").gpu_demand, "tensor_sm": ld.row("tensor").sm_demand,
-            "dram": dram, "dram_read": launch.dram_read_bytes * scale, "dram_write": launch.dram_write_bytes * scale,
+            "dram": read + write, "dram_read": read, "dram_write": write,
             "fma": ld.row("fma").gpu_demand, "xu": ld.row("xu").gpu_demand, "shared": ld.row("shared").gpu_demand}
 
 
@@ -236,8 +234,11 @@ def dram_note(a: dict, m: dict, n_kernels: int) -> str:
         return "per-kernel floor (code/constants after the flush)"
     if m["dram_read"] > (1.0 + TARGETS["dram"]) * a["dram_read"]:
         return "operand re-reads (working set beyond L2)"
-    if m["dram_write"] < a["dram_write"] and abs(ratio(a["dram_read"], m["dram_read"]) - 1.0) <= TARGETS["dram"]:
+    reads_agree = abs(ratio(a["dram_read"], m["dram_read"]) - 1.0) <= TARGETS["dram"]
+    if m["dram_write"] < a["dram_write"] and reads_agree:
         return "writes still in L2 at kernel end"
+    if m["dram_write"] > a["dram_write"] and reads_agree:
+        return "writes evicted before kernel end"
     return "other"
 
 
@@ -266,7 +267,7 @@ def analyse_case(case_json: str, kernels, gpu) -> CaseResult:
     case = parse_case(obj)
     demand: KernelDemand = demand_for(case, gpu)
     launches = list(demand.launches)
-    modelled = [_launch_values(ld) for ld in launches]
+    modelled = [_launch_values(ld, gpu, case.cache) for ld in launches]
     measured = [_kernel_values(row) for row in kernels.itertuples()]
     pairs = match_kernels(case.family, [ld.launch.name for ld in launches], list(kernels.kernel_name))
     kernel_rows, model_kept, unmatched = [], [], []
@@ -487,9 +488,9 @@ def render_markdown(cases, kernels, summary: list[dict], source: str = "") -> st
 
 
 
-
 _DRAM_NOTES = ("within 10 %", "per-kernel floor (code/constants after the flush)",
-               "writes still in L2 at kernel end", "operand re-reads (working set beyond L2)", "other")
+               "writes still in L2 at kernel end", "writes evicted before kernel end",
+               "operand re-reads (working set beyond L2)", "other")
 
 
 def _clean(obj):

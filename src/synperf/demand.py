@@ -76,14 +76,29 @@ class KernelDemand:
         return sum(ld.row(pipe).ideal_us for ld in self.launches)
 
 
+def dram_traffic(launch: Launch, gpu: GpuSpec, cache: str) -> tuple[float, float]:
+    """(read, write) bytes crossing the DRAM interface while the launch runs.
+
+    Cold (clean or dirty L2): every input is read once. L2 is write-back, so an output reaches DRAM
+    only when its line is evicted: of the stream the launch touches (reads + writes), the last
+    L2-sized part is still in L2 when it ends, and the written share of that part is written back
+    later, by whatever runs next. Nsight Compute's DRAM write counters on the H200 follow this with
+    the whole L2 (docs/counters.md). The write-back of lines left dirty *before* the launch is
+    ``KernelDemand.dirty_writeback_us``. Warm: the previous identical call left inputs and outputs
+    in L2, so only what overflows L2 moves."""
+    read, write = launch.dram_read_bytes, launch.dram_write_bytes
+    l2 = gpu.l2_size_mb * 1e6
+    touched = read + write
+    if touched <= 0.0:
+        return 0.0, 0.0
+    if cache == "warm":
+        scale = max(0.0, touched - l2) / touched
+        return read * scale, write * scale
+    return read, write * max(0.0, 1.0 - l2 / touched)
+
+
 def dram_bytes(launch: Launch, gpu: GpuSpec, cache: str) -> float:
-    """Compulsory DRAM traffic. Cold (clean or dirty L2): every input read once and every output
-    written once (the dirty lines' write-back is ``KernelDemand.dirty_writeback_us``). Warm:
-    the previous identical call left inputs and outputs in L2, so only what overflows L2 moves."""
-    total = launch.dram_read_bytes + launch.dram_write_bytes
-    if cache != "warm":
-        return total
-    return max(0.0, total - gpu.l2_size_mb * 1e6)
+    return sum(dram_traffic(launch, gpu, cache))
 
 
 def launch_demand(launch: Launch, gpu: GpuSpec, cache: str = "cold") -> LaunchDemand:

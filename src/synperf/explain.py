@@ -35,6 +35,9 @@ def explain_text(demand: KernelDemand, gpu_id: str) -> str:
                          f"{row.gpu_us:>10.3f}{row.sm_us:>10.3f}{share:>8.0%}")
         if launch.access_bytes < 16:
             lines.append(f"  memory accesses {launch.access_bytes} B wide (not 16 B): more instructions for the same bytes")
+        if launch.spilled_registers:
+            lines.append(f"  needs ~{launch.spilled_registers} registers per thread beyond the 255 cap: "
+                         f"the compiler spills them to local memory")
         lines.append(f"  fixed   launch floor + first DRAM round trip {ld.fixed_us:.3f} us")
         lines.append(f"  ceiling {ceiling:.3f} us ({ld.bound})")
     if demand.dirty_writeback_us:
@@ -58,6 +61,7 @@ def explain_dict(demand: KernelDemand) -> dict:
                 "occupancy_limiter": ld.schedule.occupancy.limiter,
                 "waves": ld.schedule.waves,
                 "access_bytes": ld.launch.access_bytes,
+                "spilled_registers": ld.launch.spilled_registers,
                 "imbalance": ld.schedule.imbalance,
                 "fixed_us": ld.fixed_us,
                 "ceiling_us": ld.ceiling_us,

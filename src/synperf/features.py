@@ -21,7 +21,7 @@ FEATURE_NAMES = (
     *(f"{pipe}_gpu_us" for pipe in GPU_PIPES),
     "fixed_us", "ceiling_us",
     "log_tasks", "max_waves", "min_ctas_per_sm", "max_imbalance", "launches",
-    "dtype_bytes", "warm_cache", "dirty_writeback_us", "narrow_access", "loop_trips",
+    "dtype_bytes", "warm_cache", "dirty_writeback_us", "narrow_access", "loop_trips", "register_spill",
 )
 DIRTY_COLUMN = FEATURE_NAMES.index("dirty_writeback_us")
 
@@ -43,6 +43,7 @@ def features(case: KernelCase, demand: KernelDemand) -> np.ndarray:
         np.log1p(demand.dirty_writeback_us),
         np.log2(16 / min(ld.launch.access_bytes for ld in demand.launches)),   # 0 when fully vectorised
         np.log1p(max(ld.launch.loop_trips for ld in demand.launches)),
+        np.log1p(max(ld.launch.spilled_registers for ld in demand.launches)),
     ]
     return np.asarray(values, dtype=np.float64)
 

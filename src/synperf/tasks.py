@@ -58,6 +58,9 @@ class Launch:
     # Main-loop iterations of one task (the K steps of a tiled GEMM): each also costs a barrier and
     # its address and pipeline bookkeeping, whatever its bytes and FLOP. 0 where there is no such loop.
     loop_trips: int = 0
+    # Registers per thread the code needs beyond the 255 a thread can hold: the compiler spills
+    # them to local memory (per-thread stack traffic through L1/L2 that no operand count shows).
+    spilled_registers: int = 0
     notes: tuple[str, ...] = field(default=())
 
     def __post_init__(self) -> None:

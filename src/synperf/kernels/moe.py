@@ -318,6 +318,18 @@ def warps_per_tile(cfg: MoeConfig, path: str) -> tuple[int, int]:
     return wm, wn
 
 
+def mma_replication(cfg: MoeConfig, path: str) -> float:
+    """How many times each MMA of the tile is issued. A warp's smallest MMA tile is 16 x 8 (mma.sync;
+    a 4-warp group's wgmma: 64 x 8); when the warp grid covers more than [BM, BN] (e.g. BM=16, BN=32
+    at 8 warps: 8 warps along N, 4 columns each), warps repeat each other's MMAs. Nsight Compute's
+    tensor-op counts confirm 2x for every such profiled config (data/h200-system/counters.parquet)."""
+    if path == "tcgen05":
+        return 1.0
+    wm, wn = warps_per_tile(cfg, path)
+    rows = 16 * wm if path == "mma" else 64 * (wm // 4)
+    return max(1.0, rows / cfg.block_m) * max(1.0, 8 * wn / cfg.block_n)
+
+
 def _operand_shared_reads(cfg: MoeConfig, path: str, k_pad: int, b: int) -> float:
     """Bytes the MMAs read from the shared-memory operand buffers per CTA.
 
@@ -342,14 +354,20 @@ def _operand_shared_reads(cfg: MoeConfig, path: str, k_pad: int, b: int) -> floa
 _REGISTER_FIT = {"mma": (1.589, 0.358, 28.9), "wgmma": (0.861, 0.412, 26.3), "tcgen05": (0.861, 0.412, 26.3)}
 
 
-def _registers(cfg: MoeConfig, path: str) -> int:
-    """Per-thread registers, in the allocation unit of 8; 255 is the cap (beyond it Triton spills)."""
+def _register_need(cfg: MoeConfig, path: str) -> int:
+    """Per-thread registers the tile needs, in the allocation unit of 8 (uncapped)."""
     threads = cfg.num_warps * 32
     acc_coef, operand_coef, base = _REGISTER_FIT[path]
     acc = cfg.block_m * cfg.block_n / threads
     operands = (cfg.block_m * cfg.block_k + cfg.block_k * cfg.block_n) / threads
-    regs = int(math.ceil((acc_coef * acc + operand_coef * operands + base) / 8) * 8)
-    return max(32, min(255, regs))
+    return max(32, int(math.ceil((acc_coef * acc + operand_coef * operands + base) / 8) * 8))
+
+
+def _registers(cfg: MoeConfig, path: str) -> int:
+    """Per-thread registers allocated: 255 is the cap; beyond it Triton spills (`spilled_registers`).
+    Of the 26 profiled H200 kernels at 255, the 15 whose need this fit puts past the cap are all
+    BLOCK 128 x 256 at 4 warps on the wgmma path, and they run up to 5x slower than their demand."""
+    return min(255, _register_need(cfg, path))
 
 
 def shared_bytes(cfg: MoeConfig, b: int) -> int:
@@ -388,7 +406,7 @@ def gemm_launch(call: MoeCall, gpu, which: str) -> Launch:
 
     demand, counts = [], []
     shared = _operand_shared_reads(cfg, path, k_pad, b)
-    tensor = 2.0 * cfg.block_m * cfg.block_n * k_pad
+    tensor = 2.0 * cfg.block_m * cfg.block_n * k_pad * mma_replication(cfg, path)
     for r, rc in zip(row_values.tolist(), rows_count.tolist()):
         for c, cc in zip(col_values, col_count):
             l2 = (r * k * b                     # gathered A rows (masked rows issue no loads)
@@ -418,7 +436,8 @@ def gemm_launch(call: MoeCall, gpu, which: str) -> Launch:
     dram_write = pairs * n * b
     notes = (f"EM={pad.em} grid={pad.grid_m}x{grid_n} active_m_blocks={pad.active_m} "
              f"padded_total={pad.padded_total} early_exit_ctas={exit_tasks}",
-             f"path={path} warps={warps_per_tile(cfg, path)} config={cfg.as_dict()} ({call.config_source})",
+             f"path={path} warps={warps_per_tile(cfg, path)} mma_replication={mma_replication(cfg, path):g} "
+             f"config={cfg.as_dict()} ({call.config_source})",
              f"expected active experts (random routing)={active_experts:.2f}")
     return Launch(
         name=f"synperf_fused_moe_kernel[{which}]", demand=np.array(demand), counts=np.array(counts),
@@ -426,6 +445,7 @@ def gemm_launch(call: MoeCall, gpu, which: str) -> Launch:
         dram_read_bytes=dram_read, dram_write_bytes=dram_write,
         tensor_dtype=TENSOR_DTYPE[call.dtype], tensor_path=path, order=order, notes=notes,
         loop_trips=k_pad // cfg.block_k,
+        spilled_registers=max(0, _register_need(cfg, path) - 255),
     )
 
 
