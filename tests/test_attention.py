@@ -304,3 +304,26 @@ def test_flashinfer_decode_cuda_graph_plan_always_splits_and_pads_the_grid():
     assert graph[0].total_demand[1] == pytest.approx(eager[0].total_demand[1])   # padding CTAs do no work
     with pytest.raises(InputError, match="cuda_graph"):
         parse_case({**base, "num_heads": 24, "num_kv_heads": 4, "cuda_graph": True})   # group 6: tensor-core path
+
+
+def test_kernel_path_names_the_kernel_flashinfer_ran():
+    """The path input of the efficiency model is the kernel the profiles show: ragged or paged
+    prefill (also a decode whose GQA group the CUDA-core kernel lacks), none for that kernel."""
+    import json
+    from pathlib import Path
+
+    pq = pytest.importorskip("pyarrow.parquet")
+    from synperf.cases import parse_case
+
+    table = pq.read_table(Path(__file__).resolve().parents[1] / "data" / "h200" / "attention.parquet",
+                          columns=["library", "case_json", "kernel_names"]).to_pylist()
+    seen = set()
+    for rec in table[::5]:
+        if rec["library"] != "flashinfer":
+            continue
+        names = " ".join(json.loads(rec["kernel_names"]))
+        expected = ("ragged_prefill" if "BatchPrefillWithRaggedKVCacheKernel" in names else
+                    "paged_prefill" if "BatchPrefillWithPagedKVCacheKernel" in names else None)
+        assert A.kernel_path(parse_case(json.loads(rec["case_json"])).call) == expected, rec["case_json"]
+        seen.add(expected)
+    assert seen == {"ragged_prefill", "paged_prefill", None}

@@ -60,15 +60,21 @@ def dirty_blind(X: np.ndarray, libraries, aware: set) -> np.ndarray:
 
 
 def family_feature_names(family: str) -> tuple[str, ...]:
-    """The family's model inputs: the shared features plus a one-hot of its libraries."""
+    """The family's model inputs: the shared features, a one-hot of its libraries and, where the
+    family names them (``KERNEL_PATHS``), a one-hot of the kernel code paths its demand cannot tell apart."""
     from synperf.kernels import families
-    return (*FEATURE_NAMES, *(f"library_{lib}" for lib in families()[family].LIBRARIES))
+    module = families()[family]
+    return (*FEATURE_NAMES, *(f"library_{lib}" for lib in module.LIBRARIES),
+            *(f"path_{path}" for path in getattr(module, "KERNEL_PATHS", ())))
 
 
 def family_features(case: KernelCase, demand: KernelDemand) -> np.ndarray:
     from synperf.kernels import families
-    libraries = families()[case.family].LIBRARIES
-    return np.concatenate([features(case, demand), [1.0 if case.library == lib else 0.0 for lib in libraries]])
+    module = families()[case.family]
+    paths = getattr(module, "KERNEL_PATHS", ())
+    path = module.kernel_path(case.call) if paths else None
+    return np.concatenate([features(case, demand), [1.0 if case.library == lib else 0.0 for lib in module.LIBRARIES],
+                           [1.0 if path == p else 0.0 for p in paths]])
 
 
 def case_variant(case: KernelCase) -> str:
