@@ -27,6 +27,41 @@ def test_quantile_heads_are_calibrated_on_held_out_rows():
     assert (q[:, 0] <= q[:, 1]).all() and (q[:, 1] <= q[:, 2]).all() and (q >= 0).all()
 
 
+def test_interval_widening_and_the_margin_each_row_needs():
+    """A wider interval keeps the median; a row falls inside the widened interval exactly when the
+    margin it needs is at most the margin applied."""
+    X, y = synthetic()
+    model = EfficiencyModel(epochs=30, seed=1).fit(X[:2000], y[:2000], ("a", "b", "c", "d"))
+    q, wide = model.predict(X[2000:]), model.predict(X[2000:], interval_margin=0.1)
+    assert np.allclose(wide[:, 1], q[:, 1])
+    assert np.allclose(wide[:, 2], np.minimum(q[:, 2] + 0.1, model.target_max_[0]))
+    assert (wide[:, 0] <= q[:, 0]).all() and (wide >= 0).all()
+    shifted = y[2000:] + 0.15                     # a die the model never saw: everything slower
+    needed = model.interval_margin_needed(X[2000:], shifted)
+    inside = (wide[:, 0] <= shifted) & (shifted <= wide[:, 2])
+    assert np.array_equal(inside, needed <= 0.1)
+    assert np.mean(needed <= 0.0) < 0.8 < np.mean(needed <= 0.3)
+
+
+def test_unseen_dies_get_the_calibrated_interval():
+    """The shipped cards carry the margin that other GPUs' measurements required, with each GPU's
+    coverage when the margin is fitted on the others; H200 (trained on) keeps the plain interval."""
+    from synperf.gpu import resolve_gpu
+    from synperf.predict import interval_margin
+    hopper, ampere = resolve_gpu("h200").silicon_family, resolve_gpu("a100-sxm4-80gb").silicon_family
+    for family in ("gemm", "moe", "attention"):
+        card = family_models()[family][1]
+        interval = card["unseen_silicon_interval"]
+        assert interval["margin"] > 0.0 and len(interval["gpus"]) >= 3
+        assert interval_margin(card, hopper) == 0.0 and interval_margin(card, ampere) == interval["margin"]
+        assert interval["coverage_80_without"] < 0.8
+        assert np.mean(list(interval["coverage_80_each_gpu_held_out"].values())) > interval["coverage_80_without"]
+    a100 = resolve_gpu("a100-sxm4-80gb")
+    wide = predict(parse_case({"family": "gemm", "m": 512, "n": 4096, "k": 4096}), a100)
+    plain = predict(parse_case({"family": "gemm", "m": 512, "n": 4096, "k": 4096}), resolve_gpu("h100-sxm"))
+    assert wide.latency_high_us / wide.latency_us > plain.latency_high_us / plain.latency_us
+
+
 def test_save_load_round_trip_is_exact_and_needs_no_pickle(tmp_path):
     X, y = synthetic(500)
     model = EfficiencyModel(epochs=5).fit(X, y, ("a", "b", "c", "d"))

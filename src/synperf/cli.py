@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import re
 import sys
 from typing import Sequence
@@ -245,8 +246,15 @@ def cmd_train(args) -> int:
     from synperf.predict import model_dir
     from synperf.train import train
     out = Path(args.output) if args.output else model_dir()
-    for card in train(iter_records(args.paths), _registry(args), out, seed=args.seed, epochs=args.epochs):
+    calibration = iter_records(args.interval_calibration) if args.interval_calibration else None
+    for card in train(iter_records(args.paths), _registry(args), out, seed=args.seed, epochs=args.epochs,
+                      calibration_records=calibration):
         print(f"{card['family']:<14}{card['rows']:>7} rows from {', '.join(card['gpus'])}, {card['train_seconds']} s -> {out / card['family']}.npz")
+        if "unseen_silicon_interval" in card:
+            c = card["unseen_silicon_interval"]
+            each = ", ".join(f"{g} {v:.0%}" for g, v in c["coverage_80_each_gpu_held_out"].items())
+            print(f"{'':<14}interval widened x/{math.exp(c['margin']):.2f} on unseen dies ({c['rows']} rows of {len(c['gpus'])} GPUs; "
+                  f"80 % interval covered {c['coverage_80_without']:.0%} unwidened; widened, each GPU held out: {each})")
     return 0
 
 
@@ -337,6 +345,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--epochs", type=int, default=150)
     p.add_argument("--output", help="folder for the weights (default: the package's models/)")
+    p.add_argument("--interval-calibration", nargs="+", metavar="PATH",
+                   help="other GPUs' measurements (not trained on) that set how much wider the interval is on a "
+                        "die the models never saw")
     p.set_defaults(func=cmd_train)
 
     p = sub.add_parser("eval", help="latency error of the learned model and the baselines on measured rows")

@@ -103,8 +103,7 @@ class EfficiencyModel:
         return grads_w + grads_b
 
     # -- inference -----------------------------------------------------------------------------
-    def predict(self, X: np.ndarray) -> np.ndarray:
-        """Quantiles (10th, 50th, 90th) of log(latency / ceiling), sorted, within [0, target_max_]."""
+    def _raw_quantiles(self, X: np.ndarray) -> np.ndarray:
         if not hasattr(self, "weights_"):
             raise NotFittedError("the efficiency model is not fitted")
         X = np.atleast_2d(np.asarray(X, dtype=np.float64))
@@ -113,7 +112,27 @@ class EfficiencyModel:
             h = h @ W + b[:, None, :]
             if layer < len(self.weights_) - 1:
                 h = np.maximum(h, 0.0)
-        return np.clip(np.sort(h.mean(axis=0), axis=1), self.floor, self.target_max_[0])
+        return np.sort(h.mean(axis=0), axis=1)
+
+    def predict(self, X: np.ndarray, interval_margin: float = 0.0) -> np.ndarray:
+        """Quantiles (10th, 50th, 90th) of log(latency / ceiling), sorted, within [0, target_max_].
+        ``interval_margin`` (log units) moves the 10th down and the 90th up: a wider interval where
+        the model is known to be less sure, e.g. on a GPU die it never saw."""
+        q = self._raw_quantiles(X)
+        q[:, 0] -= interval_margin
+        q[:, 2] += interval_margin
+        return np.clip(q, self.floor, self.target_max_[0])
+
+    def interval_margin_needed(self, X: np.ndarray, y: np.ndarray) -> np.ndarray:
+        """Per row: the smallest ``interval_margin`` whose interval holds the measured ``y``
+        (infinite where none does: beyond the largest ratio the model can predict)."""
+        q = self._raw_quantiles(X)
+        y = np.asarray(y, dtype=np.float64)
+        needed = np.maximum(0.0, np.maximum(q[:, 0] - y, y - q[:, 2]))
+        reachable = y <= self.target_max_[0]
+        if self.floor is not None:
+            reachable &= y >= self.floor
+        return np.where(reachable, needed, np.inf)
 
     def out_of_range(self, X: np.ndarray) -> np.ndarray:
         """Per row: is any feature outside the training range (with a 5 % margin of that range)?"""

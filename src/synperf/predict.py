@@ -92,6 +92,15 @@ def demand_for(case: KernelCase, gpu: GpuSpec) -> KernelDemand:
                          f" (every field is in range, but not all at once)") from None
 
 
+def interval_margin(card: dict, silicon: str) -> float:
+    """The log margin added to both ends of the interval on a die of ``silicon``: 0 on a die the
+    model was trained on, else what the other GPUs' measurements required
+    (``synperf train --interval-calibration``)."""
+    if silicon in card.get("silicon", ()):
+        return 0.0
+    return float(card.get("unseen_silicon_interval", {}).get("margin", 0.0))
+
+
 @lru_cache(maxsize=200_000)
 def predict(case: KernelCase, gpu: GpuSpec) -> Prediction:
     """Cached: serving and end-to-end workloads repeat the same kernel shapes many times."""
@@ -102,7 +111,7 @@ def predict(case: KernelCase, gpu: GpuSpec) -> Prediction:
         model, card = learned
         aware = set(card.get("dirty_aware_libraries", ()))
         x = dirty_blind(family_features(case, demand)[None], [case.library], aware)
-        low, mid, high = model.predict(x)[0]
+        low, mid, high = model.predict(x, interval_margin=interval_margin(card, gpu.silicon_family))[0]
         return Prediction(
             latency_us=ceiling * float(np.exp(mid)), latency_low_us=ceiling * float(np.exp(low)),
             latency_high_us=ceiling * float(np.exp(high)), ceiling_us=ceiling, bound=demand.bound,
