@@ -100,8 +100,6 @@ def _neusight_predict(model: EfficiencyModel, group: dict, mask: np.ndarray) -> 
 
 
 MEMBERS = 5   # networks per family model (efficiency.py)
-
-
 INTERVAL_COVERAGE = 0.8
 
 
@@ -164,7 +162,6 @@ def train(records: Iterable[dict], registry, out: Path, seed: int = 0, epochs: i
         model.save(out / family, card)
         summary.append(card)
     return summary
-
 
 
 def _add_points(points: dict | None, family: str, measured, predicted, groups) -> None:
