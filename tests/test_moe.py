@@ -335,3 +335,25 @@ def test_main_loop_trips_of_tiled_gemms(h100):
     cfg = gemm.choose_config(g, h100)
     main = max(gemm.launches_for(g, cfg, h100), key=lambda launch: launch.loop_trips)
     assert main.loop_trips * cfg.tile_k * cfg.split_k >= 4096 and main.loop_trips * cfg.tile_k < 4096 + cfg.tile_k * cfg.split_k
+
+
+def test_config_knobs_reach_the_efficiency_model():
+    """Two configs with the same tile and occupancy but another pipeline depth differ to the model
+    in the num_stages input alone (the demand cannot show the depth)."""
+    import numpy as np
+
+    from synperf.cases import parse_case
+    from synperf.features import family_feature_names, family_features
+    from synperf.gpu import resolve_gpu
+    from synperf.predict import demand_for
+
+    gpu = resolve_gpu("h200")
+    base = {"family": "moe", "tokens": 256, "hidden": 4096, "intermediate": 1024, "num_experts": 64, "topk": 8,
+            "stage": "w13", "config": {"BLOCK_SIZE_M": 64, "BLOCK_SIZE_N": 64, "BLOCK_SIZE_K": 64,
+                                       "GROUP_SIZE_M": 8, "num_warps": 4, "num_stages": 2}}
+    deeper = dict(base, config=dict(base["config"], num_stages=4))
+    x2, x4 = (family_features(c, demand_for(c, gpu)) for c in (parse_case(base), parse_case(deeper)))
+    names = family_feature_names("moe")
+    differ = {names[i] for i in np.flatnonzero(x2 != x4)}
+    assert "log2_num_stages" in differ and x4[names.index("log2_num_stages")] == 2.0
+    assert not differ & {"log2_block_m", "log2_block_n", "log2_block_k", "log2_num_warps", "tensor_gpu_us"}

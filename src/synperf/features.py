@@ -60,21 +60,19 @@ def dirty_blind(X: np.ndarray, libraries, aware: set) -> np.ndarray:
 
 
 def family_feature_names(family: str) -> tuple[str, ...]:
-    """The family's model inputs: the shared features, a one-hot of its libraries and, where the
-    family names them (``KERNEL_PATHS``), a one-hot of the kernel code paths its demand cannot tell apart."""
+    """The family's model inputs: the shared features, a one-hot of its libraries and the family's
+    own ``EXTRA_FEATURES`` (what its demand cannot show: attention's kernel path, MoE's config)."""
     from synperf.kernels import families
     module = families()[family]
-    return (*FEATURE_NAMES, *(f"library_{lib}" for lib in module.LIBRARIES),
-            *(f"path_{path}" for path in getattr(module, "KERNEL_PATHS", ())))
+    return (*FEATURE_NAMES, *(f"library_{lib}" for lib in module.LIBRARIES), *getattr(module, "EXTRA_FEATURES", ()))
 
 
 def family_features(case: KernelCase, demand: KernelDemand) -> np.ndarray:
     from synperf.kernels import families
     module = families()[case.family]
-    paths = getattr(module, "KERNEL_PATHS", ())
-    path = module.kernel_path(case.call) if paths else None
+    extra = module.extra_features(case.call) if hasattr(module, "EXTRA_FEATURES") else ()
     return np.concatenate([features(case, demand), [1.0 if case.library == lib else 0.0 for lib in module.LIBRARIES],
-                           [1.0 if path == p else 0.0 for p in paths]])
+                           extra])
 
 
 def case_variant(case: KernelCase) -> str:

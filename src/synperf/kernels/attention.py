@@ -76,6 +76,7 @@ def variant(call: AttentionCall) -> str:
 # page table. Their demands look alike, so the efficiency model gets the path as an input:
 # held out, FlashInfer 6.7 -> 5.1 % (ragged prefills had been 6 % slow and paged ones 5 % fast).
 KERNEL_PATHS = ("ragged_prefill", "paged_prefill")
+EXTRA_FEATURES = tuple(f"path_{path}" for path in KERNEL_PATHS)
 
 
 def kernel_path(call: AttentionCall) -> str | None:
@@ -86,6 +87,12 @@ def kernel_path(call: AttentionCall) -> str | None:
     if call.phase == "decode" and call.group in DECODE_GROUP_SIZES and all(q == 1 for q in call.q_lens):
         return None
     return "paged_prefill" if call.paged else "ragged_prefill"
+
+
+def extra_features(call: AttentionCall) -> list[float]:
+    """One-hot of ``kernel_path`` (the efficiency model's ``EXTRA_FEATURES``)."""
+    path = kernel_path(call)
+    return [1.0 if path == p else 0.0 for p in KERNEL_PATHS]
 
 
 # ---------------------------------------------------------------------------------------- parse
