@@ -45,7 +45,8 @@ def test_interval_widening_and_the_margin_each_row_needs():
 
 def test_unseen_dies_get_the_calibrated_interval():
     """The shipped cards carry the margin that other GPUs' measurements required, with each GPU's
-    coverage when the margin is fitted on the others; H200 (trained on) keeps the plain interval."""
+    coverage when the margin is fitted on the others; on the die trained on (H200, H100) the margin
+    that a held-back fifth of the training rows needed, a smaller one."""
     from synperf.gpu import resolve_gpu
     from synperf.predict import interval_margin
     hopper, ampere = resolve_gpu("h200").silicon_family, resolve_gpu("a100-sxm4-80gb").silicon_family
@@ -53,7 +54,8 @@ def test_unseen_dies_get_the_calibrated_interval():
         card = family_models()[family][1]
         interval = card["unseen_silicon_interval"]
         assert interval["margin"] > 0.0 and len(interval["gpus"]) >= 3
-        assert interval_margin(card, hopper) == 0.0 and interval_margin(card, ampere) == interval["margin"]
+        assert interval_margin(card, ampere) == interval["margin"]
+        assert interval_margin(card, hopper) == card["seen_silicon_interval"]["margin"] < interval["margin"]
         assert interval["coverage_80_without"] < 0.8
         assert np.mean(list(interval["coverage_80_each_gpu_held_out"].values())) > interval["coverage_80_without"]
     a100 = resolve_gpu("a100-sxm4-80gb")

@@ -119,16 +119,17 @@ class EfficiencyModel:
         ``interval_margin`` (log units) moves the 10th down and the 90th up: a wider interval where
         the model is known to be less sure, e.g. on a GPU die it never saw."""
         q = self._raw_quantiles(X)
-        q[:, 0] -= interval_margin
-        q[:, 2] += interval_margin
+        q[:, 0] = np.minimum(q[:, 0] - interval_margin, q[:, 1])     # a negative margin narrows,
+        q[:, 2] = np.maximum(q[:, 2] + interval_margin, q[:, 1])     # never past the median
         return np.clip(q, self.floor, self.target_max_[0])
 
     def interval_margin_needed(self, X: np.ndarray, y: np.ndarray) -> np.ndarray:
         """Per row: the smallest ``interval_margin`` whose interval holds the measured ``y``
-        (infinite where none does: beyond the largest ratio the model can predict)."""
+        (negative when the plain interval holds it with room to spare; infinite where none does:
+        beyond the largest ratio the model can predict)."""
         q = self._raw_quantiles(X)
         y = np.asarray(y, dtype=np.float64)
-        needed = np.maximum(0.0, np.maximum(q[:, 0] - y, y - q[:, 2]))
+        needed = np.maximum(q[:, 0] - y, y - q[:, 2])
         reachable = y <= self.target_max_[0]
         if self.floor is not None:
             reachable &= y >= self.floor

@@ -93,11 +93,11 @@ def demand_for(case: KernelCase, gpu: GpuSpec) -> KernelDemand:
 
 
 def interval_margin(card: dict, silicon: str) -> float:
-    """The log margin added to both ends of the interval on a die of ``silicon``: 0 on a die the
-    model was trained on, else what the other GPUs' measurements required
-    (``synperf train --interval-calibration``)."""
+    """The log margin added to both ends of the interval on a die of ``silicon``: on a die the model
+    was trained on, what new shapes needed (a held-back fifth of the training rows); elsewhere what
+    the other GPUs' measurements required (``synperf train --interval-calibration``)."""
     if silicon in card.get("silicon", ()):
-        return 0.0
+        return float(card.get("seen_silicon_interval", {}).get("margin", 0.0))
     return float(card.get("unseen_silicon_interval", {}).get("margin", 0.0))
 
 
