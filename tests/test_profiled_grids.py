@@ -157,3 +157,17 @@ def test_nearest_shape_search_equals_a_full_scan():
         dist = np.einsum("ij,ij->i", diff, diff)
         full = np.lexsort((grid.table_order, dist))[:8]
         assert (grid.nearest(q, 8) == full).all()
+
+
+def test_torch_silu_and_mul_runs_the_strided_kernel_on_more_than_one_row():
+    """silu(x[:, :d]) * x[:, d:]: PyTorch vectorizes only when the halves are contiguous (one row);
+    the launches' access width says which kernel ran, for every profiled torch row."""
+    from synperf.kernels import silu_mul
+
+    gpu = resolve_gpu("NVIDIA H200")
+    records = [r for r in rows("silu_and_mul") if r["library"] == "torch"]
+    assert len(records) > 500
+    for rec in records:
+        vectorized = "vectorized_elementwise_kernel" in " ".join(json.loads(rec["kernel_names"]))
+        call = silu_mul.parse(json.loads(rec["case_json"]), rec["dtype"], "torch")
+        assert all((launch.access_bytes == 16) == vectorized for launch in silu_mul.decompose(call, gpu))

@@ -63,8 +63,10 @@ def triton_access_bytes(row_elements: int, dtype_bytes: int) -> int:
 
 def elementwise_launch(name: str, elements: int, *, bytes_in_per_elem: float, bytes_out_per_elem: float,
                        fma_per_elem: float = 1.0, xu_per_elem: float = 0.0, threads: int = 128,
-                       elems_per_thread: int = 4, registers: int = 32) -> Launch:
-    """PyTorch's vectorized element-wise kernel: 128 threads a CTA, a few elements a thread."""
+                       elems_per_thread: int = 4, registers: int = 32, access_bytes: int = 16) -> Launch:
+    """PyTorch's element-wise kernel: 128 threads a CTA, a few elements a thread; vectorized (16-byte
+    accesses) on contiguous tensors, else the generic strided ``elementwise_kernel`` (one element an
+    access: ``access_bytes`` = the element size)."""
     per_cta = threads * elems_per_thread
     ctas = ceil_div(elements, per_cta)
     per_task = task_demand(fma_ops=fma_per_elem * per_cta, xu_ops=xu_per_elem * per_cta,
@@ -73,4 +75,5 @@ def elementwise_launch(name: str, elements: int, *, bytes_in_per_elem: float, by
         name=name, demand=per_task, counts=[ctas],
         resources=Resources(threads=threads, registers_per_thread=registers, shared_bytes=0),
         dram_read_bytes=bytes_in_per_elem * elements, dram_write_bytes=bytes_out_per_elem * elements,
+        access_bytes=access_bytes,
     )
