@@ -155,6 +155,21 @@ def cmd_data_ceiling(args) -> int:
     return 0
 
 
+def cmd_data_repeatability(args) -> int:
+    from synperf.dataset import iter_records, repeatability
+    rows = repeatability(iter_records(args.paths))
+    if args.json:
+        print(json.dumps(rows, indent=1))
+        return 0
+    if not rows:
+        print("no case was measured more than once in the given data")
+        return 0
+    _print_table(rows, [("gpu", "<14"), ("family", "<14"), ("library", "<24"), ("repeats", ">8d"),
+                        ("median_ratio", ">13.3f"), ("mean_abs_diff", ">14.1%"), ("median_abs_diff", ">16.1%"),
+                        ("p90_abs_diff", ">13.1%"), ("floor_mape", ">11.1%")])
+    return 0
+
+
 def _heuristic_rows(path: str) -> list[dict]:
     """Rank-0 answers of a ``synperf.profile.cublaslt_query`` run (parquet). Answers for shapes
     marked ``profiled`` (measured in the kernel datasets, held-out ones included) are left out:
@@ -372,6 +387,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("paths", nargs="*", default=["data"])
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_data_ceiling)
+
+    p = data.add_parser("repeatability", help="how far repeated measurements of the same case land apart")
+    p.add_argument("paths", nargs="*", default=["data"], help="parquet files or folders (default: data/)")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_data_repeatability)
 
     p = data.add_parser("import", help="read public measurements (aiconfigurator, vidur, pipeweave) into parquet")
     p.add_argument("source", choices=("aiconfigurator", "vidur", "pipeweave"))

@@ -125,6 +125,38 @@ def ceiling_check(records: Iterable[dict], registry) -> dict:
     }
 
 
+def repeatability(records: Iterable[dict]) -> list[dict]:
+    """Per (gpu, family, library): how far apart two measurements of the same case (same shape,
+    same L2 state) land when it was measured more than once, e.g. in two sessions. Each repeat is
+    compared with the case's first measurement (by timestamp). ``floor_mape`` = mean |later /
+    first - 1| / sqrt(2): with independent, equal noise on every measurement, the error a predictor
+    of each case's true mean would still score against single measurements."""
+    measured: dict[tuple, list[tuple[str, float]]] = defaultdict(list)
+    for rec in records:
+        latency = rec.get("latency_us")
+        if latency is None or not math.isfinite(latency) or latency <= 0:
+            continue
+        try:
+            case = parse_case(case_of(rec))
+        except SynperfError:
+            continue
+        measured[(gpu_of(rec), case)].append((str(rec.get("timestamp") or ""), float(latency)))
+    diffs: dict[tuple, list[float]] = defaultdict(list)
+    for (gpu, case), values in measured.items():
+        if len(values) > 1:
+            values.sort()
+            first = values[0][1]
+            diffs[(gpu, case.family, case.library)] += [later / first - 1.0 for _, later in values[1:]]
+    out = []
+    for (gpu, family, library), d in sorted(diffs.items()):
+        arr = np.abs(np.asarray(d))
+        out.append({"gpu": gpu, "family": family, "library": library, "repeats": int(arr.size),
+                    "median_ratio": float(np.median(np.asarray(d) + 1.0)),
+                    "mean_abs_diff": float(arr.mean()), "median_abs_diff": float(np.median(arr)),
+                    "p90_abs_diff": float(np.quantile(arr, 0.9)), "floor_mape": float(arr.mean() / math.sqrt(2.0))})
+    return out
+
+
 def holdout_split(records: Iterable[dict], test_fraction: float) -> tuple[list[dict], list[dict]]:
     """Deterministic split by a hash of the case: the same shape always lands on the same side,
     also when it was measured after both a clean and a dirtying L2 flush."""
