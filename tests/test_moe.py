@@ -357,3 +357,37 @@ def test_config_knobs_reach_the_efficiency_model():
     differ = {names[i] for i in np.flatnonzero(x2 != x4)}
     assert "log2_num_stages" in differ and x4[names.index("log2_num_stages")] == 2.0
     assert not differ & {"log2_block_m", "log2_block_n", "log2_block_k", "log2_num_warps", "tensor_gpu_us"}
+
+
+def test_stage_all_launches_match_every_profile():
+    """Stage "all" launches what the profiled align step, Triton kernels and top-k sum ran: the
+    same count (kernels, memcpys and memsets) for every committed H200 row, small and radix sorts,
+    a single key, and top-k sums split past 2 GiB."""
+    import json
+    from pathlib import Path
+
+    import pyarrow.parquet as pq
+
+    from synperf.cases import parse_case
+    from synperf.predict import demand_for
+
+    h200 = resolve_gpu("h200")
+    rows = pq.read_table(Path(__file__).resolve().parents[1] / "data" / "h200" / "moe.parquet",
+                         columns=["case_json", "stage", "kernel_names"]).to_pylist()
+    rows = [r for r in rows if r["stage"] == "all"]
+    assert len(rows) >= 700
+    mismatched = []
+    for r in rows:
+        case = json.loads(r["case_json"])
+        case.pop("id", None)
+        modelled = len(demand_for(parse_case(case), h200).launches)
+        if modelled != len(json.loads(r["kernel_names"])):
+            mismatched.append(case)
+    assert mismatched == []
+
+
+def test_topk_sum_splits_past_two_gib():
+    call = moe.parse({"tokens": 32768, "hidden": 7168, "intermediate": 256, "num_experts": 256, "topk": 8},
+                     "bf16", "triton_fused_moe")
+    pieces = moe.topk_sum_launches(call)
+    assert len(pieces) == 2 and sum(p.dram_read_bytes for p in pieces) == 32768 * 8 * 7168 * 2

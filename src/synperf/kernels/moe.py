@@ -19,7 +19,7 @@ pair counts being the Binomial(T, topk/E) quantiles; ``balanced`` uses round-rob
 i mod E, as PipeWeave does). The compulsory DRAM read of expert weights uses the expected number of
 distinct experts hit under uniform random routing either way.
 
-Stage "all" = the align step (the ~30 small torch launches of ``profile.moe_align``), w13,
+Stage "all" = the align step (the 38-55 small launches of ``profile.moe_align``), w13,
 SiLU-and-mul (``profile.triton_elementwise.silu_and_mul_triton``), w2, and the top-k sum
 (``torch.sum(..., dim=1)``), as separate launches in that order.
 """
@@ -497,30 +497,37 @@ def silu_and_mul_launch(call: MoeCall) -> Launch:
                   dram_write_bytes=1.0 * pairs * d * b, notes=(f"grid=({pairs}, {col_blocks}) BLOCK={block}",))
 
 
-def topk_sum_launch(call: MoeCall) -> Launch:
+# TensorIterator halves an iteration until its byte offsets fit 32-bit indexing.
+_INT32_INDEXABLE_BYTES = 1 << 31
+
+
+def topk_sum_launches(call: MoeCall) -> tuple[Launch, ...]:
     """``torch.sum(cache3.view(T, topk, H), dim=1)``: PyTorch's reduce kernel, modelled as one
-    output element per thread-slot (128 threads x 4) that adds its topk inputs in fp32."""
+    output element per thread-slot (128 threads x 4) that adds its topk inputs in fp32; an input
+    past 2 GiB is reduced in 2^k pieces, one launch each (profiled: 4 of 703 rows, all past 2 GiB)."""
     b = DTYPE_BYTES[call.dtype]
-    return elementwise_launch("reduce_kernel (sum over topk)", call.tokens * call.hidden,
-                              bytes_in_per_elem=call.topk * b, bytes_out_per_elem=b,
-                              fma_per_elem=float(max(call.topk - 1, 0)))
+    pieces = 1 << max(0, math.ceil(math.log2(call.tokens * call.topk * call.hidden * b / _INT32_INDEXABLE_BYTES)))
+    return tuple(elementwise_launch("reduce_kernel (sum over topk)", ceil_div(call.tokens, pieces) * call.hidden,
+                                    bytes_in_per_elem=call.topk * b, bytes_out_per_elem=b,
+                                    fma_per_elem=float(max(call.topk - 1, 0)))
+                 for _ in range(pieces))
 
 
 def align_launches(call: MoeCall) -> tuple[Launch, ...]:
-    """The torch ops of ``profile.moe_align.moe_align_block_size``, one small launch each
-    (element counts and bytes per element; index tensors are int64 unless noted)."""
+    """The launches of ``profile.moe_align.moe_align_block_size``, in the order the profiles list
+    them (CUPTI kernels, memcpys and memsets alike): one small launch per torch op, two for a cumsum
+    (cub's scan init and scan), and the stable argsort's own (element counts and bytes per element;
+    index tensors are int64 unless noted)."""
     n, e, bm = call.tokens * call.topk, call.num_experts, call.config.block_m
     mp = max_padded_len(n, e, bm)
     nb = ceil_div(mp, bm)
     ops: list[tuple[str, int, float, float]] = [
         ("topk_ids to int64", n, 4, 8),
-        ("bincount: min", n, 8, 0),                 # _bincount_cuda checks min() and max() (host syncs)
-        ("bincount: max", n, 8, 0),
-        ("bincount: zero fill", e, 0, 8),
-        ("bincount: histogram", n, 8, 0),
-        ("padded: add", e, 8, 8), ("padded: floor_divide", e, 8, 8), ("padded: mul", e, 8, 8),
-        ("cumsum padded", e, 8, 8), ("padded_start: sub", e, 16, 8),
-        ("cumsum counts", e, 8, 8), ("unpadded_start: sub", e, 16, 8),
+        ("counts: zeros", e, 0, 8), ("ones_like", n, 0, 8),
+        ("counts: scatter_add_", n, 16, 8),             # atomics: read-modify-write of the counts
+        ("padded: add", e, 8, 8), ("padded: sub", e, 8, 8), ("padded: floor_divide", e, 8, 8), ("padded: mul", e, 8, 8),
+        ("cumsum padded: scan init", 1, 0, 8), ("cumsum padded: scan", e, 8, 8), ("padded_start: sub", e, 16, 8),
+        ("cumsum counts: scan init", 1, 0, 8), ("cumsum counts: scan", e, 8, 8), ("unpadded_start: sub", e, 16, 8),
     ]
     ops += _stable_argsort_ops(n)
     ops += [
@@ -545,15 +552,27 @@ def align_launches(call: MoeCall) -> tuple[Launch, ...]:
                  for name, count, bin_, bout in ops)
 
 
+# cub's onesweep radix sort of 64-bit keys: 8 passes of 8 bits, each after a memset of its tile
+# state; ATen sorts up to this many keys in one in-place kernel instead.
+_SMALL_SORT_MAX_KEYS = 4096
+_RADIX_PASSES = 8
+
+
 def _stable_argsort_ops(n: int) -> list[tuple[str, int, float, float]]:
-    """torch.argsort(stable=True) on n int64 keys (ATen Sort.cpp): up to 4096 keys one in-place
-    bitonic/merge sort kernel after copying keys and filling indices; beyond that cub radix
-    sort-pairs over all 64 key bits (one histogram pass, 8 onesweep passes of 8 bits)."""
-    ops = [("argsort: copy keys", n, 8, 8), ("argsort: fill indices", n, 0, 8)]
-    if n <= 4096:
-        return ops + [("argsort: small sort", n, 16, 16)]
-    return ops + [("argsort: radix histogram", n, 8, 0)] + [
-        (f"argsort: radix onesweep pass {i}", n, 16, 16) for i in range(8)]
+    """torch.argsort(stable=True) on n int64 keys (ATen Sort.cpp), as profiled: up to 4,096 keys a
+    copy of the keys, the index fill, two more device copies and one in-place sort kernel; beyond,
+    a copy of the keys, the index fill, two memsets, cub's histogram and exclusive-sum kernels and
+    per pass a memset and a onesweep kernel over all n keys and values."""
+    if n <= _SMALL_SORT_MAX_KEYS:
+        copies = [("argsort: copy keys", n, 8, 8), ("argsort: fill indices", n, 0, 8),
+                  ("argsort: copy keys in", n, 8, 8), ("argsort: copy values in", n, 8, 8)]
+        return copies if n == 1 else copies + [("argsort: small sort", n, 16, 16)]   # one key: nothing to sort
+    ops = [("argsort: copy keys", n, 8, 8), ("argsort: fill indices", n, 0, 8),
+           ("argsort: memset", 1, 0, 4), ("argsort: memset", 1, 0, 4),
+           ("argsort: radix histogram", n, 8, 0), ("argsort: radix exclusive sum", 1, 0, 8)]
+    for i in range(_RADIX_PASSES):
+        ops += [(f"argsort: memset pass {i}", 1, 0, 4), (f"argsort: radix onesweep pass {i}", n, 16, 16)]
+    return ops
 
 
 def decompose(call: MoeCall, gpu) -> tuple[Launch, ...]:
@@ -562,4 +581,4 @@ def decompose(call: MoeCall, gpu) -> tuple[Launch, ...]:
     if call.stage == "w2":
         return (gemm_launch(call, gpu, "w2"),)
     return (*align_launches(call), gemm_launch(call, gpu, "w13"), silu_and_mul_launch(call),
-            gemm_launch(call, gpu, "w2"), topk_sum_launch(call))
+            gemm_launch(call, gpu, "w2"), *topk_sum_launches(call))
