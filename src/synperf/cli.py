@@ -122,6 +122,8 @@ def _print_table(rows: list[dict], columns: list[tuple[str, str]]) -> None:
         return (align or "<") + width
 
     def cell(value, spec: str) -> str:
+        if value is None or (isinstance(value, float) and math.isnan(value)):
+            return format("-", header(spec))
         return format(value, spec) if spec[-1] in "%fd" and isinstance(value, (int, float)) else format(str(value), header(spec))
 
     print("".join(format(key, header(spec)) for key, spec in columns))
@@ -285,12 +287,20 @@ def cmd_eval(args) -> int:
         columns = [("gpu", "<32"), ("family", "<14"), ("rows", ">7d"), ("mlp_mape", ">10.1%"), ("mlp_coverage_80", ">17.1%"),
                    ("ood_fraction", ">14.1%"), ("roofline_mape", ">15.1%"), ("neusight_mape", ">15.1%")]
     else:
+        from synperf.dataset import repeatability
+        registry = _registry(args)
         baseline = iter_records(args.baseline_train) if args.baseline_train else None
-        rows = evaluate(iter_records(args.paths), _registry(args), family_models(), baseline, seed=args.seed,
-                        points=points)
+        records = list(iter_records(args.paths))
+        rows = evaluate(records, registry, family_models(), baseline, seed=args.seed, points=points)
+        # Where the data measured a case more than once, the error no model can beat on it.
+        floors = {(registry.get(r["gpu"]).id, r["family"], r["library"]): r for r in repeatability(records)}
+        for row in rows:
+            floor = floors.get((row["gpu"], row["family"], row["library"]))
+            row["repeats"] = floor["repeats"] if floor else 0
+            row["floor_mape"] = floor["floor_mape"] if floor else None
         columns = [("gpu", "<10"), ("family", "<14"), ("library", "<24"), ("rows", ">7d"), ("mlp_mape", ">10.1%"),
                    ("mlp_coverage_80", ">17.1%"), ("analytical_mape", ">17.1%"), ("roofline_mape", ">15.1%"),
-                   ("neusight_mape", ">15.1%")]
+                   ("neusight_mape", ">15.1%"), ("repeats", ">8d"), ("floor_mape", ">11.1%")]
     elapsed = time.perf_counter() - start
     if args.report:
         from synperf.report import write_report
