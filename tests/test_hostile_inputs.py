@@ -294,7 +294,8 @@ def test_data_summary_on_non_parquet(tmp_path, capsys):
     fake = tmp_path / "fake.parquet"
     fake.write_text(GOOD + "\n")
     for args in (["data", "summary", fake], ["data", "summary", tmp_path / "none"],
-                 ["data", "ceiling-check", fake], ["eval", fake]):
+                 ["data", "ceiling-check", fake], ["data", "repeatability", fake],
+                 ["data", "repeatability", tmp_path / "none"], ["eval", fake]):
         code, out, err = run(capsys, *args)
         one_line_error(code, err)
 
@@ -305,7 +306,7 @@ def test_rows_without_a_gpu_are_named_not_a_trace(tmp_path, capsys):
     path = tmp_path / "rows.parquet"
     pq.write_table(pa.table({"family": ["gemm"], "dtype": ["bf16"], "library": ["cublas"], "m": [8], "n": [64],
                              "k": [64], "latency_us": [5.0]}), path)
-    for args in (["data", "summary", path], ["eval", "--leave-one-gpu-out", path]):
+    for args in (["data", "summary", path], ["data", "repeatability", path], ["eval", "--leave-one-gpu-out", path]):
         code, out, err = run(capsys, *args)
         one_line_error(code, err)
         assert "names no GPU" in err

@@ -293,7 +293,12 @@ def cmd_eval(args) -> int:
         records = list(iter_records(args.paths))
         rows = evaluate(records, registry, family_models(), baseline, seed=args.seed, points=points)
         # Where the data measured a case more than once, the error no model can beat on it.
-        floors = {(registry.get(r["gpu"]).id, r["family"], r["library"]): r for r in repeatability(records)}
+        floors = {}
+        for r in repeatability(records):
+            try:
+                floors[(registry.get(r["gpu"]).id, r["family"], r["library"])] = r
+            except SynperfError:     # a GPU without a spec: evaluate skipped its rows too
+                continue
         for row in rows:
             floor = floors.get((row["gpu"], row["family"], row["library"]))
             row["repeats"] = floor["repeats"] if floor else 0

@@ -136,11 +136,12 @@ def repeatability(records: Iterable[dict]) -> list[dict]:
         latency = rec.get("latency_us")
         if latency is None or not math.isfinite(latency) or latency <= 0:
             continue
+        gpu = gpu_of(rec)          # a file whose rows name no GPU is an error, not a skip
         try:
             case = parse_case(case_of(rec))
         except SynperfError:
             continue
-        measured[(gpu_of(rec), case)].append((str(rec.get("timestamp") or ""), float(latency)))
+        measured[(gpu, case)].append((str(rec.get("timestamp") or ""), float(latency)))
     diffs: dict[tuple, list[float]] = defaultdict(list)
     for (gpu, case), values in measured.items():
         if len(values) > 1:

@@ -19,7 +19,7 @@ pair counts being the Binomial(T, topk/E) quantiles; ``balanced`` uses round-rob
 i mod E, as PipeWeave does). The compulsory DRAM read of expert weights uses the expected number of
 distinct experts hit under uniform random routing either way.
 
-Stage "all" = the align step (the 38-55 small launches of ``profile.moe_align``), w13,
+Stage "all" = the align step (the 33 or 50 small launches of ``profile.moe_align``), w13,
 SiLU-and-mul (``profile.triton_elementwise.silu_and_mul_triton``), w2, and the top-k sum
 (``torch.sum(..., dim=1)``), as separate launches in that order.
 """
