@@ -221,3 +221,13 @@ def test_unaligned_triton_rows_are_slower_and_the_model_knows_why():
         assert len(unaligned) > 20
         assert np.median(unaligned[:, 0]) > 1.3 * np.median(aligned[:, 0])
         assert np.median(unaligned[:, 1]) == pytest.approx(1.0, abs=0.1)
+
+
+def test_epochs_are_chosen_on_held_back_rows(monkeypatch):
+    """Too short a training underfits the held-back fifth; the choice is the entry with the least
+    held-back error, and each entry's error is reported."""
+    from synperf import train as training
+    X, y = synthetic(n=1500)
+    monkeypatch.setattr(training, "EPOCH_CHOICES", (1, 40))
+    chosen, scores = training.select_epochs(X, y, ("a", "b", "c", "d"), seed=0)
+    assert set(scores) == {1, 40} and scores[40] < scores[1] and chosen == 40

@@ -267,6 +267,9 @@ def cmd_train(args) -> int:
     for card in train(iter_records(args.paths), _registry(args), out, seed=args.seed, epochs=args.epochs,
                       calibration_records=calibration):
         print(f"{card['family']:<14}{card['rows']:>7} rows from {', '.join(card['gpus'])}, {card['train_seconds']} s -> {out / card['family']}.npz")
+        if "epochs_held_back_mape" in card:
+            tried = ", ".join(f"{e}: {m:.1%}" for e, m in card["epochs_held_back_mape"].items())
+            print(f"{'':<14}{card['epochs']} epochs (held-back MAPE {tried})")
         if "unseen_silicon_interval" in card:
             c = card["unseen_silicon_interval"]
             each = ", ".join(f"{g} {v:.0%}" for g, v in c["coverage_80_each_gpu_held_out"].items())
@@ -373,7 +376,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_gpu_args(p, required=False)
     p.add_argument("paths", nargs="*", default=["data"])
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--epochs", type=int, default=150)
+    p.add_argument("--epochs", type=_positive_int,
+                   help="training passes for every family (default: each family's best of 150/300/600 on held-back rows)")
     p.add_argument("--output", help="folder for the weights (default: the package's models/)")
     p.add_argument("--interval-calibration", nargs="+", metavar="PATH",
                    help="other GPUs' measurements (not trained on) that set how much wider the interval is on a "
