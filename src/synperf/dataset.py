@@ -132,16 +132,8 @@ def repeatability(records: Iterable[dict]) -> list[dict]:
     first - 1| / sqrt(2): with independent, equal noise on every measurement, the error a predictor
     of each case's true mean would still score against single measurements."""
     measured: dict[tuple, list[tuple[str, float]]] = defaultdict(list)
-    for rec in records:
-        latency = rec.get("latency_us")
-        if latency is None or not math.isfinite(latency) or latency <= 0:
-            continue
-        gpu = gpu_of(rec)          # a file whose rows name no GPU is an error, not a skip
-        try:
-            case = parse_case(case_of(rec))
-        except SynperfError:
-            continue
-        measured[(gpu, case)].append((str(rec.get("timestamp") or ""), float(latency)))
+    for rec, gpu, case in _measured_cases(records):
+        measured[(gpu, case)].append((str(rec.get("timestamp") or ""), float(rec["latency_us"])))
     diffs: dict[tuple, list[float]] = defaultdict(list)
     for (gpu, case), values in measured.items():
         if len(values) > 1:
@@ -195,15 +187,24 @@ def fit_efficiency_priors(records: Iterable[dict], registry) -> dict:
     return priors
 
 
-def _usable(records: Iterable[dict], registry) -> Iterator[tuple[dict, object, object]]:
-    """(record, parsed case, GPU spec) for rows with a positive latency, a valid case and a known GPU."""
+def _measured_cases(records: Iterable[dict]) -> Iterator[tuple[dict, str, object]]:
+    """(record, GPU name, parsed case) for rows with a positive latency and a valid case."""
     for rec in records:
         latency = rec.get("latency_us")
         if latency is None or not math.isfinite(latency) or latency <= 0:
             continue
-        gpu_id = gpu_of(rec)          # a file whose rows name no GPU is an error, not a skip
+        gpu = gpu_of(rec)          # a file whose rows name no GPU is an error, not a skip
         try:
-            yield rec, parse_case(case_of(rec)), registry.get(gpu_id)
+            yield rec, gpu, parse_case(case_of(rec))
+        except SynperfError:
+            continue
+
+
+def _usable(records: Iterable[dict], registry) -> Iterator[tuple[dict, object, object]]:
+    """(record, parsed case, GPU spec) for rows with a positive latency, a valid case and a known GPU."""
+    for rec, gpu, case in _measured_cases(records):
+        try:
+            yield rec, case, registry.get(gpu)
         except SynperfError:
             continue
 
