@@ -148,3 +148,16 @@ def test_fuzzer_finds_fixed(tmp_path):
             calibration.check_rows(rows)
     with pytest.raises(InputError, match="unknown model"):
         load_model("x" * 10_000)
+
+
+def test_host_issue_rate_comes_from_single_process_passes(samples):
+    """Under TP a small eager prefill also waits on the other ranks in its collectives: slowing
+    the TP=2 prefills leaves the fitted issue rate and kernel scale as they were."""
+    extra = calibration.launch_counts(samples)
+    base = calibration.fit(samples, extra)
+    skewed = [calibration.PassSample(**{**s.__dict__, "measured_us": s.measured_us * 1.5})
+              if s.tp > 1 and s.phase == "prefill" else s for s in samples]
+    refit = calibration.fit(skewed, extra)
+    assert any(s.tp > 1 for s in samples)
+    assert refit.prefill["cpu_us_per_launch"] == base.prefill["cpu_us_per_launch"]
+    assert refit.prefill["kernel_scale"] == base.prefill["kernel_scale"]

@@ -391,3 +391,21 @@ def test_topk_sum_splits_past_two_gib():
                      "bf16", "triton_fused_moe")
     pieces = moe.topk_sum_launches(call)
     assert len(pieces) == 2 and sum(p.dram_read_bytes for p in pieces) == 32768 * 8 * 7168 * 2
+
+
+@pytest.mark.parametrize("intermediate, narrow", [(360, True), (720, False), (352, False)])
+def test_rows_not_16_elements_apart_load_one_element_at_a_time(h100, intermediate, narrow):
+    """Triton assumes 16-byte alignment only for integer arguments divisible by 16: w2 reads A and B
+    rows ``intermediate`` elements apart (GPT-OSS at TP 8: 360), so it falls back to 2-byte loads;
+    w13's rows are ``hidden`` apart, and the SiLU between reads rows of 2 x intermediate."""
+    from synperf.cases import parse_case
+    from synperf.features import FEATURE_NAMES, features
+    obj = {"family": "moe", "library": LIB, "dtype": "bf16", "tokens": 256, "hidden": 2880,
+           "intermediate": intermediate, "num_experts": 32, "topk": 4, "stage": "all", "config": "vllm_default"}
+    case = parse_case(obj)
+    launches = {ld.name: ld for ld in moe.decompose(case.call, h100)}
+    assert launches["synperf_fused_moe_kernel[w13]"].access_bytes == 16
+    assert launches["synperf_fused_moe_kernel[w2]"].access_bytes == (2 if narrow else 16)
+    assert launches["synperf_silu_and_mul_kernel"].access_bytes == (2 if narrow else 16)
+    x = features(case, kernel_demand(tuple(launches.values()), h100))
+    assert x[FEATURE_NAMES.index("narrow_access")] == (3.0 if narrow else 0.0)

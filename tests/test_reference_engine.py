@@ -107,3 +107,21 @@ def test_pipeline_stages_link_neighbours_and_return_ids_to_the_first():
 def test_send_recv_kernels_are_not_counted_as_all_reduce():
     assert kernel_class("ncclDevKernel_SendRecv(ncclDevKernelArgsStorage<4096ul>)") == "send_recv"
     assert kernel_class("ncclDevKernel_AllReduce_Sum_bf16_RING_LL(ncclDevKernelArgsStorage<4096ul>)") == "all_reduce"
+
+
+def test_host_cost_per_kernel_is_alike_for_moe_and_dense_calls():
+    """The committed host-cost measurements (profile.host_cost on an H200 host): an MoE layer's
+    routing and expert calls cost the host about what a dense layer's library calls cost per
+    kernel, which is why one issue rate per launch serves both (docs/reference-engine.md)."""
+    pd = pytest.importorskip("pandas")
+    rows = pd.read_parquet(Path(__file__).resolve().parents[1] / "data" / "h200-system" / "host_cost.parquet")
+    assert (rows.host_us > 0).all() and (rows.kernels >= 1).all() and (rows.host_us_min <= rows.host_us).all()
+    dense_layer = ["flashinfer_fused_add_rmsnorm", "linear", "flashinfer_rope", "kv_cache_write",
+                   "flashinfer_fa3_prefill_run", "linear", "flashinfer_fused_add_rmsnorm", "linear",
+                   "flashinfer_silu_and_mul", "linear"]
+    for _, at in rows.groupby("shape_tokens"):
+        cost = at.set_index("kind")
+        dense = sum(cost.host_us[k] for k in dense_layer) / sum(cost.kernels[k] for k in dense_layer)
+        moe = (cost.host_us["moe_routing"] + cost.host_us["moe_workspace_full"]) \
+            / (cost.kernels["moe_routing"] + cost.kernels["moe_workspace_full"])
+        assert 0.7 < moe / dense < 1.4

@@ -34,7 +34,7 @@ from typing import Any, Mapping
 import numpy as np
 
 from synperf.errors import InputError
-from synperf.kernels._common import DTYPE_BYTES, TENSOR_DTYPE, ceil_div, elementwise_launch, next_pow2
+from synperf.kernels._common import DTYPE_BYTES, TENSOR_DTYPE, ceil_div, elementwise_launch, next_pow2, triton_access_bytes
 from synperf.tasks import Launch, Resources, task_demand
 from synperf.validate import MAX_TOKENS, get_choice, get_int
 
@@ -455,6 +455,8 @@ def gemm_launch(call: MoeCall, gpu, which: str) -> Launch:
         resources=Resources(cfg.num_warps * 32, _registers(cfg, path), smem),
         dram_read_bytes=dram_read, dram_write_bytes=dram_write,
         tensor_dtype=TENSOR_DTYPE[call.dtype], tensor_path=path, order=order, notes=notes,
+        # A and B rows are K elements apart (hidden for w13, intermediate for w2)
+        access_bytes=triton_access_bytes(k, b),
         loop_trips=k_pad // cfg.block_k,
         spilled_registers=max(0, _register_need(cfg, path) - 255),
     )
@@ -494,7 +496,8 @@ def silu_and_mul_launch(call: MoeCall) -> Launch:
     demand = [task_demand(fma_ops=4.0 * w, xu_ops=2.0 * w, l2_bytes=3.0 * w * b) for w in widths]
     return Launch("synperf_silu_and_mul_kernel", np.array(demand), np.array(per_row) * pairs,
                   Resources(warps * 32, 32, 0), dram_read_bytes=2.0 * pairs * d * b,
-                  dram_write_bytes=1.0 * pairs * d * b, notes=(f"grid=({pairs}, {col_blocks}) BLOCK={block}",))
+                  dram_write_bytes=1.0 * pairs * d * b, access_bytes=triton_access_bytes(d, b),
+                  notes=(f"grid=({pairs}, {col_blocks}) BLOCK={block}",))
 
 
 # TensorIterator halves an iteration until its byte offsets fit 32-bit indexing.

@@ -16,6 +16,9 @@ attention planner, input preparation). ``EngineOverhead`` turns the modelled ker
 engine's unmodelled kernels per phase and layer kind (dense, qk_norm, moe), counted with CUPTI:
 a property of the engine's code, not of the timings.
 
+The host's issue rate is fitted on TP=1 passes only: a small TP>1 prefill also waits on the
+other ranks in its collectives, a skew that no launch count explains.
+
 The coefficients are fitted (non-negative least squares on relative error) on
 ``data/h200-system/e2e_reference.parquet``; ``python -m synperf.workloads.calibration`` refits
 them, writes ``engine_overhead.json`` and reports the leave-one-model-out error.
@@ -101,6 +104,7 @@ class PassSample:
     layer_kind: str
     group: str          # model name: the unit held out in leave-one-model-out
     batch_id: int       # the measured batch (row) it belongs to
+    tp: int = 1
     other_kernels: int = 0      # CUPTI: kernels of no modelled family, and their time
     other_us: float = 0.0
 
@@ -190,7 +194,7 @@ def samples_from_rows(rows: list[dict], gpu) -> list[PassSample]:
             other = breakdown.get("other", {"kernels": 0, "us": 0.0})
             out.append(PassSample(phase, measured * 1e3, cost.kernels_us + cost.comm_us, cost.launches, counted,
                                   fp.num_tokens, fp.num_seqs, fp.num_layers, fp.layer_kind, r["model"], row_id,
-                                  other["kernels"], other["us"]))
+                                  int(r["tp"]), other["kernels"], other["us"]))
     return out
 
 
@@ -231,18 +235,23 @@ def fit(samples: list[PassSample], extra: dict) -> EngineOverhead:
     offset = np.array([unmodelled(s) * per_kernel + s.tokens * s.layers * per_token_layer for s in pre])
     K = np.array([s.kernels_us for s in pre])
     launches = np.array([s.modelled_launches + unmodelled(s) for s in pre])
+    # The issue rate is one process's: under TP the small passes also wait on the other ranks
+    # in their collectives (skew no launch count explains), so the rate is fitted on TP=1 passes.
+    single = np.array([s.tp == 1 for s in pre])
+    if single.sum() < 8:
+        single[:] = True
     best = None
     # The host-issue rate splits the rows into host-bound and GPU-bound ones: scan it, fit the
     # kernel scale on the GPU-bound rows, keep the split with the least relative error overall.
     for cpu in np.arange(0.0, 80.0, 0.5):
-        gpu_bound = launches * cpu < y * 0.98
+        gpu_bound = (launches * cpu < y * 0.98) & single
         if gpu_bound.sum() < 4:
             continue
         r = (y[gpu_bound] - offset[gpu_bound]) / y[gpu_bound]
         k = K[gpu_bound] / y[gpu_bound]
         scale = max(0.0, float(np.dot(k, r) / np.dot(k, k)))
         pred = np.maximum(K * scale + offset, launches * cpu)
-        err = float(np.mean((pred / y - 1.0) ** 2))
+        err = float(np.mean((pred[single] / y[single] - 1.0) ** 2))
         if best is None or err < best[0]:
             best = (err, cpu, scale)
     _, cpu, scale = best
