@@ -34,6 +34,26 @@ def test_bundled_configs_load_and_derive():
     assert ds.mla and ds.num_moe_layers == 26 and ds.shared_expert_intermediate == 2 * 1408
     assert load_model("mixtral-8x7b").expert_intermediate == 14336
     assert load_model("gemma-2-9b").norms_per_layer == 4
+    v3 = load_model("deepseek-v3")
+    assert v3.mla and v3.q_lora_rank == 1536 and v3.num_moe_layers == 61 - 3 and v3.shared_expert_intermediate == 2048
+
+
+def test_gemma3_reads_the_text_model_with_its_config_defaults():
+    """Released Gemma 3 configs nest the text model in text_config and leave out what
+    Gemma3TextConfig defaults (vocab 262,208, head_dim 256, tied embeddings)."""
+    g = load_model("google/gemma-3-27b-it")
+    assert (g.hidden_size, g.num_layers, g.num_heads, g.num_kv_heads, g.head_dim) == (5376, 62, 32, 16, 128)
+    assert g.qk_norm and g.norms_per_layer == 4 and g.tie_word_embeddings and g.vocab_size == 262_208
+    assert g.sliding_window == 1024
+    text = {"hidden_size": 1152, "intermediate_size": 6912, "num_hidden_layers": 26, "num_attention_heads": 4,
+            "num_key_value_heads": 1, "vocab_size": 262_144, "sliding_window": 512}
+    small = model_from_dict({"architectures": ["Gemma3ForCausalLM"], **text}, "gemma-3-1b.json")
+    assert small.head_dim == 256 and small.qk_norm and small.vocab_size == 262_144
+    nested = {"architectures": ["Gemma3ForConditionalGeneration"], "text_config": dict(text, hidden_size=-1)}
+    with pytest.raises(InputError, match=r"gemma.json: field 'text_config.hidden_size': must be between"):
+        model_from_dict(nested, "gemma.json")
+    with pytest.raises(InputError, match=r"field 'text_config': missing or not an object"):
+        model_from_dict({"architectures": ["Gemma3ForConditionalGeneration"]}, "gemma.json")
 
 
 def test_bad_configs_name_file_and_field(tmp_path):
@@ -58,7 +78,8 @@ def _all_parse(fp):
         assert count >= 1 and tag
 
 
-@pytest.mark.parametrize("name", ["llama-3.1-8b", "qwen3-30b-a3b", "deepseek-v2-lite", "gemma-2-9b", "gpt-oss-20b"])
+@pytest.mark.parametrize("name", ["llama-3.1-8b", "qwen3-30b-a3b", "deepseek-v2-lite", "gemma-2-9b", "gpt-oss-20b",
+                                  "gemma-3-27b", "deepseek-v3"])
 @pytest.mark.parametrize("framework", ["vllm", "sglang"])
 @pytest.mark.parametrize("gpu", [H100, A100])
 def test_every_case_parses(name, framework, gpu):

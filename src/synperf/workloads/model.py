@@ -36,8 +36,14 @@ ARCHITECTURES = {
     "DeepseekV2ForCausalLM": "mla_moe",
     "DeepseekV3ForCausalLM": "mla_moe",
     "Gemma2ForCausalLM": "gemma2",
+    "Gemma3ForCausalLM": "gemma2",        # + qk-norm; 5 local : 1 global attention layers
+    "Gemma3ForConditionalGeneration": "gemma2",   # the text model (text_config); the vision tower is not priced
 }
-QK_NORM_ARCHS = ("Qwen3ForCausalLM", "Qwen3MoeForCausalLM")
+QK_NORM_ARCHS = ("Qwen3ForCausalLM", "Qwen3MoeForCausalLM", "Gemma3ForCausalLM", "Gemma3ForConditionalGeneration")
+# Gemma3TextConfig's defaults (transformers): released configs leave these out of text_config.
+_GEMMA3_TEXT_DEFAULTS = {"vocab_size": 262_208, "hidden_size": 2304, "intermediate_size": 9216,
+                         "num_hidden_layers": 26, "num_attention_heads": 8, "num_key_value_heads": 4,
+                         "head_dim": 256, "rms_norm_eps": 1e-6, "tie_word_embeddings": True, "sliding_window": 4096}
 _MAX_DIM = 1 << 20
 _MAX_LAYERS = 4096
 
@@ -119,11 +125,11 @@ class ModelConfig:
 
 # ------------------------------------------------------------------------------------ reading
 class _Reader:
-    def __init__(self, raw: dict, name: str):
-        self.raw, self.name = raw, name
+    def __init__(self, raw: dict, name: str, prefix: str = ""):
+        self.raw, self.name, self.prefix = raw, name, prefix
 
     def fail(self, field: str, message: str):
-        raise InputError(f"{self.name}: field '{field}': {message}")
+        raise InputError(f"{self.name}: field '{self.prefix}{field}': {message}")
 
     def int(self, field: str, *, default: int | None = None, lo: int = 1, hi: int = _MAX_DIM,
             aliases: tuple[str, ...] = ()) -> int:
@@ -174,6 +180,14 @@ def model_from_dict(raw: Any, name: str = "config.json") -> ModelConfig:
         raise InputError(f"{name}: field 'architectures': {', '.join(archs)} not supported "
                          f"(supported: {', '.join(sorted(ARCHITECTURES))})")
     kind = ARCHITECTURES[arch]
+    if arch.startswith("Gemma3"):
+        prefix = ""
+        if arch == "Gemma3ForConditionalGeneration":
+            raw, prefix = raw.get("text_config"), "text_config."
+            if not isinstance(raw, dict):
+                r.fail("text_config", "missing or not an object (Gemma 3's text model is described there)")
+        raw = {**_GEMMA3_TEXT_DEFAULTS, **raw}
+        r = _Reader(raw, name, prefix)
     hidden = r.int("hidden_size")
     layers = r.int("num_hidden_layers", hi=_MAX_LAYERS)
     heads = r.int("num_attention_heads", hi=4096)
@@ -252,7 +266,7 @@ def load_model(name_or_path: str | Path) -> ModelConfig:
             raise InputError(f"{text}: no such file")
         key = key.removesuffix("-instruct").removesuffix("-it")
         key = {"meta-llama-3.1-8b": "llama-3.1-8b", "meta-llama-3.1-70b": "llama-3.1-70b",
-               "mixtral-8x7b-v0.1": "mixtral-8x7b", "gemma-2-9b-it": "gemma-2-9b"}.get(key, key)
+               "mixtral-8x7b-v0.1": "mixtral-8x7b"}.get(key, key)
         if key not in bundled_models():
             raise InputError(f"unknown model {text[:80]!r}: give a config.json path or one of "
                              f"{', '.join(bundled_models())}")
