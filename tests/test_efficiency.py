@@ -229,5 +229,27 @@ def test_epochs_are_chosen_on_held_back_rows(monkeypatch):
     from synperf import train as training
     X, y = synthetic(n=1500)
     monkeypatch.setattr(training, "EPOCH_CHOICES", (1, 40))
-    chosen, scores = training.select_epochs(X, y, ("a", "b", "c", "d"), seed=0)
+    fold = training.held_back_fold([str(i) for i in range(len(y))], seed=0)
+    chosen, scores = training.select_epochs(X, y, ("a", "b", "c", "d"), fold, seed=0)
     assert set(scores) == {1, 40} and scores[40] < scores[1] and chosen == 40
+
+
+def test_held_back_fold_keeps_a_shapes_rows_together():
+    """Twins (clean and dirty L2) and repeats of one shape land on the same side of the held-back
+    split, as they do in the train/test split; about a fifth of the shapes are held back."""
+    pq = pytest.importorskip("pyarrow.parquet")
+    from pathlib import Path
+
+    from synperf import train as training
+    from synperf.dataset import shape_key
+    rows = pq.read_table(Path(__file__).resolve().parents[1] / "data" / "h200" / "rmsnorm.parquet").to_pylist()
+    keys = [shape_key(r) for r in rows]
+    fold = training.held_back_fold(keys, seed=0)
+    sides: dict = {}
+    for key, held in zip(keys, fold):
+        sides.setdefault(key, set()).add(bool(held))
+    assert len(sides) < len(keys)                        # the file has twins and repeats
+    assert all(len(s) == 1 for s in sides.values())
+    share = np.mean([next(iter(s)) for s in sides.values()])
+    assert 0.15 < share < 0.25
+    assert not np.array_equal(fold, training.held_back_fold(keys, seed=1))

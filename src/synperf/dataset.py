@@ -150,17 +150,27 @@ def repeatability(records: Iterable[dict]) -> list[dict]:
     return out
 
 
+def shape_key(rec: dict) -> str:
+    """The measured shape on its GPU: repeats of a case, and its twins timed after a clean and a
+    dirtying L2 flush, share one key."""
+    case = case_of(rec)
+    if case["cache"] == "cold_dirty":
+        case["cache"] = "cold"
+    return json.dumps(case, sort_keys=True) + gpu_of(rec)
+
+
+def shape_bucket(key: str, salt: str = "") -> float:
+    """A uniform number in [0, 1] fixed by the shape (and ``salt``): splits that keep a shape's
+    rows on one side."""
+    return int(hashlib.sha1((salt + key).encode()).hexdigest()[:8], 16) / 0xFFFFFFFF
+
+
 def holdout_split(records: Iterable[dict], test_fraction: float) -> tuple[list[dict], list[dict]]:
     """Deterministic split by a hash of the case: the same shape always lands on the same side,
     also when it was measured after both a clean and a dirtying L2 flush."""
     train, test = [], []
     for rec in records:
-        case = case_of(rec)
-        if case["cache"] == "cold_dirty":
-            case["cache"] = "cold"
-        key = json.dumps(case, sort_keys=True) + gpu_of(rec)
-        bucket = int(hashlib.sha1(key.encode()).hexdigest()[:8], 16) / 0xFFFFFFFF
-        (test if bucket < test_fraction else train).append(rec)
+        (test if shape_bucket(shape_key(rec)) < test_fraction else train).append(rec)
     return train, test
 
 

@@ -10,7 +10,7 @@ from typing import Iterable
 
 import numpy as np
 
-from synperf.dataset import _usable
+from synperf.dataset import _usable, shape_bucket, shape_key
 from synperf.efficiency import EfficiencyModel
 from synperf.kernels._common import DTYPE_BYTES
 from synperf.errors import SynperfError
@@ -42,6 +42,7 @@ def build_rows(records: Iterable[dict], registry) -> dict[str, dict[str, list]]:
         group["library"].append(case.library)
         group["variant"].append(case_variant(case))
         group["case"].append(case)
+        group["shape"].append(shape_key(rec))
     return rows
 
 
@@ -138,20 +139,21 @@ def unseen_silicon_interval(model: EfficiencyModel, group: dict, trained_silicon
             "coverage_80_each_gpu_held_out": held_out}
 
 
-# Training length is chosen per family on a held-back fifth of its rows (the paper early-stops on
+# Training length is chosen per family on a held-back fifth of its shapes (the paper early-stops on
 # validation MAPE): families of a few thousand rows need more passes than GEMM's forty thousand,
 # but the MoE rows overfit with them.
 EPOCH_CHOICES = (150, 300, 600)
 
 
-def _held_back_fold(n: int, seed: int) -> np.ndarray:
-    return np.random.default_rng(seed).random(n) < 0.2
+def held_back_fold(shapes: list[str], seed: int) -> np.ndarray:
+    """A fifth of the shapes, all rows of each: a shape's twins (clean and dirty L2) and repeats
+    must not sit on both sides, or the held-back rows look easier than new shapes are."""
+    return np.array([shape_bucket(key, f"held-back {seed}:") < 0.2 for key in shapes], dtype=bool)
 
 
-def select_epochs(X: np.ndarray, y: np.ndarray, names: tuple, seed: int) -> tuple[int, dict]:
-    """The entry of ``EPOCH_CHOICES`` whose one-network probe, fitted on 80 % of the rows, has the
-    least latency MAPE on the other 20 %; and every choice's MAPE."""
-    fold = _held_back_fold(len(y), seed)
+def select_epochs(X: np.ndarray, y: np.ndarray, names: tuple, fold: np.ndarray, seed: int) -> tuple[int, dict]:
+    """The entry of ``EPOCH_CHOICES`` whose one-network probe, fitted on the rows outside ``fold``,
+    has the least latency MAPE on the rows in it; and every choice's MAPE."""
     scores = {}
     for epochs in EPOCH_CHOICES:
         probe = EfficiencyModel(epochs=epochs, seed=seed).fit(X[~fold], y[~fold], names)
@@ -159,11 +161,11 @@ def select_epochs(X: np.ndarray, y: np.ndarray, names: tuple, seed: int) -> tupl
     return min(scores, key=scores.get), scores
 
 
-def seen_silicon_interval(X: np.ndarray, y: np.ndarray, names: tuple, seed: int, epochs: int, members: int) -> dict:
+def seen_silicon_interval(X: np.ndarray, y: np.ndarray, names: tuple, fold: np.ndarray, seed: int, epochs: int,
+                          members: int) -> dict:
     """The quantile heads are fitted on training rows and come out narrow on new shapes (held out:
-    69-83 % inside the 80 % interval). A second model on 80 % of the rows, scored on the other 20 %,
-    gives the log margin (negative: narrower) that puts 80 % of unseen shapes inside."""
-    fold = _held_back_fold(len(y), seed)
+    69-83 % inside the 80 % interval). A second model on the rows outside ``fold``, scored on the
+    rows in it, gives the log margin (negative: narrower) that puts 80 % of unseen shapes inside."""
     probe = EfficiencyModel(epochs=epochs, seed=seed, members=members).fit(X[~fold], y[~fold], names)
     needed = probe.interval_margin_needed(X[fold], y[fold])
     needed = needed[np.isfinite(needed)]
@@ -184,13 +186,14 @@ def train(records: Iterable[dict], registry, out: Path, seed: int = 0, epochs: i
         aware = dirty_aware_libraries(group)
         X, y = dirty_blind(np.asarray(group["X"]), group["library"], aware), np.asarray(group["y"])
         names = family_feature_names(family)
-        chosen, scores = (epochs, None) if epochs else select_epochs(X, y, names, seed)
+        fold = held_back_fold(group["shape"], seed)
+        chosen, scores = (epochs, None) if epochs else select_epochs(X, y, names, fold, seed)
         model = EfficiencyModel(epochs=chosen, seed=seed, members=members).fit(X, y, names)
         gpus = sorted(set(group["gpu"]))
         silicon = set(group["silicon"])
         card = {"family": family, "rows": int(len(y)), "gpus": gpus, "silicon": sorted(silicon), "seed": seed,
                 "variants": sorted(set(group["variant"])), "dirty_aware_libraries": sorted(aware),
-                "seen_silicon_interval": seen_silicon_interval(X, y, names, seed, chosen, members)}
+                "seen_silicon_interval": seen_silicon_interval(X, y, names, fold, seed, chosen, members)}
         card["epochs"] = chosen
         if scores:
             card["epochs_held_back_mape"] = {str(k): v for k, v in scores.items()}
