@@ -253,3 +253,35 @@ def test_held_back_fold_keeps_a_shapes_rows_together():
     share = np.mean([next(iter(s)) for s in sides.values()])
     assert 0.15 < share < 0.25
     assert not np.array_equal(fold, training.held_back_fold(keys, seed=1))
+
+
+def test_training_rows_choose_their_gemm_kernel_as_new_shapes_do():
+    """The tile table holds every training shape: looked up as such, a training row gets the kernel
+    cuBLAS ran for it, while a new shape gets its neighbours' choice. ``as_new_shape`` leaves the
+    row's own shape out, so training features are those the model meets on new shapes."""
+    pq = pytest.importorskip("pyarrow.parquet")
+    import json
+    from pathlib import Path
+
+    from synperf.dataset import holdout_split
+    from synperf.gpu import resolve_gpu
+    from synperf.kernels import gemm
+    h200 = resolve_gpu("h200")
+    rows = pq.read_table(Path(__file__).resolve().parents[1] / "data" / "h200" / "gemm.parquet",
+                         filters=[("library", "=", "cublas")]).to_pylist()
+    train, test = holdout_split(rows, 0.2)      # the split the shipped tile table was built from
+    rng = np.random.default_rng(0)
+
+    def exact_share(sample, new_shape):
+        hits = []
+        for i in rng.choice(len(sample), 300, replace=False):
+            r = sample[int(i)]
+            call = gemm.GemmCall(int(r["m"]), int(r["n"]), int(r["k"]), r["dtype"], "cublas")
+            ran = gemm.config_from_profile(call, *(json.loads(r[f]) for f in ("kernel_names", "grids", "blocks",
+                                                                              "shared_mem")))
+            hits.append(gemm.choose_config(gemm.as_new_shape(call) if new_shape else call, h200) == ran)
+        return float(np.mean(hits))
+
+    seen, unseen, new = exact_share(train, False), exact_share(train, True), exact_share(test, False)
+    assert seen > 0.7 and new < 0.35
+    assert abs(unseen - new) < 0.15

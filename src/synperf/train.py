@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import time
 from collections import defaultdict
+from dataclasses import replace
 from pathlib import Path
 from typing import Iterable
 
@@ -12,16 +13,22 @@ import numpy as np
 
 from synperf.dataset import _usable, shape_bucket, shape_key
 from synperf.efficiency import EfficiencyModel
+from synperf.kernels import families
 from synperf.kernels._common import DTYPE_BYTES
 from synperf.errors import SynperfError
 from synperf.features import case_variant, dirty_blind, family_feature_names, family_features
 from synperf.predict import demand_for, interval_margin
 
 
-def build_rows(records: Iterable[dict], registry) -> dict[str, dict[str, list]]:
-    """Per family: features, target log(measured / ceiling), and what evaluation needs."""
+def build_rows(records: Iterable[dict], registry, as_new_shapes: bool = False) -> dict[str, dict[str, list]]:
+    """Per family: features, target log(measured / ceiling), and what evaluation needs.
+    ``as_new_shapes``: training rows are featured as a shape synperf has not seen would be (a
+    family's ``as_new_shape``: GEMM leaves the row's own shape out of its tile table)."""
     rows: dict[str, dict[str, list]] = defaultdict(lambda: defaultdict(list))
     for rec, case, gpu in _usable(records, registry):
+        unseen = getattr(families()[case.family], "as_new_shape", None) if as_new_shapes else None
+        if unseen is not None:
+            case = replace(case, call=unseen(case.call))
         try:
             demand = demand_for(case, gpu)
         except SynperfError:
@@ -181,7 +188,7 @@ def train(records: Iterable[dict], registry, out: Path, seed: int = 0, epochs: i
     out.mkdir(parents=True, exist_ok=True)
     calibration = build_rows(calibration_records, registry) if calibration_records is not None else {}
     summary = []
-    for family, group in sorted(build_rows(records, registry).items()):
+    for family, group in sorted(build_rows(records, registry, as_new_shapes=True).items()):
         start = time.perf_counter()
         aware = dirty_aware_libraries(group)
         X, y = dirty_blind(np.asarray(group["X"]), group["library"], aware), np.asarray(group["y"])
@@ -222,7 +229,7 @@ def evaluate(records: Iterable[dict], registry, models: dict, baseline_records: 
     static-wave baseline, with the learned model's 80 % interval coverage. ``points``, when given,
     collects the learned model's (measured, predicted, library) per family for plots."""
     from synperf.predict import efficiency_prior
-    baseline_rows = build_rows(baseline_records, registry) if baseline_records is not None else {}
+    baseline_rows = build_rows(baseline_records, registry, as_new_shapes=True) if baseline_records is not None else {}
     out = []
     for family, group in sorted(build_rows(records, registry).items()):
         every = np.ones(len(group["latency"]), dtype=bool)
