@@ -34,7 +34,8 @@ from typing import Any, Mapping
 import numpy as np
 
 from synperf.errors import InputError
-from synperf.kernels._common import DTYPE_BYTES, TENSOR_DTYPE, ceil_div, elementwise_launch, next_pow2, triton_access_bytes
+from synperf.kernels._common import (DTYPE_BYTES, TENSOR_DTYPE, ceil_div, elementwise_launch, next_pow2,
+                                     triton_access_bytes)
 from synperf.tasks import Launch, Resources, task_demand
 from synperf.validate import MAX_TOKENS, get_choice, get_int
 
