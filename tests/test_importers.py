@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+import synperf
 from synperf.cases import parse_case
 from synperf.gpu import resolve_gpu
 from synperf.importers import Report, import_source
@@ -117,8 +118,15 @@ def test_aiconfigurator_gemm_and_moe_mapping():
             latency=0.1))
     report = Report()
     recs = list(records_of_frame(moe, "moe", report))
-    assert [(r["config"], r["intermediate"], r["stage"]) for r in recs] == [
-        ("vllm_default", 768, "all"), ("sglang_default", 768, "all")]
+    # vLLM ships no bf16 config for E=128, N=768 on an H100 and falls back to its default rule;
+    # SGLang ships one, and a 256-token call takes the entry of the nearest batch size.
+    tuned = json.loads((Path(synperf.__file__).parent / "kernels/tiles/moe_engine_configs.json").read_text())
+    assert "E=128,N=768" not in tuned["engines"]["vllm"]["h100-sxm"]
+    sglang = tuned["engines"]["sglang"]["h100-sxm"]["E=128,N=768"]
+    nearest = sglang[min(sglang, key=lambda m: abs(int(m) - 256))]
+    assert [(r["engine"], r["intermediate"], r["stage"]) for r in recs] == [("vllm", 768, "all"), ("sglang", 768, "all")]
+    assert recs[0]["config"] == "vllm_default"
+    assert list(recs[1]["config"].values()) == nearest
     assert report.kept == 2 and report.read == 6 and sum(report.dropped.values()) == 4
 
 
@@ -166,3 +174,63 @@ def test_unknown_source():
 
     with pytest.raises(SynperfError):
         import_source("nope", ".")
+
+
+def _config_file(path: Path, entries: dict) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(entries))
+
+
+def test_engine_configs_read_bf16_files_of_known_gpus_and_sglang_triton_order(tmp_path):
+    from synperf.gpu.registry import default_registry
+    from synperf.importers.engine_configs import build_table
+
+    cfg = {"BLOCK_SIZE_M": 16, "BLOCK_SIZE_N": 64, "BLOCK_SIZE_K": 128, "GROUP_SIZE_M": 1, "num_warps": 4,
+           "num_stages": 3}
+    vllm = tmp_path / "vllm" / "model_executor" / "layers" / "fused_moe" / "configs"
+    _config_file(vllm / "E=8,N=7168,device_name=NVIDIA_H200.json", {"triton_version": "3.4.0", "1": cfg,
+                                                                     "64": {**cfg, "BLOCK_SIZE_M": 64}})
+    _config_file(vllm / "E=8,N=7168,device_name=NVIDIA_H200,dtype=fp8_w8a8.json", {"1": cfg})      # quantised
+    _config_file(vllm / "E=8,N=7168,device_name=AMD_Instinct_MI300X.json", {"1": cfg})           # no spec
+    (tmp_path / "vllm" / "_version.py").write_text("__version__ = version = '9.9.9'\n")
+    sglang = tmp_path / "sglang" / "srt" / "moe" / "configs"
+    _config_file(sglang / "triton_3_7_1" / "E=8,N=7168,device_name=NVIDIA_H200.json", {"1": {**cfg, "num_warps": 8}})
+    _config_file(sglang / "triton_3_5_1" / "E=8,N=7168,device_name=NVIDIA_H200.json", {"1": cfg})
+    _config_file(sglang / "triton_3_7_1" / "E=16,N=512,device_name=NVIDIA_H200.json", {"2": {**cfg, "num_stages": 5}})
+    _config_file(sglang / "triton_3_1_0" / "E=16,N=512,device_name=NVIDIA_H200.json", {"2": cfg})
+    _config_file(sglang / "triton_3_5_1" / "E=16,N=512,device_name=NVIDIA_H200_down.json", {"2": cfg})
+
+    table = build_table(tmp_path / "vllm", tmp_path / "sglang", "3.5.1", default_registry())
+    assert table["sources"]["vllm"] == "vLLM 9.9.9"
+    assert table["engines"]["vllm"] == {"h200": {"E=8,N=7168": {"1": [16, 64, 128, 1, 4, 3], "64": [64, 64, 128, 1, 4, 3]}}}
+    sgl = table["engines"]["sglang"]["h200"]
+    assert sgl["E=8,N=7168"]["1"][4] == 4            # the engine's own Triton folder wins ...
+    assert sgl["E=16,N=512"]["2"][5] == 5            # ... then the newest folder holding the file
+
+
+def test_engine_configs_name_the_bad_file(tmp_path):
+    from synperf.errors import InputError
+    from synperf.gpu.registry import default_registry
+    from synperf.importers.engine_configs import build_table
+
+    folder = tmp_path / "vllm" / "model_executor" / "layers" / "fused_moe" / "configs"
+    _config_file(folder / "E=8,N=64,device_name=NVIDIA_H200.json", {"1": {"BLOCK_SIZE_M": 16}})
+    with pytest.raises(InputError, match=r"E=8,N=64,device_name=NVIDIA_H200.json: batch size 1: BLOCK_SIZE_N"):
+        build_table(tmp_path / "vllm", None, "3.5.1", default_registry())
+    with pytest.raises(InputError, match="no vLLM fused-MoE config folder"):
+        build_table(tmp_path, None, "3.5.1", default_registry())
+
+
+def test_engine_config_takes_the_nearest_tuned_batch_else_the_default_rule():
+    from synperf.kernels.moe import default_config, engine_config, engine_table
+
+    h200 = resolve_gpu("h200")
+    tuned = engine_table()["engines"]["vllm"]["h200"]["E=128,N=768"]
+    sizes = sorted(int(m) for m in tuned)
+    between = (sizes[-2] + sizes[-1]) // 2 - 1            # nearer the second largest
+    cfg, source = engine_config("vllm", h200, between, 128, 2048, 768, 8)
+    assert source == "vllm_tuned" and list(cfg.values()) == tuned[str(sizes[-2])]
+    cfg, source = engine_config("vllm", h200, 10 ** 6, 128, 2048, 768, 8)
+    assert list(cfg.values()) == tuned[str(sizes[-1])]
+    cfg, source = engine_config("vllm", resolve_gpu("l4"), 64, 128, 2048, 768, 8)
+    assert source == "vllm_default" and cfg == default_config("vllm_default", 64, 128, 2048, 768, 8)

@@ -30,10 +30,12 @@ def cfg(bm=16, bn=32, bk=64, gm=1, warps=4, stages=3):
 
 
 def call(tokens=4, hidden=128, intermediate=64, e=8, topk=2, stage="w13", config=None, dtype="bf16",
-         routing="balanced"):
+         routing="balanced", engine=None):
     # the by-hand layouts below are round-robin ones; the random layout has its own tests
     obj = {"tokens": tokens, "hidden": hidden, "intermediate": intermediate, "num_experts": e,
            "topk": topk, "stage": stage, "routing": routing}
+    if engine is not None:
+        obj["engine"] = engine
     if config is not None:
         obj["config"] = config
     return moe.parse(obj, dtype, LIB)
@@ -116,7 +118,8 @@ def test_w13_grid_and_classes_small(h100):
     # l2: 1 gathered A row + 32x128 weight tile + 1x32 store (bf16) + ids (16*4 + 4 + 4)
     assert launch.demand[0, L2] == 1 * 128 * 2 + 32 * 128 * 2 + 1 * 32 * 2 + 16 * 4 + 8
     assert launch.resources.threads == 128
-    assert launch.resources.shared_bytes == 3 * (16 * 64 + 64 * 32) * 2
+    # BM=16 takes the mma path: num_stages - 1 = 2 tile copies, as Triton allocated on the H200
+    assert launch.resources.shared_bytes == 2 * (16 * 64 + 64 * 32) * 2
 
 
 def test_w2_grid_with_exit_ctas(h100):
@@ -183,7 +186,7 @@ SMALL = {"BLOCK_SIZE_M": 16, "BLOCK_SIZE_N": 32, "BLOCK_SIZE_K": 64, "GROUP_SIZE
 LARGE = {"BLOCK_SIZE_M": 64, "BLOCK_SIZE_N": 64, "BLOCK_SIZE_K": 32, "GROUP_SIZE_M": 8, "num_warps": 4, "num_stages": 3}
 
 
-@pytest.mark.parametrize("rule", ["vllm_default", "sglang_default"])
+@pytest.mark.parametrize("rule", ["vllm_legacy_default", "sglang_default"])
 @pytest.mark.parametrize("tokens,e,expected", [(1, 8, SMALL), (8, 8, SMALL), (9, 8, LARGE), (64, 64, SMALL),
                                                (65, 64, LARGE), (4096, 8, LARGE), (128, 256, SMALL)])
 def test_default_config_rules(rule, tokens, e, expected):
@@ -191,9 +194,23 @@ def test_default_config_rules(rule, tokens, e, expected):
     assert moe.default_config(rule, tokens, e, 4096, 14336, 2, "fp16") == expected
 
 
+def _vllm(bm, bn, bk, gm, warps, stages):
+    return dict(zip(moe.CONFIG_KEYS, (bm, bn, bk, gm, warps, stages)))
+
+
+# vLLM 0.17+ (read in 0.22.0): tiles grow with M; GROUP_SIZE_M 16 past 128 tokens an expert
+@pytest.mark.parametrize("tokens,e,expected", [
+    (1, 8, _vllm(16, 64, 128, 1, 4, 4)), (32, 8, _vllm(16, 64, 128, 1, 4, 4)), (33, 8, _vllm(32, 64, 128, 1, 4, 3)),
+    (65, 128, _vllm(32, 128, 64, 1, 4, 3)), (97, 8, _vllm(64, 128, 64, 1, 4, 3)),
+    (129, 8, _vllm(64, 128, 64, 1, 8, 3)), (513, 8, _vllm(128, 128, 64, 1, 8, 3)),
+    (1032, 8, _vllm(128, 128, 64, 16, 8, 3)), (1024, 8, _vllm(128, 128, 64, 1, 8, 3))])
+def test_vllm_default_rule_since_0_17(tokens, e, expected):
+    assert moe.default_config("vllm_default", tokens, e, 4096, 14336, 2, "bf16") == expected
+
+
 def test_default_config_used_by_parse():
-    k = call(tokens=9, e=8)               # no config -> vllm_default, M > E -> large
-    assert k.config.as_dict() == LARGE and k.config_source == "vllm_default"
+    k = call(tokens=9, e=8)               # no config -> vllm_default
+    assert k.config.as_dict() == _vllm(16, 64, 128, 1, 4, 4) and k.config_source == "vllm_default"
     k = call(tokens=8, e=8, config="sglang_default")
     assert k.config.as_dict() == SMALL and k.config_source == "sglang_default"
     with pytest.raises(ValueError):
@@ -202,9 +219,10 @@ def test_default_config_used_by_parse():
 
 def test_profile_resolver_delegates():
     from synperf.profile.moe_configs import resolve_config, resolve_default_config
-    assert resolve_default_config("vllm_default", 9, 8, 4096, 14336, 2) == LARGE
+    assert resolve_default_config("vllm_legacy_default", 9, 8, 4096, 14336, 2) == LARGE
     assert resolve_default_config("sglang_default", 3, 8, 4096, 14336, 2) == SMALL
-    assert resolve_config({"tokens": 3, "num_experts": 8, "hidden": 1, "intermediate": 1, "topk": 2})[0] == SMALL
+    assert resolve_config({"tokens": 3, "num_experts": 8, "hidden": 1, "intermediate": 1, "topk": 2})[0] == \
+        moe.default_config("vllm_default", 3, 8, 1, 1, 2)
     with pytest.raises(ValueError):
         resolve_default_config("nope", 1, 8, 1, 1, 1)
 
@@ -409,3 +427,26 @@ def test_rows_not_16_elements_apart_load_one_element_at_a_time(h100, intermediat
     assert launches["synperf_silu_and_mul_kernel"].access_bytes == (2 if narrow else 16)
     x = features(case, kernel_demand(tuple(launches.values()), h100))
     assert x[FEATURE_NAMES.index("narrow_access")] == (3.0 if narrow else 0.0)
+
+
+def test_engines_align_and_sum_differ_from_the_reference(h100):
+    # 2 tokens x topk 2 = 4 pairs, 4 * 4 <= 16 experts: vLLM skips the align (one fill, one block a
+    # pair); SGLang still aligns; the reference runs its torch ops.
+    kw = dict(tokens=2, e=16, topk=2, stage="all", config=cfg(), routing="random")
+    vllm = moe.decompose(call(engine="vllm", **kw), h100)
+    sglang = moe.decompose(call(engine="sglang", **kw), h100)
+    reference = moe.decompose(call(**kw), h100)
+    assert vllm[0].name.startswith("naive") and len(vllm) == 5
+    assert sglang[0].name == "moe_align_block_size_small_batch_expert_kernel" and len(sglang) == 5
+    assert len(reference) > 30
+    # one M block per pair under the naive assignment: 4 blocks x 4 N blocks, none exiting early;
+    # aligned, the same grid holds fewer active blocks (pairs of one expert share a block)
+    assert vllm[1].num_tasks == sglang[1].num_tasks == 4 * 4
+    assert vllm[1].counts.sum() == 16 and moe.padding(2, 16, 2, 16, "random", naive=True).active_m == 4
+    # topk 2 sums with vLLM's moe_sum (one CTA a token), the reference with PyTorch's reduce
+    assert vllm[-1].name == "moe_sum_kernel" and vllm[-1].num_tasks == 2
+    assert reference[-1].name.startswith("reduce_kernel")
+    assert moe.variant(call(engine="sglang", **kw)) == "routing_random/align_cuda"
+    assert moe.variant(call(engine="vllm", tokens=2, e=16, topk=2, config=cfg(), routing="random")) == "routing_random"
+    with pytest.raises(InputError, match="engine"):
+        call(engine="trtllm")

@@ -98,11 +98,13 @@ def test_models_table_is_consistent():
 
 
 def test_resolve_default_config_rule():
-    small = resolve_default_config("vllm_default", tokens=8, num_experts=64, hidden=2048, intermediate=1408, topk=6)
+    small = resolve_default_config("vllm_legacy_default", tokens=8, num_experts=64, hidden=2048, intermediate=1408,
+                                   topk=6)
     assert small == {"BLOCK_SIZE_M": 16, "BLOCK_SIZE_N": 32, "BLOCK_SIZE_K": 64, "GROUP_SIZE_M": 1, "num_warps": 4, "num_stages": 3}
     big = resolve_default_config("sglang_default", tokens=65, num_experts=64, hidden=2048, intermediate=1408, topk=6)
     assert big["BLOCK_SIZE_M"] == 64 and big["GROUP_SIZE_M"] == 8
-    assert resolve_default_config("vllm_default", 64, 64, 1, 1, 1)["BLOCK_SIZE_M"] == 16  # M <= E
+    assert resolve_default_config("vllm_legacy_default", 64, 64, 1, 1, 1)["BLOCK_SIZE_M"] == 16  # M <= E
+    assert resolve_default_config("vllm_default", 64, 64, 1, 1, 1)["BLOCK_SIZE_M"] == 32      # vLLM 0.17+
     with pytest.raises(ValueError):
         resolve_default_config("trtllm_default", 1, 8, 1, 1, 1)
 

@@ -171,3 +171,30 @@ def test_torch_silu_and_mul_runs_the_strided_kernel_on_more_than_one_row():
         vectorized = "vectorized_elementwise_kernel" in " ".join(json.loads(rec["kernel_names"]))
         call = silu_mul.parse(json.loads(rec["case_json"]), rec["dtype"], "torch")
         assert all((launch.access_bytes == 16) == vectorized for launch in silu_mul.decompose(call, gpu))
+
+
+def test_vllm_align_and_sum_launches_match_the_profile():
+    """vLLM 0.22's own align and sum kernels (profiled with its _moe_C library): for every engine
+    row, the launches synperf decomposes have the profiled names, CTA counts and threads, in order,
+    covering the naive assignment, the one-CTA small-batch align, the two-kernel align, moe_sum and
+    PyTorch's reduce."""
+    gpu = resolve_gpu("h200")
+    kinds = set()
+    for rec in rows("moe"):
+        case = json.loads(rec["case_json"])
+        if case.get("engine") != "vllm":
+            continue
+        launches = families()["moe"].decompose(parse_case(case).call, gpu)
+        names, grids, blocks = (json.loads(rec[k]) for k in ("kernel_names", "grids", "blocks"))
+        assert len(launches) == len(names), rec["case_json"]
+        for launch, name, grid, block in zip(launches, names, grids, blocks):
+            if "synperf_" in name:
+                continue
+            assert launch.num_tasks == math.prod(grid), (rec["case_json"], name, grid)
+            assert launch.resources.threads == math.prod(block), (rec["case_json"], name, block)
+            vllm_kernel = re.search(r"vllm::moe::(\w+)", name)
+            assert (vllm_kernel and vllm_kernel.group(1) == launch.name) or ("Fill" in name and "fill" in launch.name) \
+                or ("sum_functor" in name and "reduce" in launch.name), (launch.name, name)
+            kinds.add(launch.name.split(" ")[0])
+    assert {"naive", "moe_align_block_size_small_batch_expert_kernel", "moe_align_block_size_kernel",
+            "count_and_sort_expert_tokens_kernel", "moe_sum_kernel", "reduce_kernel"} <= kinds

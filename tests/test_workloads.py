@@ -9,6 +9,7 @@ from synperf.cli import main
 from synperf.errors import InputError
 from synperf.gpu.registry import resolve_gpu
 from synperf.workloads import comm
+from synperf.kernels.moe import engine_table, default_config
 from synperf.workloads.engines import forward_pass
 from synperf.workloads.model import bundled_models, load_model, model_from_dict
 from synperf.workloads.static_batch import simulate_batch
@@ -124,7 +125,18 @@ def test_qk_norm_and_moe_cases():
     tags = {t for _, _, t in fp.kernels}
     assert {"q_norm", "k_norm", "router", "experts"} <= tags and "gate_up_proj" not in tags
     experts = next(c for c, n, t in fp.kernels if t == "experts")
-    assert experts["intermediate"] == 384 and experts["config"] == "vllm_default" and experts["topk"] == 8
+    assert experts["intermediate"] == 384 and experts["topk"] == 8 and experts["engine"] == "vllm"
+    # vLLM ships a tuned bf16 config for E=128, N=384 on the H100 but not on the A100 (default rule)
+    tuned = engine_table()["engines"]["vllm"]
+    assert "E=128,N=384" in tuned["h100-sxm"] and "E=128,N=384" not in tuned["a100-sxm4-80gb"]
+    assert list(experts["config"].values()) in tuned["h100-sxm"]["E=128,N=384"].values()
+    a100 = next(c for c, n, t in forward_pass(q, A100, 2, "vllm", "decode", [50] * 4).kernels if t == "experts")
+    assert a100["config"] == default_config("vllm_default", 4, 128, 2048, 384, 8)
+    # The engines' MoE layers have their own unmodelled launches (fused routing), the reference engine's others.
+    assert fp.layer_kind == "moe_fused"
+    ref = forward_pass(q, H100, 2, "vllm", "decode", [50] * 4, moe_engine="reference")
+    ref_experts = next(c for c, n, t in ref.kernels if t == "experts")
+    assert ref.layer_kind == "moe" and ref_experts["config"] == "vllm_default" and ref_experts["engine"] == "reference"
 
 
 def test_comm_fit_and_fallback():

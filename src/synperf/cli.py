@@ -222,6 +222,27 @@ def cmd_data_fit_priors(args) -> int:
     return 0
 
 
+def cmd_data_moe_configs(args) -> int:
+    from pathlib import Path
+    from synperf.importers.engine_configs import build_table
+    if not (args.vllm or args.sglang):
+        raise InputError("give --vllm and/or --sglang (an installed package's folder or an unpacked wheel's)")
+    folders = {}
+    for flag, value in (("--vllm", args.vllm), ("--sglang", args.sglang)):
+        if value is not None:
+            if not Path(value).is_dir():
+                raise InputError(f"{value}: not a folder", flag)
+            folders[flag] = Path(value)
+    table = build_table(folders.get("--vllm"), folders.get("--sglang"), args.sglang_triton, _registry(args))
+    with open(args.output, "w", encoding="utf-8") as f:
+        json.dump(table, f, separators=(",", ":"))
+    for engine, gpus in table["engines"].items():
+        counts = ", ".join(f"{gpu} {len(shapes)}" for gpu, shapes in sorted(gpus.items()))
+        print(f"{table['sources'][engine]}: tuned (E, N) shapes per GPU: {counts or 'none'}")
+    print(f"-> {args.output}")
+    return 0
+
+
 def cmd_data_import(args) -> int:
     from synperf.dataset import write_records_streaming
     from synperf.importers import Report, iter_source
@@ -285,15 +306,19 @@ def cmd_eval(args) -> int:
     import time
     start = time.perf_counter()
     points: dict | None = {} if args.report else None
+
+    def records_of_interest():
+        return (r for r in iter_records(args.paths) if not args.family or r.get("family") in args.family)
+
     if args.leave_one_gpu_out:
-        rows = leave_one_gpu_out(iter_records(args.paths), _registry(args), seed=args.seed, points=points)
+        rows = leave_one_gpu_out(records_of_interest(), _registry(args), seed=args.seed, points=points)
         columns = [("gpu", "<32"), ("family", "<14"), ("rows", ">7d"), ("mlp_mape", ">10.1%"), ("mlp_coverage_80", ">17.1%"),
                    ("ood_fraction", ">14.1%"), ("roofline_mape", ">15.1%"), ("neusight_mape", ">15.1%")]
     else:
         from synperf.dataset import repeatability
         registry = _registry(args)
         baseline = iter_records(args.baseline_train) if args.baseline_train else None
-        records = list(iter_records(args.paths))
+        records = list(records_of_interest())
         rows = evaluate(records, registry, family_models(), baseline, seed=args.seed, points=points)
         # Where the data measured a case more than once, the error no model can beat on it.
         floors = {}
@@ -391,6 +416,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="rows to train the NeuSight-style baseline on (the shipped models' training rows)")
     p.add_argument("--leave-one-gpu-out", action="store_true",
                    help="train without each die in turn and test on it (instead of using the shipped models)")
+    from synperf.kernels import families
+    p.add_argument("--family", action="append", choices=sorted(families()),
+                   help="only rows of this kernel family (repeatable; default: all)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--json", action="store_true")
     p.add_argument("--report", metavar="DIR", help="also write DIR/report.md, report.json and a plot per family")
@@ -435,6 +463,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--heuristic", action="append",
                    help="cuBLASLt heuristic answers (python -m synperf.profile.cublaslt_query) for more shapes")
     p.set_defaults(func=cmd_data_gemm_tiles)
+
+    p = data.add_parser("moe-configs", help="bundle the tuned fused-MoE configs vLLM and SGLang ship")
+    _add_gpu_args(p, required=False)
+    p.add_argument("--vllm", help="vLLM's package folder (site-packages/vllm or an unpacked wheel's vllm/)")
+    p.add_argument("--sglang", help="SGLang's package folder (site-packages/sglang or an unpacked wheel's sglang/)")
+    p.add_argument("--sglang-triton", default="3.5.1",
+                   help="the Triton version SGLang runs with: its config folder is searched first (default 3.5.1)")
+    p.add_argument("--output", required=True, help="e.g. src/synperf/kernels/tiles/moe_engine_configs.json")
+    p.set_defaults(func=cmd_data_moe_configs)
 
     sim = sub.add_parser("simulate", help="end-to-end latency of a model (docs/end-to-end.md)")
     sim_sub = sim.add_subparsers(dest="simulate_command", required=True)

@@ -114,7 +114,7 @@ def emit(case: dict, common: dict, latency_us, report: Report, validator: CaseVa
     for key, value in case.items():
         if _is_column(value):
             vals = _as_list(value, n)
-            conv = {u: _json_value(u) for u in set(vals)} if not any(isinstance(v, dict) for v in vals[:1]) else None
+            conv = {u: _json_value(u) for u in set(vals)} if not any(isinstance(v, (dict, list)) for v in vals) else None
             strcols.append([conv[v] for v in vals] if conv is not None else [_json_value(v) for v in vals])
             parts.append(f'"{key}": %s')
         else:

@@ -165,6 +165,27 @@ def _drop_by_value(df, mask, column, template, report: Report):
     return df
 
 
+# vLLM replaced its bf16 default rule in 0.17 (kernels.moe.default_config).
+VLLM_NEW_DEFAULT_RULE = (0, 17)
+
+
+def _engine_configs(engines, versions, gpu_ids, tokens, experts, hidden, intermediate, topk) -> list:
+    """Per row, the config the engine ran on that GPU: its tuned config where the engine ships one
+    (``kernels.moe.engine_config``), else the name of the default rule of its version."""
+    from synperf.gpu import resolve_gpu
+    from synperf.kernels.moe import engine_config
+    out, memo = [], {}
+    for row in zip(engines, versions, gpu_ids, tokens, experts, hidden, intermediate, topk):
+        if row not in memo:
+            engine, version, gpu, *shape = row
+            cfg, source = engine_config(engine, resolve_gpu(gpu), *(int(v) for v in shape))
+            if source == "vllm_default" and _version_key(str(version))[:2] < VLLM_NEW_DEFAULT_RULE:
+                source = "vllm_legacy_default"
+            memo[row] = source if source.endswith("_default") else cfg
+        out.append(memo[row])
+    return out
+
+
 def records_of_frame(df, kind: str, report: Report, *, gpus=None, validator=None) -> Iterator[dict]:
     """Records of one aiconfigurator table (a pandas DataFrame with the parquet's columns).
     ``kind`` is gemm, prefill, decode or moe. Counts every row into ``report``."""
@@ -261,10 +282,15 @@ def records_of_frame(df, kind: str, report: Report, *, gpus=None, validator=None
                 keep = ~mask.to_numpy()
                 df, rule = df[keep], rule[keep]
                 common = {k: v[keep] for k, v in common.items()}
+        intermediate = df["inter_size"] // df["moe_tp_size"]
+        engine = rule.str.removesuffix("_default")
         case = {"family": "moe", "dtype": "bf16", "library": "triton_fused_moe", "tokens": df["num_tokens"],
-                "hidden": df["hidden_size"], "intermediate": df["inter_size"] // df["moe_tp_size"],
-                "num_experts": df["num_experts"], "topk": df["topk"], "stage": "all", "config": rule,
-                "routing": "balanced"}
+                "hidden": df["hidden_size"], "intermediate": intermediate,
+                "num_experts": df["num_experts"], "topk": df["topk"], "stage": "all",
+                "config": _engine_configs(engine, df["version"], df["device"].map(lambda d: dev[d][0]),
+                                          df["num_tokens"], df["num_experts"], df["hidden_size"], intermediate,
+                                          df["topk"]),
+                "routing": "balanced", "engine": engine}
     if not len(df):
         return
     latency_us = (df["latency"].astype(float) * 1000.0).tolist()   # ms -> µs

@@ -19,9 +19,19 @@ pair counts being the Binomial(T, topk/E) quantiles; ``balanced`` uses round-rob
 i mod E, as PipeWeave does). The compulsory DRAM read of expert weights uses the expected number of
 distinct experts hit under uniform random routing either way.
 
-Stage "all" = the align step (the 33 or 50 small launches of ``profile.moe_align``), w13,
-SiLU-and-mul (``profile.triton_elementwise.silu_and_mul_triton``), w2, and the top-k sum
-(``torch.sum(..., dim=1)``), as separate launches in that order.
+Stage "all" = the align step, w13, SiLU-and-mul (``profile.triton_elementwise.silu_and_mul_triton``),
+w2 and the top-k sum, as separate launches in that order. Case field ``engine`` says whose align and
+sum run (docs/kernels-moe.md):
+
+- ``reference`` (default; the project's profiles and reference engine): the align in plain torch ops
+  (the 33 or 50 small launches of ``profile.moe_align``) and ``torch.sum(..., dim=1)``.
+- ``vllm`` (vLLM 0.22 ``fused_experts``): when pairs * 4 <= E the align is skipped and every pair gets
+  its own M block (``_prepare_expert_assignment``'s naive assignment: one fill launch); otherwise its
+  CUDA ``moe_align_block_size`` (one single-CTA kernel below 1,024 pairs with at most 64 experts, else
+  a single-CTA count-and-scan kernel and a grid-wide ``count_and_sort_expert_tokens_kernel``); the sum is
+  ``moe_sum`` (one CTA a token for topk 2-4, else PyTorch's reduce).
+- ``sglang``: the same CUDA align (sgl-kernel's is a port of vLLM's), never the naive assignment, and
+  the same sum.
 """
 
 from __future__ import annotations
@@ -35,18 +45,19 @@ import numpy as np
 
 from synperf.errors import InputError
 from synperf.kernels._common import (DTYPE_BYTES, TENSOR_DTYPE, ceil_div, elementwise_launch, next_pow2,
-                                     triton_access_bytes)
+                                     rowwise_launch, triton_access_bytes)
 from synperf.tasks import Launch, Resources, task_demand
 from synperf.validate import MAX_TOKENS, get_choice, get_int
 
 FAMILY = "moe"
 LIBRARIES = ("triton_fused_moe",)
 DTYPES = ("bf16", "fp16")
-FIELDS = {"tokens", "hidden", "intermediate", "num_experts", "topk", "stage", "config", "routing"}
+FIELDS = {"tokens", "hidden", "intermediate", "num_experts", "topk", "stage", "config", "routing", "engine"}
 ROUTINGS = ("random", "balanced")
+ENGINES = ("reference", "vllm", "sglang")
 
 STAGES = ("w13", "w2", "all")
-DEFAULT_RULES = ("vllm_default", "sglang_default")
+DEFAULT_RULES = ("vllm_default", "vllm_legacy_default", "sglang_default")
 CONFIG_KEYS = ("BLOCK_SIZE_M", "BLOCK_SIZE_N", "BLOCK_SIZE_K", "GROUP_SIZE_M", "num_warps", "num_stages")
 MAX_EXPERTS = 4096
 
@@ -71,28 +82,36 @@ _MAX_ORDERED_TASKS = 4_000_000
 def default_config(rule: str, tokens: int, num_experts: int, hidden: int, intermediate: int,
                    topk: int, dtype: str = "bf16") -> dict[str, int]:
     """The config an engine uses for an unquantised bf16/fp16 fused-MoE call when no tuned JSON
-    config file exists for (E, N, device).
+    config file exists for (E, N, device). M = tokens of the call (rows of hidden_states, before
+    top-k expansion).
 
-    ``vllm_default``: vLLM vllm/model_executor/layers/fused_moe/fused_moe.py, ``get_default_config``
-    (unquantised branch; ``try_get_optimal_moe_config`` falls back to it). ``sglang_default``: SGLang
-    python/sglang/srt/layers/moe/fused_moe_triton/fused_moe_triton_config.py, ``get_default_config``
-    (non-fp8 branch; the ``is_marlin and M <= 32`` clause does not apply to the Triton path). Both
-    use M = tokens of the call (rows of hidden_states, before top-k expansion):
+    ``vllm_default``: vLLM 0.17 and later (read in 0.17.0 and 0.22.0,
+    vllm/model_executor/layers/fused_moe/fused_moe.py ``get_default_config``, bf16/fp16 branch):
+    BLOCK_SIZE_M 16 / 32 / 64 / 128 up to M = 32 / 96 / 512 / beyond; BLOCK_SIZE_N 64 up to M = 64,
+    else 128; BLOCK_SIZE_K 128 up to M = 64, else 64; GROUP_SIZE_M 16 when M // E > 128, else 1;
+    num_warps 4 up to M = 128, else 8; num_stages 4 up to M = 32, else 3.
+
+    ``vllm_legacy_default`` (vLLM 0.16 and earlier) and ``sglang_default`` (SGLang 0.5.10,
+    python/sglang/srt/layers/moe/fused_moe_triton/fused_moe_triton_config.py, non-fp8 branch; the
+    ``is_marlin and M <= 32`` clause does not apply to the Triton path)::
 
         M <= E: BLOCK_SIZE_M=16, BLOCK_SIZE_N=32, BLOCK_SIZE_K=64, GROUP_SIZE_M=1
         else:   BLOCK_SIZE_M=64, BLOCK_SIZE_N=64, BLOCK_SIZE_K=32, GROUP_SIZE_M=8
 
-    Neither sets num_warps / num_stages here, so Triton's defaults (4, 3) apply. ``hidden``,
+    which set no num_warps / num_stages, so Triton's defaults (4, 3) apply. ``hidden``,
     ``intermediate`` and ``topk`` are accepted for parity with the engines' signatures (the bf16
-    rule ignores them). Raises ValueError for an unknown rule or an unsupported dtype.
+    rules ignore them). Raises ValueError for an unknown rule or an unsupported dtype.
     """
     if rule not in DEFAULT_RULES:
         raise ValueError(f"unknown default config {rule!r}; expected one of {', '.join(DEFAULT_RULES)}")
     if dtype not in DTYPES:
         raise ValueError(f"default configs are modelled for {', '.join(DTYPES)} only, got {dtype!r}")
     m, e = int(tokens), int(num_experts)
-    # vLLM and SGLang agree for unquantised weights; kept as two names on purpose so that a future
-    # divergence of either engine's rule is a one-line change here.
+    if rule == "vllm_default":
+        return {"BLOCK_SIZE_M": 16 if m <= 32 else 32 if m <= 96 else 64 if m <= 512 else 128,
+                "BLOCK_SIZE_N": 64 if m <= 64 else 128, "BLOCK_SIZE_K": 128 if m <= 64 else 64,
+                "GROUP_SIZE_M": 16 if m // max(e, 1) > 128 else 1,
+                "num_warps": 4 if m <= 128 else 8, "num_stages": 4 if m <= 32 else 3}
     if m <= e:
         cfg = {"BLOCK_SIZE_M": 16, "BLOCK_SIZE_N": 32, "BLOCK_SIZE_K": 64, "GROUP_SIZE_M": 1}
     else:
@@ -100,6 +119,30 @@ def default_config(rule: str, tokens: int, num_experts: int, hidden: int, interm
     cfg["num_warps"] = TRITON_DEFAULT_NUM_WARPS
     cfg["num_stages"] = TRITON_DEFAULT_NUM_STAGES
     return cfg
+
+
+ENGINE_CONFIGS = "tiles/moe_engine_configs.json"
+
+
+@lru_cache(maxsize=1)
+def engine_table() -> dict:
+    from importlib import resources
+    import json
+    return json.loads((resources.files("synperf.kernels") / ENGINE_CONFIGS).read_text())
+
+
+def engine_config(engine: str, gpu, tokens: int, num_experts: int, hidden: int, intermediate: int,
+                  topk: int, dtype: str = "bf16") -> tuple[dict[str, int], str]:
+    """(config, source) of an engine's fused-MoE call on ``gpu``: the tuned config the engine ships
+    for (E, N = intermediate, device), the entry whose batch size is nearest ``tokens`` (ties to the
+    earlier entry, as both engines' ``min`` does), else its default rule. The table is
+    ``synperf data moe-configs`` output (``importers.engine_configs``)."""
+    entry = engine_table()["engines"].get(engine, {}).get(gpu.id, {}).get(f"E={num_experts},N={intermediate}")
+    if entry and dtype in DTYPES:
+        batch = min(entry, key=lambda m: abs(int(m) - tokens))
+        return dict(zip(CONFIG_KEYS, entry[batch])), f"{engine}_tuned"
+    rule = f"{engine}_default"
+    return default_config(rule, tokens, num_experts, hidden, intermediate, topk, dtype), rule
 
 
 # ------------------------------------------------------------------------------------------------
@@ -133,11 +176,21 @@ class MoeCall:
     dtype: str
     library: str
     routing: str = "random"
+    engine: str = "reference"
+
+    @property
+    def naive_assignment(self) -> bool:
+        """vLLM skips the align when pairs * 4 <= E: each (token, expert) pair is its own M block."""
+        return self.engine == "vllm" and self.tokens * self.topk * 4 <= self.num_experts
 
 
 def variant(call: MoeCall) -> str:
-    """What the efficiency model must have seen (``features.case_variant``): the routing layout."""
-    return f"routing_{call.routing}"
+    """What the efficiency model must have seen (``features.case_variant``): the routing layout and,
+    for a whole call, whose align and sum run."""
+    own = f"routing_{call.routing}"
+    if call.stage == "all" and call.engine != "reference":
+        own += "/align_cuda"
+    return own
 
 
 def _parse_config_dict(value: Mapping[str, Any]) -> MoeConfig:
@@ -194,7 +247,9 @@ def parse(obj: dict, dtype: str, library: str) -> MoeCall:
         raise InputError(f"must be a config object or one of {', '.join(DEFAULT_RULES)}, got {type(raw).__name__}",
                          "config")
     routing = get_choice(obj, "routing", ROUTINGS, default="random")
-    return MoeCall(tokens, hidden, intermediate, num_experts, topk, stage, config, source, dtype, library, routing)
+    engine = get_choice(obj, "engine", ENGINES, default="reference")
+    return MoeCall(tokens, hidden, intermediate, num_experts, topk, stage, config, source, dtype, library, routing,
+                   engine)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -262,11 +317,16 @@ def random_expert_counts(tokens: int, num_experts: int, topk: int) -> tuple[int,
     return tuple(int(x) for x in counts)
 
 
-def padding(tokens: int, num_experts: int, topk: int, block_m: int, routing: str = "random") -> Padding:
+def padding(tokens: int, num_experts: int, topk: int, block_m: int, routing: str = "random",
+            naive: bool = False) -> Padding:
     """Expert-sorted, BM-padded layout: expert e's c_e pairs fill ceil(c_e / BM) blocks, all full
-    but the last, which holds the remaining rows. Counts from ``routing`` (module docstring)."""
+    but the last, which holds the remaining rows. Counts from ``routing`` (module docstring).
+    ``naive`` (vLLM's naive assignment): one block per pair, in pair order, all active."""
     counts = (np.array(random_expert_counts(tokens, num_experts, topk), dtype=np.int64) if routing == "random"
               else balanced_expert_counts(tokens, num_experts, topk))
+    if naive:
+        pairs = tokens * topk
+        return Padding(counts, np.ones(pairs, dtype=np.int64), pairs * block_m, pairs, pairs, pairs * block_m)
     blocks = -(-counts // block_m)
     active_m = int(blocks.sum())
     block_rows = np.full(active_m, block_m, dtype=np.int64)
@@ -382,9 +442,14 @@ def _registers(cfg: MoeConfig, path: str) -> int:
     return min(255, _register_need(cfg, path))
 
 
-def shared_bytes(cfg: MoeConfig, b: int) -> int:
-    """Triton's software pipeline keeps num_stages copies of the A and B tiles in shared memory."""
-    return cfg.num_stages * (cfg.block_m * cfg.block_k + cfg.block_k * cfg.block_n) * b
+def shared_bytes(cfg: MoeConfig, b: int, path: str) -> int:
+    """Triton's software pipeline keeps copies of the A and B tiles in shared memory: num_stages on
+    the wgmma path, num_stages - 1 on the mma path (the shared memory of 2,600 profiled H200 kernels:
+    98-100 % and 0 % of the wgmma and mma configs hold num_stages copies). tcgen05 is taken as
+    num_stages - 1: at num_stages copies the engines' own tuned B200 configs would need up to
+    272 KB, more than a B200 block may use."""
+    copies = cfg.num_stages if path == "wgmma" else max(1, cfg.num_stages - 1)
+    return copies * (cfg.block_m * cfg.block_k + cfg.block_k * cfg.block_n) * b
 
 
 # ------------------------------------------------------------------------------------------------
@@ -398,13 +463,13 @@ def gemm_launch(call: MoeCall, gpu, which: str) -> Launch:
         n, k, a_rows_total, routed = 2 * call.intermediate, call.hidden, call.tokens, False
     else:
         n, k, a_rows_total, routed = call.hidden, call.intermediate, call.tokens * call.topk, True
-    smem = shared_bytes(cfg, b)
+    path = tensor_path(cfg, gpu)
+    smem = shared_bytes(cfg, b, path)
     limit = int(gpu.shared_memory_per_block_kb * 1024)
     if smem > limit:
-        raise InputError(f"needs {smem} B of shared memory for num_stages x (A + B tiles), "
+        raise InputError(f"needs {smem} B of shared memory for its pipelined A and B tiles, "
                          f"{gpu.id} allows {limit} B per block (Triton would fail with OutOfResources)", "config")
-    path = tensor_path(cfg, gpu)
-    pad = padding(call.tokens, call.num_experts, call.topk, cfg.block_m, call.routing)
+    pad = padding(call.tokens, call.num_experts, call.topk, cfg.block_m, call.routing, call.naive_assignment)
     grid_n = ceil_div(n, cfg.block_n)
     last_cols = n - (grid_n - 1) * cfg.block_n
     k_pad = ceil_div(k, cfg.block_k) * cfg.block_k
@@ -579,10 +644,65 @@ def _stable_argsort_ops(n: int) -> list[tuple[str, int, float, float]]:
     return ops
 
 
+# vLLM's align: one CTA does it all below this many pairs when there are at most this many experts.
+_SMALL_ALIGN_MAX_PAIRS = 1024
+_SMALL_ALIGN_MAX_EXPERTS = 64
+_ALIGN_THREADS = 1024
+_SORT_THREADS = 256
+
+
+def engine_align_launches(call: MoeCall) -> tuple[Launch, ...]:
+    """vLLM's / SGLang's CUDA ``moe_align_block_size`` (int32 ids), as profiled with vLLM 0.22's
+    kernels on an H200 (names and grids in data/h200/moe.parquet). Threads handle 4-byte ids and
+    atomics, so accesses are 4 bytes wide.
+
+    - below 1,024 pairs with at most 64 experts: one CTA of max(E, 32) + 256 threads counts, scans and
+      scatters in shared memory ((E+1)^2 counters) while its 256 extra threads fill the sentinel;
+    - else two CTAs of 1,024 threads (one counts, scans and writes the blocks' expert ids, the other
+      fills ``sorted_token_ids`` with the sentinel), then ``count_and_sort_expert_tokens_kernel``
+      with one thread a pair (read its id, an atomic on the expert's cursor, one store) in CTAs of 256.
+    """
+    n, e, bm = call.tokens * call.topk, call.num_experts, call.config.block_m
+    if call.naive_assignment:
+        return (Launch("naive assignment: num_tokens_post_padded fill", task_demand(l2_bytes=4.0), [1],
+                       Resources(128, 16, 0), dram_read_bytes=0.0, dram_write_bytes=4.0, access_bytes=4),)
+    mp = max_padded_len(n, e, bm)
+    nb = ceil_div(mp, bm)
+    if n < _SMALL_ALIGN_MAX_PAIRS and e <= _SMALL_ALIGN_MAX_EXPERTS:
+        l2 = 4.0 * (n + mp + nb + 1) + 4.0 * n
+        return (Launch("moe_align_block_size_small_batch_expert_kernel", task_demand(fma_ops=n + e * e, l2_bytes=l2),
+                       [1], Resources(max(e, 32) + 256, 32, 4 * (e + 1) * (e + 1)), dram_read_bytes=4.0 * n,
+                       dram_write_bytes=4.0 * (mp + nb + 1), access_bytes=4),)
+    scan = task_demand(fma_ops=n, l2_bytes=4.0 * (n + nb + e + 1))
+    fill = task_demand(l2_bytes=4.0 * mp)
+    align = Launch("moe_align_block_size_kernel", np.array([scan, fill]), np.array([1, 1]),
+                   Resources(_ALIGN_THREADS, 48, 4 * e + 4096), dram_read_bytes=4.0 * n,
+                   dram_write_bytes=4.0 * (mp + nb + e + 1), access_bytes=4)
+    ctas = min(ceil_div(n, _SORT_THREADS), 65_535)
+    sort = Launch("count_and_sort_expert_tokens_kernel", task_demand(fma_ops=n / ctas, l2_bytes=12.0 * n / ctas),
+                  [ctas], Resources(_SORT_THREADS, 18, 0), dram_read_bytes=4.0 * n, dram_write_bytes=4.0 * n,
+                  access_bytes=4)
+    return align, sort
+
+
+def engine_sum_launches(call: MoeCall) -> tuple[Launch, ...]:
+    """vLLM's ``moe_sum``: one CTA of min(H, 1024) threads a token for topk 2-4, else PyTorch's sum
+    (``at::sum_out``), as profiled."""
+    if not 2 <= call.topk <= 4:
+        return topk_sum_launches(call)
+    b = DTYPE_BYTES[call.dtype]
+    return (rowwise_launch("moe_sum_kernel", call.tokens, call.hidden, threads=min(call.hidden, 1024),
+                           bytes_in_per_col=call.topk * b, bytes_out_per_col=b, fma_per_col=call.topk - 1,
+                           xu_per_col=0.0, access_bytes=b),)
+
+
 def decompose(call: MoeCall, gpu) -> tuple[Launch, ...]:
     if call.stage == "w13":
         return (gemm_launch(call, gpu, "w13"),)
     if call.stage == "w2":
         return (gemm_launch(call, gpu, "w2"),)
-    return (*align_launches(call), gemm_launch(call, gpu, "w13"), silu_and_mul_launch(call),
-            gemm_launch(call, gpu, "w2"), *topk_sum_launches(call))
+    if call.engine == "reference":
+        align, reduce = align_launches(call), topk_sum_launches(call)
+    else:
+        align, reduce = engine_align_launches(call), engine_sum_launches(call)
+    return (*align, gemm_launch(call, gpu, "w13"), silu_and_mul_launch(call), gemm_launch(call, gpu, "w2"), *reduce)

@@ -9,6 +9,11 @@ with CUDA-core kernels), O projection, all-reduce under TP (NCCL), gate/up GEMM 
 (FlashInfer) + down GEMM, or a router GEMM + softmax/top-k + synperf's Triton fused MoE (engine
 default config); final fused add+RMSNorm, lm_head on each sequence's last token, argmax.
 
+``--moe-engine vllm`` runs the MoE layers as vLLM 0.22 does instead: its fused ``topk_softmax``
+routing, its ``moe_align_block_size`` (once a layer) and ``moe_sum`` kernels (``triton_moe.engine_ops``:
+vLLM installed, or $SYNPERF_VLLM_MOE_LIB) and the config vLLM picks on this GPU (its tuned config,
+``kernels.moe.engine_config``), around synperf's Triton GEMM and SiLU kernels.
+
 Timing follows SGLang's ``bench_one_batch``: all prompts are prefilled as one eager batch, then
 ``output_len - 1`` decode steps of the whole batch, each replaying one CUDA graph of the full step;
 every phase is wall-clock between device synchronisations. One profiled prefill and one profiled
@@ -85,7 +90,7 @@ def slot_layout(prompt_lens: list[int], output_len: int) -> list[int]:
 class ReferenceEngine:
     def __init__(self, model: ModelConfig, device, tp_rank: int = 0, tp_size: int = 1, group=None,
                  max_slots: int = 1 << 20, max_pos: int = 1 << 15, seed: int = 0, pp_rank: int = 0,
-                 pp_size: int = 1):
+                 pp_size: int = 1, moe_engine: str = "reference"):
         import torch
 
         from .triton_elementwise import make_cos_sin_cache
@@ -95,7 +100,15 @@ class ReferenceEngine:
         model.check_tp(tp_size)
         if model.num_layers % pp_size:
             raise ValueError(f"{pp_size} pipeline stages do not divide {model.num_layers} layers")
+        if moe_engine not in ("reference", "vllm"):
+            raise ValueError(f"moe_engine must be reference or vllm, got {moe_engine!r}")
         self.torch, self.m, self.dev = torch, model, device
+        self.moe_engine = moe_engine
+        if moe_engine == "vllm":
+            from synperf.gpu import resolve_gpu
+
+            from .triton_moe import engine_ops
+            self.vllm_ops, self.gpu = engine_ops(), resolve_gpu(torch.cuda.get_device_name(device))
         self.rank, self.tp, self.group = tp_rank, tp_size, group
         # Pipeline stage: a contiguous run of layers; the first stage embeds, the last samples.
         self.first, self.last = pp_rank == 0, pp_rank == pp_size - 1
@@ -191,12 +204,28 @@ class ReferenceEngine:
 
         torch = self.torch
         logits = F.linear(x, layer["router"])
+        if self.moe_engine == "vllm":
+            return self._vllm_moe(layer, x, logits)
         probs = torch.softmax(logits, dim=-1, dtype=torch.float32)
         weights, ids = torch.topk(probs, self.m.topk, dim=-1)
         weights = weights / weights.sum(dim=-1, keepdim=True)
         inter = layer["w2"].shape[2]
         cfg = default_config("sglang_default", x.shape[0], self.m.num_experts, self.m.hidden_size, inter, self.m.topk)
         return MoEWorkspace(x, layer["w13"], layer["w2"], weights, ids.to(torch.int32), cfg).full()
+
+    def _vllm_moe(self, layer, x, logits):
+        from synperf.kernels.moe import engine_config
+
+        from .triton_moe import MoEWorkspace
+
+        torch, T, k = self.torch, x.shape[0], self.m.topk
+        weights = torch.empty((T, k), dtype=torch.float32, device=x.device)
+        ids = torch.empty((T, k), dtype=torch.int32, device=x.device)
+        token_expert = torch.empty((T, k), dtype=torch.int32, device=x.device)
+        self.vllm_ops.topk_softmax(weights, ids, token_expert, logits, True, None)   # renormalised
+        inter = layer["w2"].shape[2]
+        cfg, _ = engine_config("vllm", self.gpu, T, self.m.num_experts, self.m.hidden_size, inter, k)
+        return MoEWorkspace(x, layer["w13"], layer["w2"], weights, ids, cfg, "vllm", prealign=False).full()
 
     def forward(self, ids, positions, out_loc, attend, last_rows, carry=None):
         """One pass of this stage over the flat token batch; ``attend(q, k, v, layer_index)`` runs
@@ -529,6 +558,8 @@ def main(argv=None) -> int:
     p.add_argument("--time-budget-s", type=float, default=None, help="per model")
     p.add_argument("--eager-decode", action="store_true", help="decode without CUDA graphs")
     p.add_argument("--pp", type=int, default=1, help="pipeline stages (TP = processes / pp)")
+    p.add_argument("--moe-engine", choices=("reference", "vllm"), default="reference",
+                   help="MoE layers as the reference engine runs them, or as vLLM 0.22 does (module docstring)")
     p.add_argument("--out", required=True, help="output .jsonl (rank 0 writes; parquet is made from it)")
     args = p.parse_args(argv)
     if os.environ.get("SYNPERF_ENGINE_HANG_DUMP_S"):      # a hung rank prints where it waits
@@ -559,7 +590,7 @@ def main(argv=None) -> int:
         model = scaled_model(name, args.layers or None)
         engine = ReferenceEngine(model, torch.device("cuda"), rank % tp, tp, group,
                                  max_slots=args.max_batch_tokens + 64 * args.output_len,
-                                 pp_rank=rank // tp, pp_size=args.pp)
+                                 pp_rank=rank // tp, pp_size=args.pp, moe_engine=args.moe_engine)
         for prompts in grid:
             if _budget_spent(args.time_budget_s and time.time() - start > args.time_budget_s, world):
                 print("engine: time budget spent", file=sys.stderr)
@@ -571,7 +602,7 @@ def main(argv=None) -> int:
                 torch.cuda.empty_cache()
                 continue
             row.update(model=name, num_layers=model.num_layers, full_layers=load_model(name).num_layers,
-                       tp=tp, pp=args.pp, framework_kernels="sglang", **env)
+                       tp=tp, pp=args.pp, framework_kernels="sglang", moe_engine=args.moe_engine, **env)
             if rank == 0:
                 with out.open("a") as f:
                     f.write(json.dumps(row) + "\n")

@@ -1,22 +1,10 @@
 """Default fused-MoE Triton configs of vLLM and SGLang (bf16/fp16, no quant).
 
 Both engines first look for a tuned JSON config file (per E, N, device); only
-when none exists do they fall back to ``get_default_config``.  The names
-``"vllm_default"`` / ``"sglang_default"`` here mean that fallback.
-
-vLLM (vllm/model_executor/layers/fused_moe/fused_moe.py, get_default_config,
-unquantized branch) and SGLang
-(python/sglang/srt/layers/moe/fused_moe_triton/fused_moe_triton_config.py,
-get_default_config, non-fp8 branch) use the same rule, where ``M`` is the
-number of tokens of the call (hidden_states rows, before top-k expansion)::
-
-    M <= E : BLOCK_SIZE_M=16, BLOCK_SIZE_N=32, BLOCK_SIZE_K=64, GROUP_SIZE_M=1
-    else   : BLOCK_SIZE_M=64, BLOCK_SIZE_N=64, BLOCK_SIZE_K=32, GROUP_SIZE_M=8
-
-Neither sets ``num_warps`` / ``num_stages`` for bf16, so the Triton launch
-defaults apply (num_warps=4, num_stages=3 on NVIDIA GPUs); they are recorded
-explicitly here.  (Both engines also process at most a chunk of tokens per
-kernel call, e.g. vLLM's VLLM_FUSED_MOE_CHUNK_SIZE; that is not modelled.)
+when none exists do they fall back to their default rule. The names
+``"vllm_default"`` (vLLM 0.17+), ``"vllm_legacy_default"`` (vLLM 0.16 and
+earlier) and ``"sglang_default"`` mean those fallbacks; the rules themselves are
+``synperf.kernels.moe.default_config``.
 """
 
 from __future__ import annotations

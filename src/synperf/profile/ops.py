@@ -240,8 +240,11 @@ def build_moe(c, device) -> Op:
     w13 = _randn((E, 2 * I, H), dt, device, scale=H ** -0.5)
     w2 = _randn((E, H, I), dt, device, scale=I ** -0.5)
     tw, ids = random_routing(T, E, K, device)
-    ws = MoEWorkspace(x, w13, w2, tw, ids, cfg)
     stage = c.get("stage", "all")
+    engine = c.get("engine", "reference")
+    if engine not in ("reference", "vllm") or (engine != "reference" and stage != "all"):
+        raise UnsupportedCase(f"moe engine {engine!r} is profiled for stage all with reference or vllm only")
+    ws = MoEWorkspace(x, w13, w2, tw, ids, cfg, engine)
     if stage == "w13":
         fn = ws.w13_pass
     elif stage == "w2":
@@ -252,7 +255,7 @@ def build_moe(c, device) -> Op:
         fn = ws.full
     else:
         raise UnsupportedCase(f"unknown moe stage {stage!r}")
-    return Op(fn, {"config": cfg, "config_source": src, "impl_note": f"synperf triton fused moe, stage {stage}"}, ws)
+    return Op(fn, {"config": cfg, "config_source": src, "impl_note": f"synperf triton fused moe, stage {stage}, {engine} align and sum"}, ws)
 
 
 # ----------------------------------------------------------- elementwise

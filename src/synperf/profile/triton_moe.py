@@ -23,7 +23,7 @@ import torch
 import triton
 import triton.language as tl
 
-from .moe_align import moe_align_block_size
+from .moe_align import max_padded_len, moe_align_block_size
 from .triton_elementwise import silu_and_mul_triton
 
 
@@ -174,11 +174,34 @@ def random_routing(tokens: int, num_experts: int, topk: int, device, generator=N
     return w.contiguous(), ids.to(torch.int32).contiguous()
 
 
+ENGINE_LIB_ENV = "SYNPERF_VLLM_MOE_LIB"
+
+
+def engine_ops():
+    """vLLM's ``_moe_C`` custom ops (``moe_align_block_size``, ``moe_sum``): from an installed vLLM,
+    else from the shared library named by $SYNPERF_VLLM_MOE_LIB (``vllm/_moe_C.abi3.so`` of a vLLM
+    wheel built for this PyTorch)."""
+    if not hasattr(torch.ops._moe_C, "moe_align_block_size"):
+        import os
+        path = os.environ.get(ENGINE_LIB_ENV)
+        if path:
+            torch.ops.load_library(path)
+        else:
+            import vllm._moe_C  # noqa: F401  (registers torch.ops._moe_C)
+    return torch.ops._moe_C
+
+
 class MoEWorkspace:
     """Pre-allocated buffers + routing for one MoE shape, so that each stage
-    can be launched on its own (what the harness times)."""
+    can be launched on its own (what the harness times).
 
-    def __init__(self, x, w13, w2, topk_weights, topk_ids, config):
+    ``engine`` (``synperf.kernels.moe`` docstring): ``reference`` aligns with the torch ops of
+    ``moe_align`` and sums with ``torch.sum``; ``vllm`` runs vLLM's own align and sum kernels
+    (``engine_ops``), or its naive assignment when pairs * 4 <= E. ``prealign=False`` leaves the
+    align to ``full()`` (one align a call, as vLLM runs it)."""
+
+    def __init__(self, x, w13, w2, topk_weights, topk_ids, config, engine: str = "reference",
+                 prealign: bool = True):
         self.x, self.w13, self.w2 = x, w13, w2
         self.topk_weights, self.topk_ids = topk_weights, topk_ids
         self.config = config
@@ -192,12 +215,35 @@ class MoEWorkspace:
         self.cache3 = torch.empty((self.T * self.topk, self.H), device=dev, dtype=dt)
         self.out = torch.empty((self.T, self.H), device=dev, dtype=dt)
         self.flat_weights = topk_weights.reshape(-1)
-        self.align()
+        if engine not in ("reference", "vllm"):
+            raise ValueError(f"profiled MoE engines are reference and vllm, got {engine!r}")
+        self.engine = engine
+        self.ops = engine_ops() if engine == "vllm" else None
+        pairs, bm = self.T * self.topk, config["BLOCK_SIZE_M"]
+        self.naive = engine == "vllm" and pairs * 4 <= self.E
+        if self.naive:
+            # vLLM's kernel then reads pair m for M block m; the same layout as sorted ids
+            self.sorted_ids = torch.full((pairs * bm,), pairs, dtype=torch.int32, device=dev)
+            self.sorted_ids[::bm] = torch.arange(pairs, dtype=torch.int32, device=dev)
+            self.expert_ids = topk_ids.reshape(-1).to(torch.int32)
+        elif engine == "vllm":
+            padded = max_padded_len(pairs, self.E, bm)
+            self.sorted_ids = torch.empty((padded,), dtype=torch.int32, device=dev)
+            self.expert_ids = torch.empty((triton.cdiv(padded, bm),), dtype=torch.int32, device=dev)
+            self.num_post = torch.empty((1,), dtype=torch.int32, device=dev)
+        if prealign:       # the stages timed on their own need the layout; full() aligns again
+            self.align()
 
     def align(self):
-        self.sorted_ids, self.expert_ids, self.num_post = moe_align_block_size(
-            self.topk_ids, self.config["BLOCK_SIZE_M"], self.E
-        )
+        bm = self.config["BLOCK_SIZE_M"]
+        if self.engine == "reference":
+            self.sorted_ids, self.expert_ids, self.num_post = moe_align_block_size(self.topk_ids, bm, self.E)
+        elif self.naive:
+            self.num_post = torch.full((1,), self.T * self.topk * bm, dtype=torch.int32, device=self.x.device)
+        else:
+            args = [self.topk_ids, self.E, bm, self.sorted_ids, self.expert_ids, self.num_post]
+            extra = len(self.ops.moe_align_block_size.default._schema.arguments) - len(args)
+            self.ops.moe_align_block_size(*args, *([None] * extra))
 
     def w13_pass(self):
         return invoke_moe_kernel(
@@ -215,6 +261,9 @@ class MoEWorkspace:
         )
 
     def reduce(self):
+        if self.engine == "vllm":
+            self.ops.moe_sum(self.cache3.view(self.T, self.topk, self.H), self.out)
+            return self.out
         return torch.sum(self.cache3.view(self.T, self.topk, self.H), dim=1, out=self.out)
 
     def full(self):

@@ -36,7 +36,9 @@ from pathlib import Path
 import numpy as np
 
 DEFAULT_DATA = Path(__file__).resolve().parents[3] / "data" / "h200-system" / "e2e_reference.parquet"
-LAYER_KINDS = ("dense", "qk_norm", "moe")
+# moe: the reference engine's own MoE layers; moe_fused: MoE layers run as vLLM does (fused routing,
+# one CUDA align), measured with ``profile.engine --moe-engine vllm``.
+LAYER_KINDS = ("dense", "qk_norm", "moe", "moe_fused")
 
 
 @dataclass(frozen=True)
@@ -145,7 +147,13 @@ def check_rows(rows: list[dict]) -> list[dict]:
         pp = 1 if pp is None or (isinstance(pp, float) and np.isnan(pp)) else positive(pp, "pp", i, int)
         if layers % pp:
             raise InputError(f"{pp} stages do not divide {layers} layers", "pp", i)
+        moe_engine = r.get("moe_engine")
+        if moe_engine is not None and not isinstance(moe_engine, str) and np.isnan(moe_engine):
+            moe_engine = None
+        if moe_engine not in (None, "reference", "vllm"):
+            raise InputError(f"must be reference or vllm, got {str(moe_engine)[:40]!r}", "moe_engine", i)
         row = {"model": str(r["model"]), "num_layers": layers, "pp": pp, "tp": positive(r.get("tp"), "tp", i, int),
+               "moe_engine": moe_engine or "reference",
                "output_len": positive(r.get("output_len"), "output_len", i, int),
                "batch": positive(r.get("batch"), "batch", i, int),
                "prompt_tokens": positive(r.get("prompt_tokens"), "prompt_tokens", i, int)}
@@ -170,6 +178,12 @@ def check_rows(rows: list[dict]) -> list[dict]:
     return clean
 
 
+def moe_engine_of(row: dict) -> str:
+    """How the measured engine ran its MoE layers (rows before ``--moe-engine`` existed: reference)."""
+    engine = row.get("moe_engine")
+    return engine if isinstance(engine, str) and engine else "reference"
+
+
 def samples_from_rows(rows: list[dict], gpu) -> list[PassSample]:
     """The prefill pass and the median decode step of each measured batch, with synperf's kernel
     time for them (``static_batch.model_pass``)."""
@@ -187,7 +201,7 @@ def samples_from_rows(rows: list[dict], gpu) -> list[PassSample]:
         for phase, lens, measured, kernels in (
                 ("prefill", prompts, r["prefill_ms"], r["prefill_kernels"]),
                 ("decode", [p + 1 + mid for p in prompts], r["decode_step_median_ms"], r["decode_kernels"])):
-            fp = forward_pass(model, gpu, int(r["tp"]), "sglang", phase, lens)
+            fp = forward_pass(model, gpu, int(r["tp"]), "sglang", phase, lens, moe_engine=moe_engine_of(r))
             cost = model_pass(fp, gpu, allreduce_impl="nccl")
             breakdown = json.loads(kernels)
             counted = sum(v["kernels"] for k, v in breakdown.items() if k != "all_reduce")
@@ -285,7 +299,8 @@ def validate(rows: list[dict], gpu) -> dict:
                                              s.layer_kind) / 1e3 for s in (pre, dec))
             k_pre, k_dec = pre.kernels_us / 1e3, dec.kernels_us / 1e3
         steps = int(r["output_len"]) - 1
-        per_row.append({"model": r["model"], "tp": int(r["tp"]), "pp": int(r.get("pp") or 1), "batch": int(r["batch"]),
+        label = r["model"] if moe_engine_of(r) == "reference" else f"{r['model']} [{moe_engine_of(r)} MoE]"
+        per_row.append({"model": label, "tp": int(r["tp"]), "pp": int(r.get("pp") or 1), "batch": int(r["batch"]),
                         "prompt_tokens": int(r["prompt_tokens"]),
                         "prefill_ms": (p_pre, r["prefill_ms"]), "decode_step_ms": (p_dec, r["decode_step_median_ms"]),
                         "total_ms": (p_pre + steps * p_dec, r["total_ms"]),
@@ -316,7 +331,8 @@ def _pipeline_prediction(row: dict, gpu, overhead: EngineOverhead) -> tuple[tupl
     mid = (int(row["output_len"]) - 2) // 2
     out = []
     for phase, lens in (("prefill", prompts), ("decode", [p + 1 + mid for p in prompts])):
-        cost = price_pipeline(model, gpu, int(row["tp"]), int(row["pp"]), "sglang", phase, lens, "nccl", overhead)
+        cost = price_pipeline(model, gpu, int(row["tp"]), int(row["pp"]), "sglang", phase, lens, "nccl", overhead,
+                              moe_engine=moe_engine_of(row))
         kernels = sum(v for k, v in cost.by_family.items() if k != "overhead")
         out.append((cost.latency_us / 1e3, kernels / 1e3))
     return tuple(out)
@@ -336,17 +352,18 @@ def leave_one_model_out(samples: list[PassSample]) -> dict:
 
 
 def format_validation(report: dict) -> str:
+    width = max([16] + [len(e["model"]) + 2 for e in report["summary"]])
     lines = [f"synperf vs the reference engine: {report['rows']} batches; engine overhead fitted without the"
              " batch's model (leave-one-model-out)",
-             f"{'model':<16}{'tp':>3}{'pp':>3}{'batches':>8}{'prefill':>9}{'decode':>9}{'total':>9}"
+             f"{'model':<{width}}{'tp':>3}{'pp':>3}{'batches':>8}{'prefill':>9}{'decode':>9}{'total':>9}"
              "   kernels only: prefill decode"]
     for e in report["summary"]:
-        lines.append(f"{e['model']:<16}{e['tp']:>3}{e['pp']:>3}{e['batches']:>8}{e['prefill_ms_mape']:>9.1%}"
+        lines.append(f"{e['model']:<{width}}{e['tp']:>3}{e['pp']:>3}{e['batches']:>8}{e['prefill_ms_mape']:>9.1%}"
                      f"{e['decode_step_ms_mape']:>9.1%}{e['total_ms_mape']:>9.1%}"
                      f"   {e['kernels_only_prefill_ms_mape']:>13.1%} {e['kernels_only_decode_step_ms_mape']:>6.1%}")
     o = report["overall"]
-    lines.append(f"{'all':<16}{'':>6}{report['rows']:>8}{o['prefill_ms_mape']:>9.1%}{o['decode_step_ms_mape']:>9.1%}"
-                 f"{o['total_ms_mape']:>9.1%}   {o['kernels_only_prefill_ms_mape']:>13.1%}"
+    lines.append(f"{'all':<{width}}{'':>6}{report['rows']:>8}{o['prefill_ms_mape']:>9.1%}"
+                 f"{o['decode_step_ms_mape']:>9.1%}{o['total_ms_mape']:>9.1%}   {o['kernels_only_prefill_ms_mape']:>13.1%}"
                  f" {o['kernels_only_decode_step_ms_mape']:>6.1%}")
     return "\n".join(lines)
 

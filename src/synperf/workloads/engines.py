@@ -17,7 +17,8 @@ Library mappings (the closest modelled library; docs/end-to-end.md):
   GPUs get ``flashinfer``. Page size 16.
 - GEMMs ``cublas`` bf16; RMSNorm, SiLU-and-mul, RoPE ``flashinfer`` (vLLM's own CUDA kernels have
   the same one-CTA-per-row / element-wise shape); fused MoE ``triton_fused_moe`` with the engine's
-  default config.
+  own align and sum kernels and the config it picks on that GPU: its shipped tuned config for
+  (E, N, device) where it has one, else its default rule (``kernels.moe.engine_config``).
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from typing import NamedTuple
 
 from synperf.errors import InputError
 from synperf.kernels.attention import DECODE_GROUP_SIZES, FA3_HEAD_DIMS, HEAD_DIMS
+from synperf.kernels.moe import engine_config
 from synperf.workloads.model import ModelConfig
 
 FRAMEWORKS = ("vllm", "sglang")
@@ -55,7 +57,7 @@ class ForwardPass:
     num_tokens: int
     num_seqs: int
     num_layers: int = 0
-    layer_kind: str = "dense"      # dense, qk_norm or moe: selects the engine's unmodelled launches per layer
+    layer_kind: str = "dense"      # calibration.LAYER_KINDS: selects the engine's unmodelled launches per layer
     kernels: list[KernelOp] = field(default_factory=list)
     allreduces: list[AllReduce] = field(default_factory=list)
 
@@ -129,27 +131,33 @@ def _attention_parts(framework: str, gpu, chunks: list[tuple[int, int]], decode_
 
 
 def forward_pass(model: ModelConfig, gpu, tp: int, framework: str, phase: str, lens: list[int],
-                 embed: bool = True, head: bool = True) -> ForwardPass:
+                 embed: bool = True, head: bool = True, moe_engine: str | None = None) -> ForwardPass:
     if phase not in ("prefill", "decode"):
         raise InputError(f"phase must be prefill or decode, got {phase!r}")
     if not lens or any(not isinstance(x, int) or x < 1 for x in lens):
         raise InputError("lengths must be a non-empty list of positive integers")
     if phase == "prefill":
-        return mixed_pass(model, gpu, tp, framework, [(x, x) for x in lens], [], embed, head)
-    return mixed_pass(model, gpu, tp, framework, [], list(lens), embed, head)
+        return mixed_pass(model, gpu, tp, framework, [(x, x) for x in lens], [], embed, head, moe_engine)
+    return mixed_pass(model, gpu, tp, framework, [], list(lens), embed, head, moe_engine)
 
 
 def mixed_pass(model: ModelConfig, gpu, tp: int, framework: str, chunks: list[tuple[int, int]],
-               decode_lens: list[int], embed: bool = True, head: bool = True) -> ForwardPass:
+               decode_lens: list[int], embed: bool = True, head: bool = True,
+               moe_engine: str | None = None) -> ForwardPass:
     """One forward pass over a continuous batch: prefill ``chunks`` as (new tokens, kv length with
     them) pairs (chunked prefill: kv >= new tokens) plus ``decode_lens`` (kv lengths of the decoding
     sequences, new token included). GEMMs, norms and activations run over all the tokens; attention
     is one prefill call over the chunks and one decode call over the decoding sequences. The phase
     is ``prefill`` or ``decode`` when only one part is present, else ``mixed``. A pipeline stage
     other than the first has no embedding (``embed``) and starts from the previous stage's
-    residual; only the last has the final norm and lm_head (``head``)."""
+    residual; only the last has the final norm and lm_head (``head``). ``moe_engine`` (default: the
+    framework) says whose MoE align, sum and tuned configs price the experts; ``reference`` is
+    synperf's reference engine (docs/reference-engine.md)."""
     if framework not in FRAMEWORKS:
         raise InputError(f"framework must be one of {', '.join(FRAMEWORKS)}, got {framework!r}")
+    moe_engine = moe_engine or framework
+    if moe_engine not in ("reference", *FRAMEWORKS):
+        raise InputError(f"moe_engine must be reference or one of {', '.join(FRAMEWORKS)}, got {moe_engine!r}")
     if not chunks and not decode_lens:
         raise InputError("a forward pass needs at least one prefill chunk or decoding sequence")
     if any(not isinstance(q, int) or not isinstance(kv, int) or not 1 <= q <= kv for q, kv in chunks) \
@@ -159,7 +167,12 @@ def mixed_pass(model: ModelConfig, gpu, tp: int, framework: str, chunks: list[tu
     seqs = len(chunks) + len(decode_lens)
     T = sum(q for q, _ in chunks) + len(decode_lens)
     phase = "mixed" if chunks and decode_lens else "prefill" if chunks else "decode"
-    kind = "moe" if model.num_moe_layers else "qk_norm" if model.qk_norm else "dense"
+    # Unmodelled launches differ by layer kind: the reference engine's MoE layers run torch routing
+    # and a second align; the engines' run a fused top-k softmax (calibration.LAYER_KINDS).
+    if model.num_moe_layers:
+        kind = "moe" if moe_engine == "reference" else "moe_fused"
+    else:
+        kind = "qk_norm" if model.qk_norm else "dense"
     fp = ForwardPass(framework, phase, tp, T, seqs, model.num_layers, kind)
     L, h = model.num_layers, model.hidden_size
     H = model.num_heads // tp
@@ -202,9 +215,14 @@ def mixed_pass(model: ModelConfig, gpu, tp: int, framework: str, chunks: list[tu
         fp.add(_gemm(T, h, inter), dense, "down_proj")
     if moe:
         fp.add(_gemm(T, model.num_experts, h), moe, "router")
-        fp.add({"family": "moe", "library": "triton_fused_moe", "tokens": T, "hidden": h,
-                "intermediate": model.expert_intermediate // tp, "num_experts": model.num_experts,
-                "topk": model.topk, "stage": "all", "config": f"{framework}_default"}, moe, "experts")
+        inter = model.expert_intermediate // tp
+        if moe_engine == "reference":
+            config = f"{framework}_default"
+        else:
+            config, _ = engine_config(moe_engine, gpu, T, model.num_experts, h, inter, model.topk)
+        fp.add({"family": "moe", "library": "triton_fused_moe", "tokens": T, "hidden": h, "intermediate": inter,
+                "num_experts": model.num_experts, "topk": model.topk, "stage": "all", "config": config,
+                "engine": moe_engine}, moe, "experts")
         if model.shared_expert_intermediate:
             inter = model.shared_expert_intermediate // tp
             fp.add(_gemm(T, 2 * inter, h), moe, "shared_gate_up_proj")

@@ -160,20 +160,22 @@ def price_pass(fp: ForwardPass, gpu, allreduce_impl: str | None = None, overhead
 
 
 def price_pipeline(model: ModelConfig, gpu, tp: int, pp: int, framework: str, phase: str, lens: list[int],
-                   allreduce_impl: str | None = None, overhead: EngineOverhead | None = None) -> StepCost:
+                   allreduce_impl: str | None = None, overhead: EngineOverhead | None = None,
+                   moe_engine: str | None = None) -> StepCost:
     """One pass of a batch through ``pp`` pipeline stages, one after another (no micro-batching, as
     in bench_one_batch). Every stage's host issues its work at once and waits on the GPU for its
     input, so the host time overlaps the stages before: the pass is the first stage's wall time,
     then each later stage's activation transfer (hidden state and residual) and GPU time, then the
-    sampled ids' way back to the first stage."""
+    sampled ids' way back to the first stage. ``moe_engine``: see ``engines.mixed_pass``."""
     if pp == 1:
-        return price_pass(forward_pass(model, gpu, tp, framework, phase, lens), gpu, allreduce_impl, overhead)
+        return price_pass(forward_pass(model, gpu, tp, framework, phase, lens, moe_engine=moe_engine), gpu,
+                          allreduce_impl, overhead)
     stage_model = with_layers(model, model.num_layers // pp)
     ends = [(True, False)] + [(False, False)] * (pp - 2) + [(False, True)]
     stages = {}
     for end in set(ends):
-        stages[end] = price_pass(forward_pass(stage_model, gpu, tp, framework, phase, lens, *end), gpu,
-                                 allreduce_impl, overhead)
+        stages[end] = price_pass(forward_pass(stage_model, gpu, tp, framework, phase, lens, *end, moe_engine),
+                                 gpu, allreduce_impl, overhead)
     tokens = sum(lens) if phase == "prefill" else len(lens)
     hop, _ = comm.send_recv_us(2 * tokens * model.hidden_size * 2, gpu)
     ids_back, _ = comm.send_recv_us(8 * len(lens), gpu)
