@@ -8,7 +8,7 @@ from synperf.cases import parse_case
 from synperf.efficiency import QUANTILES, EfficiencyModel
 from synperf.errors import SynperfError
 from synperf.features import family_feature_names, family_features
-from synperf.predict import demand_for, family_models, predict
+from synperf.predict import demand_for, family_models, interval_margin, predict
 
 
 def synthetic(n=3000, seed=0):
@@ -285,3 +285,27 @@ def test_training_rows_choose_their_gemm_kernel_as_new_shapes_do():
     seen, unseen, new = exact_share(train, False), exact_share(train, True), exact_share(test, False)
     assert seen > 0.7 and new < 0.35
     assert abs(unseen - new) < 0.15
+
+
+def test_a_cache_state_no_training_row_had_is_blinded_and_flagged():
+    """No cuBLAS training row was measured warm: a warm GEMM is priced with the warm flag off (its
+    demand still reads L2-resident operands from L2) and flagged out of range, instead of letting
+    the network extrapolate a flag it only ever saw at zero. MoE has warm rows (vLLM-engine
+    profiles, 2026-11-29), so its warm predictions use the flag."""
+    from synperf.features import WARM_COLUMN, blind_unmeasured
+    from synperf.gpu import resolve_gpu
+    h200 = resolve_gpu("h200")
+    model, card = family_models()["gemm"]
+    assert "cublas" not in card.get("warm_aware_libraries", [])
+    assert "triton_fused_moe" in family_models()["moe"][1]["warm_aware_libraries"]
+    shape = {"family": "gemm", "library": "cublas", "m": 64, "n": 4096, "k": 4096}
+    case = parse_case(dict(shape, cache="warm"))
+    x = family_features(case, demand_for(case, h200))[None]
+    assert x[0, WARM_COLUMN] == 1.0
+    blinded = blind_unmeasured(x, ["cublas"], set(card["dirty_aware_libraries"]), set())
+    assert blinded[0, WARM_COLUMN] == 0.0 and (np.delete(blinded, WARM_COLUMN, 1) == np.delete(x, WARM_COLUMN, 1)).all()
+    assert (blind_unmeasured(x, ["cublas"], set(card["dirty_aware_libraries"]), {"cublas"}) == x).all()
+    warm = predict(case, h200)
+    assert warm.ood and not predict(parse_case(shape), h200).ood
+    mid = model.predict(blinded, interval_margin=interval_margin(card, h200.silicon_family))[0][1]
+    assert warm.latency_us == pytest.approx(warm.ceiling_us * np.exp(mid))

@@ -450,3 +450,14 @@ def test_engines_align_and_sum_differ_from_the_reference(h100):
     assert moe.variant(call(engine="vllm", tokens=2, e=16, topk=2, config=cfg(), routing="random")) == "routing_random"
     with pytest.raises(InputError, match="engine"):
         call(engine="trtllm")
+
+
+def test_balanced_routing_reads_every_expert_it_hits(h100):
+    # 16 tokens x top-8 over 128 experts: round-robin hits all 128 experts, a random draw ~82
+    kw = dict(tokens=16, hidden=256, intermediate=128, e=128, topk=8, config=cfg())
+    weights = 2 * 128 * 256 * 2                               # one expert's w13 tile rows, bf16
+    (balanced,) = moe.decompose(call(routing="balanced", **kw), h100)
+    (random,) = moe.decompose(call(routing="random", **kw), h100)
+    assert balanced.dram_read_bytes >= 128 * weights > random.dram_read_bytes
+    assert 81 * weights < random.dram_read_bytes < 84 * weights
+    assert 81 < moe.expected_active_experts(16, 128, 8) < 83

@@ -24,6 +24,7 @@ FEATURE_NAMES = (
     "dtype_bytes", "warm_cache", "dirty_writeback_us", "narrow_access", "loop_trips", "register_spill",
 )
 DIRTY_COLUMN = FEATURE_NAMES.index("dirty_writeback_us")
+WARM_COLUMN = FEATURE_NAMES.index("warm_cache")
 
 
 def features(case: KernelCase, demand: KernelDemand) -> np.ndarray:
@@ -48,14 +49,19 @@ def features(case: KernelCase, demand: KernelDemand) -> np.ndarray:
     return np.asarray(values, dtype=np.float64)
 
 
-def dirty_blind(X: np.ndarray, libraries, aware: set) -> np.ndarray:
-    """Rows of libraries never measured after both kinds of flush cannot tell the model what the
-    dirty write-back costs them: they count as clean (their write-back feature set to zero)."""
-    blind = np.array([lib not in aware for lib in libraries], dtype=bool)
-    if not blind.any():
+def blind_unmeasured(X: np.ndarray, libraries, dirty_aware: set, warm_aware: set) -> np.ndarray:
+    """Cache states a library was never measured in cannot tell the model what they cost: rows of
+    libraries never timed after both kinds of flush count as clean (write-back feature zero), rows
+    of libraries never timed warm as cold (warm flag zero; the demand still serves L2-resident
+    operands from L2)."""
+    libraries = np.asarray(libraries)
+    dirty_blind = ~np.isin(libraries, sorted(dirty_aware))
+    warm_blind = ~np.isin(libraries, sorted(warm_aware)) & (X[:, WARM_COLUMN] != 0)
+    if not (dirty_blind.any() or warm_blind.any()):
         return X
     X = X.copy()
-    X[blind, DIRTY_COLUMN] = 0.0
+    X[dirty_blind, DIRTY_COLUMN] = 0.0
+    X[warm_blind, WARM_COLUMN] = 0.0
     return X
 
 

@@ -22,7 +22,7 @@ import numpy as np
 from synperf.cases import KernelCase
 from synperf.demand import KernelDemand, kernel_demand
 from synperf.efficiency import EfficiencyModel
-from synperf.features import case_variant, dirty_blind, family_features
+from synperf.features import blind_unmeasured, case_variant, family_features
 from synperf.errors import InputError, SynperfError, UnsupportedDtypeError
 from synperf.gpu.spec import GpuSpec
 from synperf.kernels import families
@@ -110,14 +110,16 @@ def predict(case: KernelCase, gpu: GpuSpec) -> Prediction:
     if learned is not None:
         model, card = learned
         aware = set(card.get("dirty_aware_libraries", ()))
-        x = dirty_blind(family_features(case, demand)[None], [case.library], aware)
+        warm_aware = set(card.get("warm_aware_libraries", ()))
+        x = blind_unmeasured(family_features(case, demand)[None], [case.library], aware, warm_aware)
         low, mid, high = model.predict(x, interval_margin=interval_margin(card, gpu.silicon_family))[0]
         return Prediction(
             latency_us=ceiling * float(np.exp(mid)), latency_low_us=ceiling * float(np.exp(low)),
             latency_high_us=ceiling * float(np.exp(high)), ceiling_us=ceiling, bound=demand.bound,
             model=f"mlp:{case.family}/v{card['format_version']} (trained on {card['rows']} rows from {', '.join(card['gpus'])})",
             ood=bool(model.out_of_range(x)[0]) or case_variant(case) not in card["variants"]
-            or (case.cache == "cold_dirty" and case.library not in aware),
+            or (case.cache == "cold_dirty" and case.library not in aware)
+            or (case.cache == "warm" and case.library not in warm_aware),
             launches=len(demand.launches),
         )
     prior = efficiency_prior(case.family, case.library)

@@ -16,7 +16,7 @@ from synperf.efficiency import EfficiencyModel
 from synperf.kernels import families
 from synperf.kernels._common import DTYPE_BYTES
 from synperf.errors import SynperfError
-from synperf.features import case_variant, dirty_blind, family_feature_names, family_features
+from synperf.features import blind_unmeasured, case_variant, family_feature_names, family_features
 from synperf.predict import demand_for, interval_margin
 
 
@@ -62,6 +62,17 @@ def dirty_aware_libraries(group: dict, mask: np.ndarray | None = None) -> set:
         if case.cache in ("cold", "cold_dirty"):
             seen.setdefault((group["gpu"][i], case.library, case.dtype, case.call), set()).add(case.cache)
     return {key[1] for key, states in seen.items() if len(states) == 2}
+
+
+def warm_aware_libraries(group: dict, mask: np.ndarray | None = None) -> set:
+    """Libraries with rows measured with warm operands (a CUDA-graph loop, e.g. aiconfigurator's)."""
+    mask = np.ones(len(group["latency"]), dtype=bool) if mask is None else mask
+    return {group["case"][i].library for i in np.flatnonzero(mask) if group["case"][i].cache == "warm"}
+
+
+def _card_blind(X: np.ndarray, group: dict, card: dict) -> np.ndarray:
+    return blind_unmeasured(X, group["library"], set(card.get("dirty_aware_libraries", ())),
+                            set(card.get("warm_aware_libraries", ())))
 
 
 def _roofline_us(demand, gpu) -> float:
@@ -117,7 +128,8 @@ def _weighted_quantile(values: np.ndarray, weights: np.ndarray, q: float) -> flo
     return float(values[order][min(np.searchsorted(cumulative, q), values.size - 1)])
 
 
-def unseen_silicon_interval(model: EfficiencyModel, group: dict, trained_silicon: set, aware: set) -> dict | None:
+def unseen_silicon_interval(model: EfficiencyModel, group: dict, trained_silicon: set,
+                            aware: tuple[set, set]) -> dict | None:
     """How much wider the interval must be on dies the model never saw for 80 % of their rows to
     fall inside it: the 80th percentile of the log margin each row needs, every GPU weighted
     equally. Also the honest check of that rule: each GPU's coverage with the margin fitted on the others."""
@@ -125,7 +137,7 @@ def unseen_silicon_interval(model: EfficiencyModel, group: dict, trained_silicon
     unseen = ~np.isin(silicon, sorted(trained_silicon))
     if len(set(gpus[unseen])) < 2:
         return None
-    X = dirty_blind(np.asarray(group["X"])[unseen], np.asarray(group["library"])[unseen], aware)
+    X = blind_unmeasured(np.asarray(group["X"])[unseen], np.asarray(group["library"])[unseen], *aware)
     needed = model.interval_margin_needed(X, np.asarray(group["y"])[unseen])
     gpus = gpus[unseen]
     names, counts = np.unique(gpus, return_counts=True)
@@ -190,8 +202,8 @@ def train(records: Iterable[dict], registry, out: Path, seed: int = 0, epochs: i
     summary = []
     for family, group in sorted(build_rows(records, registry, as_new_shapes=True).items()):
         start = time.perf_counter()
-        aware = dirty_aware_libraries(group)
-        X, y = dirty_blind(np.asarray(group["X"]), group["library"], aware), np.asarray(group["y"])
+        aware = dirty_aware_libraries(group), warm_aware_libraries(group)
+        X, y = blind_unmeasured(np.asarray(group["X"]), group["library"], *aware), np.asarray(group["y"])
         names = family_feature_names(family)
         fold = held_back_fold(group["shape"], seed)
         chosen, scores = (epochs, None) if epochs else select_epochs(X, y, names, fold, seed)
@@ -199,7 +211,8 @@ def train(records: Iterable[dict], registry, out: Path, seed: int = 0, epochs: i
         gpus = sorted(set(group["gpu"]))
         silicon = set(group["silicon"])
         card = {"family": family, "rows": int(len(y)), "gpus": gpus, "silicon": sorted(silicon), "seed": seed,
-                "variants": sorted(set(group["variant"])), "dirty_aware_libraries": sorted(aware),
+                "variants": sorted(set(group["variant"])), "dirty_aware_libraries": sorted(aware[0]),
+                "warm_aware_libraries": sorted(aware[1]),
                 "seen_silicon_interval": seen_silicon_interval(X, y, names, fold, seed, chosen, members)}
         card["epochs"] = chosen
         if scores:
@@ -240,7 +253,7 @@ def evaluate(records: Iterable[dict], registry, models: dict, baseline_records: 
         roofline = np.asarray(group["roofline"])
         if family in models:
             model, card = models[family]
-            X = dirty_blind(np.asarray(group["X"]), group["library"], set(card.get("dirty_aware_libraries", ())))
+            X = _card_blind(np.asarray(group["X"]), group, card)
             q = np.empty((len(X), 3))
             margins = np.array([interval_margin(card, s) for s in group["silicon"]])
             for margin in set(margins.tolist()):
@@ -279,7 +292,8 @@ def leave_one_gpu_out(records: Iterable[dict], registry, seed: int = 0, epochs: 
             test, train_mask = silicon == held, silicon != held
             if train_mask.sum() < 200:
                 continue
-            X = dirty_blind(np.asarray(group["X"]), group["library"], dirty_aware_libraries(group, train_mask))
+            X = blind_unmeasured(np.asarray(group["X"]), group["library"], dirty_aware_libraries(group, train_mask),
+                                 warm_aware_libraries(group, train_mask))
             model = EfficiencyModel(epochs=epochs, seed=seed, members=members).fit(X[train_mask], y[train_mask],
                                                                                   family_feature_names(family))
             q = model.predict(X[test])

@@ -16,8 +16,9 @@ The kernel modelled is ``synperf.profile.triton_moe`` (structured like vLLM's ``
 Routing (case field ``routing``, docs/kernels-moe.md): ``random`` (default; what the profiles and
 the reference engine run) lays the blocks out for a typical uniform-random top-k draw, the per-expert
 pair counts being the Binomial(T, topk/E) quantiles; ``balanced`` uses round-robin (pair i -> expert
-i mod E, as PipeWeave does). The compulsory DRAM read of expert weights uses the expected number of
-distinct experts hit under uniform random routing either way.
+i mod E, as PipeWeave and aiconfigurator do). The compulsory DRAM read of expert weights counts the
+experts the layout hits: the expected number of distinct experts under uniform random routing for
+``random``, min(E, T*topk) for ``balanced``.
 
 Stage "all" = the align step, w13, SiLU-and-mul (``profile.triton_elementwise.silu_and_mul_triton``),
 w2 and the top-k sum, as separate launches in that order. Case field ``engine`` says whose align and
@@ -504,8 +505,9 @@ def gemm_launch(call: MoeCall, gpu, which: str) -> Launch:
     order = _launch_order(pad, row_kind, grid_n, len(col_values), cfg.group_m, n_active_classes)
 
     pairs = call.tokens * call.topk
-    active_experts = min(expected_active_experts(call.tokens, call.num_experts, call.topk),
-                         float(np.count_nonzero(pad.counts)))
+    hit = float(np.count_nonzero(pad.counts))
+    active_experts = (min(expected_active_experts(call.tokens, call.num_experts, call.topk), hit)
+                      if call.routing == "random" else hit)
     dram_read = (active_experts * n * k * b                 # weights of the experts that get pairs
                  + a_rows_total * k * b                     # activations (every row is used)
                  + pad.padded_total * 4 + pad.active_m * 4  # sorted ids and expert ids read
@@ -515,7 +517,7 @@ def gemm_launch(call: MoeCall, gpu, which: str) -> Launch:
              f"padded_total={pad.padded_total} early_exit_ctas={exit_tasks}",
              f"path={path} warps={warps_per_tile(cfg, path)} mma_replication={mma_replication(cfg, path):g} "
              f"config={cfg.as_dict()} ({call.config_source})",
-             f"expected active experts (random routing)={active_experts:.2f}")
+             f"experts whose weights are read ({call.routing} routing)={active_experts:.2f}")
     return Launch(
         name=f"synperf_fused_moe_kernel[{which}]", demand=np.array(demand), counts=np.array(counts),
         resources=Resources(cfg.num_warps * 32, _registers(cfg, path), smem),

@@ -229,7 +229,7 @@ def build_moe(c, device) -> Op:
         raise UnsupportedCase(f"unknown moe library {c['library']!r} (supported: triton_fused_moe)")
     dt = _act_dtype(c)
     from .moe_configs import resolve_config
-    from .triton_moe import MoEWorkspace, random_routing
+    from .triton_moe import MoEWorkspace, balanced_routing, random_routing
 
     cfg, src = resolve_config(c)
     T, H, I = int(c["tokens"]), int(c["hidden"]), int(c["intermediate"])
@@ -239,7 +239,10 @@ def build_moe(c, device) -> Op:
     x = _randn((T, H), dt, device)
     w13 = _randn((E, 2 * I, H), dt, device, scale=H ** -0.5)
     w2 = _randn((E, H, I), dt, device, scale=I ** -0.5)
-    tw, ids = random_routing(T, E, K, device)
+    routing = c.get("routing", "random")
+    if routing not in ("random", "balanced"):
+        raise UnsupportedCase(f"unknown moe routing {routing!r}")
+    tw, ids = (random_routing if routing == "random" else balanced_routing)(T, E, K, device)
     stage = c.get("stage", "all")
     engine = c.get("engine", "reference")
     if engine not in ("reference", "vllm") or (engine != "reference" and stage != "all"):

@@ -191,6 +191,13 @@ def engine_ops():
     return torch.ops._moe_C
 
 
+def balanced_routing(tokens: int, num_experts: int, topk: int, device, generator=None):
+    """Round-robin top-k routing (``routing: balanced``): pair i = token * topk + k goes to expert
+    i mod E, as PipeWeave and aiconfigurator time it; equal weights. ``generator`` is unused."""
+    ids = (torch.arange(tokens * topk, device=device, dtype=torch.int32) % num_experts).view(tokens, topk)
+    return torch.full((tokens, topk), 1.0 / topk, device=device, dtype=torch.float32), ids.contiguous()
+
+
 class MoEWorkspace:
     """Pre-allocated buffers + routing for one MoE shape, so that each stage
     can be launched on its own (what the harness times).
