@@ -37,9 +37,11 @@ sum run (docs/kernels-moe.md):
 
 from __future__ import annotations
 
+import json
 import math
 from dataclasses import dataclass
 from functools import lru_cache
+from importlib import resources
 from typing import Any, Mapping
 
 import numpy as np
@@ -127,8 +129,6 @@ ENGINE_CONFIGS = "tiles/moe_engine_configs.json"
 
 @lru_cache(maxsize=1)
 def engine_table() -> dict:
-    from importlib import resources
-    import json
     return json.loads((resources.files("synperf.kernels") / ENGINE_CONFIGS).read_text())
 
 

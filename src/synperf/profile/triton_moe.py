@@ -17,6 +17,7 @@ Full call (``fused_moe``):
 
 from __future__ import annotations
 
+import os
 from typing import Dict, Optional
 
 import torch
@@ -182,7 +183,6 @@ def engine_ops():
     else from the shared library named by $SYNPERF_VLLM_MOE_LIB (``vllm/_moe_C.abi3.so`` of a vLLM
     wheel built for this PyTorch)."""
     if not hasattr(torch.ops._moe_C, "moe_align_block_size"):
-        import os
         path = os.environ.get(ENGINE_LIB_ENV)
         if path:
             torch.ops.load_library(path)
