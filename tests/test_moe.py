@@ -447,6 +447,9 @@ def test_engines_align_and_sum_differ_from_the_reference(h100):
     assert vllm[-1].name == "moe_sum_kernel" and vllm[-1].num_tasks == 2
     assert reference[-1].name.startswith("reduce_kernel")
     assert moe.variant(call(engine="sglang", **kw)) == "routing_random/align_cuda"
+    # top-1: SGLang writes the expert's output in place, vLLM still reduces over the one slot
+    top1 = dict(kw, topk=1)
+    assert len(moe.decompose(call(engine="sglang", **top1), h100)) == len(moe.decompose(call(engine="vllm", **top1), h100)) - 1
     assert moe.variant(call(engine="vllm", tokens=2, e=16, topk=2, config=cfg(), routing="random")) == "routing_random"
     with pytest.raises(InputError, match="engine"):
         call(engine="trtllm")

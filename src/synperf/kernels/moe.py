@@ -32,7 +32,7 @@ sum run (docs/kernels-moe.md):
   a single-CTA count-and-scan kernel and a grid-wide ``count_and_sort_expert_tokens_kernel``); the sum is
   ``moe_sum`` (one CTA a token for topk 2-4, else PyTorch's reduce).
 - ``sglang``: the same CUDA align (sgl-kernel's is a port of vLLM's), never the naive assignment, and
-  the same sum.
+  the same sum, none at top-1.
 """
 
 from __future__ import annotations
@@ -689,7 +689,11 @@ def engine_align_launches(call: MoeCall) -> tuple[Launch, ...]:
 
 def engine_sum_launches(call: MoeCall) -> tuple[Launch, ...]:
     """vLLM's ``moe_sum``: one CTA of min(H, 1024) threads a token for topk 2-4, else PyTorch's sum
-    (``at::sum_out``), as profiled."""
+    (``at::sum_out``), as profiled. SGLang 0.5.10 (``moe_runner/triton.py``) writes a top-1 result
+    straight into the output (no launch) and otherwise runs one fused sum (``torch.add`` for top-2,
+    a Triton or compiled reduce beyond) over the same bytes, priced alike."""
+    if call.engine == "sglang" and call.topk == 1:
+        return ()
     if not 2 <= call.topk <= 4:
         return topk_sum_launches(call)
     b = DTYPE_BYTES[call.dtype]
