@@ -234,6 +234,51 @@ def test_fa3_needs_hopper(a100):
     assert err.value.field == "library"
 
 
+# ------------------------------------------------------------------ FlashAttention-3 (vLLM)
+def test_flash_attn3_decode_packs_gqa_heads_and_reads_each_kv_head_once(h100):
+    """A decode step with 8 query heads per KV head: one 64-row tile holds all 8 heads' queries
+    (PackGQA), so the K/V bytes through L2 are those of the KV heads, not of the query heads."""
+    kw = dict(phase="decode", batch=4, kv_len=8192, num_kv_heads=4, head_dim=128)
+    grouped = A.decompose(make("flash_attn3", num_heads=32, **kw), h100)
+    mha = A.decompose(make("flash_attn3", num_heads=4, **kw), h100)
+    assert "tile=(64,128)" in grouped[0].notes and grouped[0].persistent_ctas == 132
+    kv_bytes = 2 * 4 * 8192 * 4 * 128 * 2
+    assert float(grouped[0].total_demand[3]) == pytest.approx(float(mha[0].total_demand[3]), rel=0.02)
+    assert kv_bytes < float(grouped[0].total_demand[3]) < 1.05 * kv_bytes
+    # vLLM caps the splits at 32 for a step this small, so the split kernel and its combine run
+    assert "Combine" in grouped[1].name
+
+
+def test_flash_attn3_tile_follows_the_longest_packed_request(h100):
+    def tile(**kw):
+        return next(n for n in A.decompose(make("flash_attn3", head_dim=128, **kw), h100)[0].notes
+                    if n.startswith("tile="))
+    assert tile(q_lens=[16, 8], kv_lens=[16, 8], num_heads=4, num_kv_heads=1) == "tile=(64,128)"     # 64 rows
+    assert tile(q_lens=[17, 8], kv_lens=[17, 8], num_heads=4, num_kv_heads=1) == "tile=(128,128)"    # 68 rows
+
+
+def test_flash_attn3_splits_a_lone_long_prompt_but_not_a_full_batch(h100):
+    """Above vLLM's 512-token cap FA3's own heuristic decides: a prompt whose tiles fill a tenth
+    of the SMs is split, a batch whose tiles fill the GPU is not."""
+    lone = A.decompose(make("flash_attn3", batch=1, q_len=600, kv_len=32768, num_heads=8, num_kv_heads=8,
+                            head_dim=128), h100)
+    full = A.decompose(make("flash_attn3", batch=16, q_len=1024, kv_len=1024, num_heads=32, num_kv_heads=8,
+                            head_dim=128), h100)
+    assert "Combine" in lone[1].name and "Combine" not in full[1].name
+    # unsplit it would be 8 heads x 5 m-blocks = 40 tiles on 40 of the 132 SMs; split, more SMs share it
+    assert lone[0].num_tasks >= 2 * 40 and full[0].num_tasks == 16 * 8 * 32     # 4 heads packed: 32 m-blocks
+
+
+def test_flash_attn3_is_hopper_only_and_paged_through_cp_async(a100, h100):
+    with pytest.raises(InputError) as err:
+        A.decompose(make("flash_attn3", batch=1, q_len=128, kv_len=128, num_heads=4, head_dim=128), a100)
+    assert err.value.field == "library"
+    for bad in (dict(head_dim=96), dict(head_dim=128, page_size=128)):
+        with pytest.raises(InputError) as err:
+            make("flash_attn3", batch=1, q_len=8, kv_len=8, num_heads=4, **bad)
+        assert err.value.field == next(iter(bad.keys() - {"head_dim"}), "head_dim")
+
+
 # ------------------------------------------------------------------------------- validation
 @pytest.mark.parametrize("fields,lib,bad", [
     (dict(batch=1, q_len=8, kv_len=8, num_heads=6, num_kv_heads=4, head_dim=128), "flashinfer", "num_kv_heads"),

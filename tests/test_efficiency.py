@@ -104,7 +104,11 @@ def test_predictions_use_the_model_and_flag_inputs_outside_training(h100):
     p = predict(cold, h100)
     assert p.model.startswith("mlp:gemm") and not p.ood
     assert p.ceiling_us <= p.latency_low_us <= p.latency_us <= p.latency_high_us
-    assert predict(warm, h100).ood          # trained on cold-L2 rows only
+    # cuBLAS was also timed with warm operands: a warm call is in range, and faster than a cold one
+    assert not predict(warm, h100).ood and predict(warm, h100).latency_us < p.latency_us
+    fp8_warm = parse_case({"family": "gemm", "dtype": "fp8_e4m3", "library": "cublaslt_scaled_mm", "m": 512,
+                           "n": 4096, "k": 4096, "cache": "warm"})
+    assert predict(fp8_warm, h100).ood      # FP8 GEMMs were timed cold only
     x = family_features(cold, demand_for(cold, h100))
     assert x.shape == (len(family_feature_names("gemm")),) and np.isfinite(x).all()
 
@@ -288,23 +292,24 @@ def test_training_rows_choose_their_gemm_kernel_as_new_shapes_do():
 
 
 def test_a_cache_state_no_training_row_had_is_blinded_and_flagged():
-    """No cuBLAS training row was measured warm: a warm GEMM is priced with the warm flag off (its
+    """No FP8 GEMM training row was measured warm: a warm one is priced with the warm flag off (its
     demand still reads L2-resident operands from L2) and flagged out of range, instead of letting
-    the network extrapolate a flag it only ever saw at zero. MoE has warm rows (vLLM-engine
-    profiles, 2026-11-29), so its warm predictions use the flag."""
+    the network extrapolate a flag it only ever saw at zero. cuBLAS bf16 and MoE have warm rows
+    (2026-11-29), so their warm predictions use the flag."""
     from synperf.features import WARM_COLUMN, blind_unmeasured
     from synperf.gpu import resolve_gpu
     h200 = resolve_gpu("h200")
     model, card = family_models()["gemm"]
-    assert "cublas" not in card.get("warm_aware_libraries", [])
+    assert "cublaslt_scaled_mm" not in card["warm_aware_libraries"] and "cublas" in card["warm_aware_libraries"]
     assert "triton_fused_moe" in family_models()["moe"][1]["warm_aware_libraries"]
-    shape = {"family": "gemm", "library": "cublas", "m": 64, "n": 4096, "k": 4096}
+    shape = {"family": "gemm", "library": "cublaslt_scaled_mm", "dtype": "fp8_e4m3", "m": 64, "n": 4096, "k": 4096}
     case = parse_case(dict(shape, cache="warm"))
     x = family_features(case, demand_for(case, h200))[None]
     assert x[0, WARM_COLUMN] == 1.0
-    blinded = blind_unmeasured(x, ["cublas"], set(card["dirty_aware_libraries"]), set())
+    aware = set(card["dirty_aware_libraries"])
+    blinded = blind_unmeasured(x, ["cublaslt_scaled_mm"], aware, set(card["warm_aware_libraries"]))
     assert blinded[0, WARM_COLUMN] == 0.0 and (np.delete(blinded, WARM_COLUMN, 1) == np.delete(x, WARM_COLUMN, 1)).all()
-    assert (blind_unmeasured(x, ["cublas"], set(card["dirty_aware_libraries"]), {"cublas"}) == x).all()
+    assert (blind_unmeasured(x, ["cublaslt_scaled_mm"], aware, {"cublaslt_scaled_mm"}) == x).all()
     warm = predict(case, h200)
     assert warm.ood and not predict(parse_case(shape), h200).ood
     mid = model.predict(blinded, interval_margin=interval_margin(card, h200.silicon_family))[0][1]

@@ -93,9 +93,10 @@ def test_aiconfigurator_attention_filters():
     assert d["device 'Some Unknown GPU' has no synperf GPU spec"] == 1
     assert d["rejected by parse_case (head_dim)"] == 1
     fa3, fi = records
-    assert (fa3["library"], fa3["phase"], fa3["q_len"], fa3["kv_len"], fa3["causal"]) == ("fa3", "decode", 1, 1024, False)
+    assert (fa3["library"], fa3["phase"], fa3["q_len"], fa3["kv_len"], fa3["causal"]) == ("flash_attn3", "decode", 1, 1024, False)
     assert fa3["latency_us"] == pytest.approx(50.0) and fa3["gpu"] == "h100-sxm" and fa3["cache"] == "warm"
-    assert fi["library"] == "flashinfer" and fi["framework"] == "trtllm"
+    assert fa3["engine"] == "vllm" and json.loads(fa3["case_json"])["engine"] == "vllm"
+    assert fi["library"] == "flashinfer" and fi["framework"] == "trtllm" and fi["engine"] is None
 
 
 def test_aiconfigurator_gemm_and_moe_mapping():

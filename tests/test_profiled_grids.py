@@ -87,6 +87,38 @@ def test_flashinfer_and_fa3_main_kernel_grids_match_the_profile():
     assert total >= 4000 and matched == total
 
 
+def test_flash_attn3_tile_splits_and_combine_grid_match_the_profile():
+    """vLLM's FlashAttention-3: the tile in the kernel's name, the persistent grid, whether the
+    split kernel ran (its combine kernel, or the semaphore reset when unsplit) and the combine grid."""
+    gpu = resolve_gpu("NVIDIA H200")
+    decompose = families()["attention"].decompose
+    total = split = grid_matched = 0
+    for rec in rows("attention"):
+        if rec["library"] != "flash_attn3":
+            continue
+        launches = decompose(parse_case(json.loads(rec["case_json"])).call, gpu)
+        names, grids = json.loads(rec["kernel_names"]), json.loads(rec["grids"])
+        main_name = next(n for n in names if "FlashAttnFwdSm90" in n)
+        main = next(l for l in launches if l.name.startswith("FlashAttnFwdSm90"))
+        tile = re.search(r"CollectiveMainloopFwdSm90<\d+, cute::tuple<cute::C<\d+>, cute::C<\d+>, cute::C<\d+> >, "
+                         r"cute::tuple<cute::C<(\d+)>, cute::C<(\d+)>", main_name).groups()
+        assert f"tile=({tile[0]},{tile[1]})" in main.notes, (rec["case_json"], tile)
+        assert main.persistent_ctas == math.prod(grids[names.index(main_name)]) == gpu.sm_count
+        assert len(launches) == len(names)
+        assert any("prepare_varlen" in n for n in names) == any("prepare_varlen" in l.name for l in launches)
+        combine = [g for n, g in zip(names, grids) if "FlashAttnFwdCombine" in n]
+        modelled_combine = [l for l in launches if "Combine" in l.name]
+        assert bool(modelled_combine) == bool(combine), rec["case_json"]
+        if combine:
+            modelled = [int(x) for x in re.findall(r"\d+", next(n for n in modelled_combine[0].notes
+                                                               if n.startswith("grid=")))]
+            grid_matched += modelled == combine[0]
+            split += 1
+        total += 1
+    assert total >= 6000 and 0.3 * total < split < 0.95 * total
+    assert grid_matched >= 0.99 * split
+
+
 def test_flashinfer_rope_kernel_and_grid_agree():
     """FlashInfer's rope dispatch: token-parallel from a full wave of CTAs on, head-parallel below;
     the kernel chosen and its grid equal the profiled ones for every FlashInfer rope row."""

@@ -55,11 +55,12 @@ def gemm_cases(draw, max_m=8192):
 
 @st.composite
 def attention_cases(draw):
-    library = draw(st.sampled_from(["flash_attn2_torch_sdpa", "flashinfer", "fa3"]))
+    library = draw(st.sampled_from(["flash_attn2_torch_sdpa", "flashinfer", "fa3", "flash_attn3"]))
     phase = draw(st.sampled_from(["prefill", "decode"]))
     kv_heads = draw(st.sampled_from([1, 2, 4, 8]))
     group = draw(st.sampled_from([1, 2, 4, 5, 8]))
-    head_dim = draw(st.sampled_from([64, 80, 96, 128, 192, 256] if library != "fa3" else [64, 128, 256]))
+    head_dim = draw(st.sampled_from([64, 80, 96, 128, 192, 256] if library not in ("fa3", "flash_attn3")
+                                    else [64, 128, 256]))
     dtype = draw(st.sampled_from(["bf16", "fp16"]))
     case = {"family": "attention", "library": library, "dtype": dtype, "phase": phase, "num_heads": kv_heads * group,
             "num_kv_heads": kv_heads, "head_dim": head_dim, "cache": draw(caches)}

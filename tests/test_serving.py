@@ -22,8 +22,12 @@ def test_mixed_pass_matches_pure_phases_and_splits_attention():
     mix = mixed_pass(M, H100, 1, "vllm", [(256, 1000)], [500, 700])
     assert mix.phase == "mixed" and mix.num_tokens == 258 and mix.num_seqs == 3
     att = {t: c for c, _, t in mix.kernels if t.startswith("attention")}
-    assert att["attention_prefill"]["q_lens"] == [256] and att["attention_prefill"]["kv_lens"] == [1000]
-    assert att["attention_decode"]["kv_lens"] == [500, 700]
+    assert att["attention_mixed"]["q_lens"] == [256, 1, 1] and att["attention_mixed"]["kv_lens"] == [1000, 500, 700]
+    # FlashInfer (the reference engine's kernels) takes the two parts in two calls
+    split = {t: c for c, _, t in mixed_pass(M, H100, 1, "reference", [(256, 1000)], [500, 700]).kernels
+             if t.startswith("attention")}
+    assert split["attention_prefill"]["q_lens"] == [256] and split["attention_prefill"]["kv_lens"] == [1000]
+    assert split["attention_decode"]["kv_lens"] == [500, 700]
     ds = load_model("deepseek-v2-lite")
     tags = {t for _, _, t in mixed_pass(ds, H100, 1, "sglang", [(64, 64)], [100]).kernels}
     assert {"kv_b_proj", "w_uk_absorbed", "attention_prefill", "attention_decode"} <= tags

@@ -10,7 +10,7 @@ from synperf.errors import InputError
 from synperf.gpu.registry import resolve_gpu
 from synperf.workloads import comm
 from synperf.kernels.moe import engine_table, default_config
-from synperf.workloads.engines import forward_pass
+from synperf.workloads.engines import forward_pass, mixed_pass
 from synperf.workloads.model import bundled_models, load_model, model_from_dict
 from synperf.workloads.static_batch import simulate_batch
 
@@ -98,7 +98,7 @@ def test_llama_sequence_counts_and_tp():
     assert head["m"] == 2 and head["n"] == 128256             # one row per sequence
     assert fp.allreduces == []
     attn = next(c for c, n, t in fp.kernels if c["family"] == "attention")
-    assert attn["library"] == "fa3" and attn["q_lens"] == [1024, 512]
+    assert attn["library"] == "flash_attn3" and attn["q_lens"] == [1024, 512]
     fp2 = forward_pass(m, H100, 2, "sglang", "prefill", [1024, 512])
     assert sum(a.count for a in fp2.allreduces if a.tag != "embedding") == 2 * 32
     qkv1 = next(c for c, n, t in fp.kernels if t == "qkv_proj")
@@ -114,9 +114,34 @@ def test_attention_library_mapping():
     vllm_a100 = next(c for c, n, t in forward_pass(m, A100, 1, "vllm", "prefill", [100, 300]).kernels
                      if t == "attention")
     assert vllm_a100["library"] == "flash_attn2_torch_sdpa" and vllm_a100["kv_len"] == 300   # padded
-    sgl_dec = next(c for c, n, t in forward_pass(m, H100, 1, "sglang", "decode", [100, 300]).kernels
+    sgl_dec = next(c for c, n, t in forward_pass(m, A100, 1, "sglang", "decode", [100, 300]).kernels
                    if t == "attention")
-    assert sgl_dec["library"] == "flashinfer" and sgl_dec["kv_lens"] == [100, 300]
+    assert sgl_dec["library"] == "flashinfer" and sgl_dec["kv_lens"] == [100, 300] and sgl_dec["page_size"] == 1
+    sgl_hopper = next(c for c, n, t in forward_pass(m, H100, 1, "sglang", "decode", [100, 300]).kernels
+                      if t == "attention")
+    assert (sgl_hopper["library"], sgl_hopper["engine"], sgl_hopper["page_size"]) == ("flash_attn3", "sglang", 1)
+    vllm_dec = next(c for c, n, t in forward_pass(m, H100, 1, "vllm", "decode", [100, 300]).kernels
+                    if t == "attention")
+    assert vllm_dec["library"] == "flash_attn3" and vllm_dec["page_size"] == 16
+
+
+def test_fa3_on_hopper_runs_a_mixed_step_as_one_attention_call():
+    """FlashAttention-3 takes a continuous batch's prefill chunks and decode tokens in one varlen
+    call, as each engine calls it; FlashInfer (SGLang off Hopper, the reference engine) prices the
+    two parts apart."""
+    m = load_model("llama-3.1-8b")
+    for framework, page in (("vllm", 16), ("sglang", 1)):
+        (attn,) = [c for c, n, t in mixed_pass(m, H100, 1, framework, [(256, 1280)], [700, 900]).kernels
+                   if c["family"] == "attention"]
+        assert attn["q_lens"] == [256, 1, 1] and attn["kv_lens"] == [1280, 700, 900]
+        assert (attn["library"], attn["engine"], attn["page_size"]) == ("flash_attn3", framework, page)
+        parse_case(attn)
+    for framework, gpu in (("sglang", A100), ("reference", H100)):
+        parts = [(c["library"], t) for c, n, t in mixed_pass(m, gpu, 1, framework, [(256, 1280)], [700, 900]).kernels
+                 if c["family"] == "attention"]
+        assert [t for _, t in parts] == ["attention_prefill", "attention_decode"]
+    with pytest.raises(InputError):
+        forward_pass(m, H100, 1, "trtllm", "decode", [9])
 
 
 def test_qk_norm_and_moe_cases():

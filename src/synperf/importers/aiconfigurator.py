@@ -51,13 +51,15 @@ ATTENTION_LIBRARIES = {
     "vllm_flashinfer_fiprefill": lambda cc: "flashinfer",       # vLLM FlashInfer, native prefill
     "vllm_flashinfer_fidecode": lambda cc: "flashinfer",        # vLLM FlashInfer, native decode
     "torch_flow_flashinfer": lambda cc: "flashinfer",           # TRT-LLM PyTorch flow, FlashInfer backend
-    "fa3": lambda cc: "fa3" if cc == 9 else None,               # SGLang fa3 backend (sgl-kernel FA3)
-    "flash_attention": lambda cc: "fa3" if cc == 9 else None,   # SGLang FlashAttentionBackend (FA3 on Hopper)
-    "vllm_flash_attn_fa3": lambda cc: "fa3" if cc == 9 else None,
+    # Dao-AILab FlashAttention-3 (synperf's flash_attn3): SGLang's fa3 backend (sgl-kernel's build)
+    # and FlashAttentionBackend on Hopper, vLLM's vllm_flash_attn on Hopper.
+    "fa3": lambda cc: "flash_attn3" if cc == 9 else None,
+    "flash_attention": lambda cc: "flash_attn3" if cc == 9 else None,
+    "vllm_flash_attn_fa3": lambda cc: "flash_attn3" if cc == 9 else None,
     "vllm_flash_attn_fa2": lambda cc: "flash_attn2_torch_sdpa",
     # vLLM's FLASH_ATTN backend runs FA3 on Hopper and FA2 on Ampere/Ada/sm_120; on sm_100 it may
     # be FA2 or FA4 depending on the version, so it is not mapped there.
-    "vllm_flash_attn": lambda cc: {9: "fa3", 8: "flash_attn2_torch_sdpa", 12: "flash_attn2_torch_sdpa"}.get(cc),
+    "vllm_flash_attn": lambda cc: {9: "flash_attn3", 8: "flash_attn2_torch_sdpa", 12: "flash_attn2_torch_sdpa"}.get(cc),
 }
 # Known and deliberately not mapped: trtllm_mha, torch_flow (TRT-LLM's own FMHA/XQA), triton,
 # vllm_triton_attn, vllm_flash_attn_fa4, vllm_flashinfer_trtllmprefill/_trtllmdecode (TRT-LLM-gen
@@ -262,7 +264,9 @@ def records_of_frame(df, kind: str, report: Report, *, gpus=None, validator=None
         case = {"family": "attention", "dtype": "bf16", "library": lib, "phase": kind,
                 "batch": df["batch_size"], "q_len": q, "kv_len": kvl, "num_heads": df["num_heads"],
                 "num_kv_heads": df["num_key_value_heads"], "head_dim": df["head_dim"], "causal": causal,
-                "kv_cache_dtype": kv, "page_size": PAGE_SIZE}
+                "kv_cache_dtype": kv, "page_size": PAGE_SIZE,
+                # whose FA3 call it is (vLLM makes the scheduler metadata ahead, SGLang does not)
+                "engine": [fw if lb == "flash_attn3" else None for fw, lb in zip(common["framework"], lib)]}
     else:  # moe
         rule = df["kernel_source"].map(MOE_KERNELS)
         df2 = _drop_by_value(df, rule.isna(), "kernel_source", "moe kernel_source {} is not the Triton fused MoE",

@@ -21,10 +21,11 @@ from synperf.tasks import Launch, Resources, task_demand
 from synperf.validate import MAX_TOKENS, get_bool, get_choice, get_int, get_int_list
 
 FAMILY = "attention"
-LIBRARIES = ("flash_attn2_torch_sdpa", "flashinfer", "fa3")
+LIBRARIES = ("flash_attn2_torch_sdpa", "flashinfer", "fa3", "flash_attn3")
 DTYPES = ("bf16", "fp16")
 FIELDS = {"phase", "batch", "q_len", "kv_len", "q_lens", "kv_lens", "num_heads", "num_kv_heads",
-          "head_dim", "causal", "kv_cache_dtype", "page_size", "cuda_graph"}
+          "head_dim", "causal", "kv_cache_dtype", "page_size", "cuda_graph", "engine"}
+FA3_ENGINES = ("vllm", "sglang")        # how an engine calls flash_attn3 (flash_attn3_splits, _flash_attn3)
 HEAD_DIMS = (64, 80, 96, 128, 192, 256)
 FA3_HEAD_DIMS = (64, 128, 256)
 DECODE_GROUP_SIZES = (1, 2, 3, 4, 8)     # FlashInfer DISPATCH_GQA_GROUP_SIZE for the decode kernel
@@ -37,6 +38,18 @@ DECODE_REGISTERS = {(64, 2, 1): 72, (64, 2, 2): 52, (64, 2, 3): 56, (64, 2, 4): 
 DECODE_REGISTERS_DEFAULT = 64
 MAX_KV_TOKENS = 1 << 30                  # 2^30 tokens x 1 kv head x 64 dims x K and V in fp8 = 128 GiB
 _REGS_FULL = 255                         # FA2-style kernels run at the register cap (probe: 244-255)
+
+
+# vLLM's FLASH_ATTN backend on Hopper (vllm/v1/attention/backends/flash_attn.py, 0.22): with full
+# CUDA graphs (the default) it caps FA3's splits at attention_config's 32 for steps up to the
+# largest captured size (512 tokens), and leaves FA3 its own heuristic (0) above.
+FA3_GRAPH_MAX_SPLITS = 32
+FA3_GRAPH_MAX_TOKENS = 512
+
+
+def flash_attn3_max_splits(tokens: int) -> int:
+    """The ``num_splits`` vLLM passes to FlashAttention-3 for a step of ``tokens`` query tokens."""
+    return FA3_GRAPH_MAX_SPLITS if tokens <= FA3_GRAPH_MAX_TOKENS else 0
 
 
 @dataclass(frozen=True)
@@ -54,6 +67,7 @@ class AttentionCall:
     library: str
     paged: bool = True   # KV in a paged cache (decode always; prefill when page_size is given)
     cuda_graph: bool = False   # FlashInfer decode planned for CUDA-graph replay (split KV, padded grid)
+    engine: str = "vllm"       # flash_attn3 only: the engine whose call it is (FA3_ENGINES)
 
     @property
     def batch(self) -> int:
@@ -69,6 +83,8 @@ def variant(call: AttentionCall) -> str:
     FlashInfer's paged kernels the page size (page 1 gathers every token through its own index)."""
     page = f"/page{call.page_size}" if call.paged and call.library != "flash_attn2_torch_sdpa" else ""
     graph = "/cuda_graph" if call.cuda_graph else ""
+    if call.library == "flash_attn3":
+        graph += f"/{call.engine}"
     return f"{call.phase}{page}{graph}/kv_{call.kv_cache_dtype}"
 
 
@@ -82,7 +98,7 @@ EXTRA_FEATURES = tuple(f"path_{path}" for path in KERNEL_PATHS)
 def kernel_path(call: AttentionCall) -> str | None:
     """The FlashInfer/FA3 prefill kernel a call runs (decode with a group size the CUDA-core kernel
     lacks runs the paged prefill kernel); None for SDPA and the CUDA-core decode kernel."""
-    if call.library == "flash_attn2_torch_sdpa":
+    if call.library in ("flash_attn2_torch_sdpa", "flash_attn3"):
         return None
     if call.phase == "decode" and call.group in DECODE_GROUP_SIZES and all(q == 1 for q in call.q_lens):
         return None
@@ -138,20 +154,27 @@ def parse(obj: dict, dtype: str, library: str) -> AttentionCall:
     kv_dtype = get_choice(obj, "kv_cache_dtype", ("bf16", "fp16", "fp8_e4m3"), default=dtype)
     if kv_dtype != dtype and not (kv_dtype == "fp8_e4m3" and library == "flashinfer" and decode):
         raise InputError(f"must equal dtype {dtype} (fp8_e4m3 only for flashinfer decode)", "kv_cache_dtype")
-    # A prefill reads a ragged (contiguous) KV unless the case names a page size.
-    paged = decode or obj.get("page_size") is not None
+    # A prefill reads a ragged (contiguous) KV unless the case names a page size; vLLM's
+    # FlashAttention-3 always reads the paged cache.
+    paged = decode or obj.get("page_size") is not None or library == "flash_attn3"
     page_size = get_int(obj, "page_size", hi=4096, default=16)
     cuda_graph = get_bool(obj, "cuda_graph", default=False)
     if cuda_graph and not (library == "flashinfer" and decode and num_heads // num_kv_heads in DECODE_GROUP_SIZES):
         raise InputError("only FlashInfer's CUDA-core decode (group sizes "
                          f"{DECODE_GROUP_SIZES}) has a CUDA-graph plan here", "cuda_graph")
+    if obj.get("engine") is not None and library != "flash_attn3":
+        raise InputError("only flash_attn3 takes an engine (the FA3 call of vllm or sglang)", "engine")
+    engine = get_choice(obj, "engine", FA3_ENGINES, default="vllm")
     call = AttentionCall(phase, tuple(q_list), tuple(kv_list), num_heads, num_kv_heads, head_dim,
-                         causal, kv_dtype, page_size, dtype, library, paged, cuda_graph)
+                         causal, kv_dtype, page_size, dtype, library, paged, cuda_graph, engine)
     if library == "flash_attn2_torch_sdpa":
         if len(set(q_list)) > 1 or len(set(kv_list)) > 1:
             raise InputError("SDPA takes dense (padded) tensors: per-request lengths must be equal", "kv_lens")
-    if library == "fa3" and head_dim not in FA3_HEAD_DIMS:
-        raise InputError(f"fa3 supports head_dim {FA3_HEAD_DIMS}, got {head_dim}", "head_dim")
+    if library in ("fa3", "flash_attn3") and head_dim not in FA3_HEAD_DIMS:
+        raise InputError(f"{library} supports head_dim {FA3_HEAD_DIMS}, got {head_dim}", "head_dim")
+    if library == "flash_attn3" and page_size > FA3_MAX_PAGE:
+        raise InputError(f"flash_attn3 is modelled for pages of at most {FA3_MAX_PAGE} tokens (K/V loaded "
+                         f"through cp.async), got {page_size}", "page_size")
     return call
 
 
@@ -540,12 +563,183 @@ def _page_offsets_launch(call: AttentionCall, n_sm: int) -> Launch:
                   notes=_grid_note(n_sm, 1, 1, (128,)))
 
 
+# ------------------------------------------- FlashAttention-3 (Dao-AILab, vLLM's vllm_flash_attn)
+# Rules from vllm-project/flash-attention hopper/ (tile_size.h, heuristics.h, flash_api.cpp,
+# flash_prepare_scheduler.cu), checked against 1,250 launches of vLLM 0.22.0's _vllm_fa3_C on an
+# H200 (kernel names carry the tile, grids the combine layout): the KV is always paged with pages
+# smaller than a K tile, so K/V come in through cp.async (PagedKVNonTMA) and GQA heads are packed
+# into the query tile (PackGQA); the tile scheduler is VarlenDynamicPersistent on one CTA an SM.
+FA3_MAX_PAGE = 64
+FA3_PERSISTENT_MAX_BATCH = 992   # prepare_varlen_num_blocks' one-CTA limit: more forces one split
+FA3_L2_SPLIT_BYTES = 50 * 1024 * 1024
+
+
+def flash_attn3_tile(d: int, packed_rows: int) -> tuple[int, int, int, int]:
+    """(kBlockM, kBlockN, threads, registers) of the forward kernel: one MMA warpgroup when the
+    longest request's packed rows fit 64 (hdim 64/128), else kBlockM/64 MMA warpgroups; one
+    producer warpgroup either way (cp.async loads of the paged K/V)."""
+    if d == 256:
+        return 128, 80, 384, 168
+    if packed_rows <= 64:
+        return (64, 192, 256, 255) if d == 64 else (64, 128, 256, 255)
+    return (192, 128, 512, 128) if d == 64 else (128, 128, 384, 168)
+
+
+def flash_attn3_num_splits_heuristic(m_blocks_total: int, n_sm: int, n_blocks: int, m_blocks: int,
+                                     kv_head_bytes: int, causal: bool, max_splits: int = 128) -> int:
+    """num_splits_heuristic (heuristics.h, the version vLLM 0.22 ships: which calls split matches
+    all 1,250 profiled ones): split the KV only to fill the GPU, and only as far as reaches 85 %
+    of the best wave efficiency."""
+    if m_blocks_total >= 0.8 * n_sm:
+        if kv_head_bytes > FA3_L2_SPLIT_BYTES and m_blocks >= 2 * n_sm and not causal:
+            return min(ceil_div(kv_head_bytes, FA3_L2_SPLIT_BYTES), max_splits)
+        return 1
+    if n_blocks <= 4:
+        return 1
+    max_splits = min(max_splits, n_sm, n_blocks)
+    effs = [w / np.ceil(w) for w in (m_blocks_total * s / n_sm for s in range(1, max_splits + 1))]
+    return next(s for s, e in enumerate(effs, start=1) if e >= 0.85 * max(effs))
+
+
+def flash_attn3_splits(call: AttentionCall, gpu) -> tuple[bool, np.ndarray]:
+    """(split kernel launched, KV splits of each request). vLLM passes a split cap
+    (``flash_attn3_max_splits``) or 0, SGLang always 0: FA3's own heuristic then sets the cap;
+    a split kernel divides each request by prepare_varlen_num_blocks' dynamic rule."""
+    g, d, hkv, n_sm = call.group, call.head_dim, call.num_kv_heads, gpu.sm_count
+    q = np.asarray(call.q_lens, dtype=np.int64)
+    kv = np.asarray(call.kv_lens, dtype=np.int64)
+    bm, bn, _, _ = flash_attn3_tile(d, int(q.max()) * g)
+    cap = flash_attn3_max_splits(int(q.sum())) if call.engine == "vllm" else 0
+    if call.batch > FA3_PERSISTENT_MAX_BATCH:
+        return False, np.ones(call.batch, dtype=np.int64)
+    if cap == 0:
+        m_max = ceil_div(int(q.max()) * g, bm)
+        cap = flash_attn3_num_splits_heuristic(hkv * m_max, n_sm, ceil_div(int(kv.max()), bn), m_max,
+                                               int(kv.max()) * 2 * d * 2, call.causal)
+    if cap <= 1:
+        return False, np.ones(call.batch, dtype=np.int64)
+    n_blocks = -(-kv // bn)
+    total = int((-(-(q * g) // bm) * n_blocks).sum())
+    per_sm = max(1, ceil_div(int(np.ceil(total * 1.1 * hkv)), n_sm))
+    return True, np.clip(-(-n_blocks // per_sm), 1, cap).astype(np.int64)
+
+
+def _flash_attn3(call: AttentionCall, gpu) -> tuple[Launch, ...]:
+    if gpu.cc_major != 9:
+        raise InputError("flash_attn3 needs a Hopper GPU", "library")
+    g, d, hkv, n_sm = call.group, call.head_dim, call.num_kv_heads, gpu.sm_count
+    qb = DTYPE_BYTES[call.dtype]
+    q = np.asarray(call.q_lens, dtype=np.int64)
+    kv = np.asarray(call.kv_lens, dtype=np.int64)
+    bm, bn, threads, regs = flash_attn3_tile(d, int(q.max()) * g)
+    split, splits = flash_attn3_splits(call, gpu)
+    # Tiles in the scheduler's order: request by request; heads outer and m-blocks inner, or, for
+    # causal calls (longest-first), m-blocks outer from the last one and heads inner.
+    rows, costs = [], []
+    for i in range(call.batch):
+        packed = int(q[i]) * g
+        m_blocks = ceil_div(packed, bm)
+        mb = np.arange(m_blocks)
+        last_token = np.minimum(q[i], ((mb + 1) * bm - 1) // g + 1)
+        reach = kv[i] - q[i] + last_token if call.causal else np.full(m_blocks, kv[i])
+        per_split = ceil_div(ceil_div(int(kv[i]), bn), int(splits[i]))
+        sp = np.arange(splits[i])
+        first = sp[:, None] * per_split * bn                                       # (split, m-block)
+        cols = np.clip(reach[None, :] - first, 0, per_split * bn)
+        iters = -(-cols // bn)
+        valid = np.minimum(bm, packed - mb * bm)[None, :] * np.ones_like(cols)
+        out_row = d * 4 + 4 if splits[i] > 1 else d * qb + 4
+        tile_rows = _fa_rows(iters.ravel(), valid.ravel(), cols.ravel(), bm, bn, d, d, call,
+                             warps_read_kv=bm // 64, q_reads=1, out_bytes_per_row=out_row)
+        tile_rows = tile_rows.reshape(splits[i], m_blocks, 5)
+        cost = (2.0 * bm + cols).astype(np.float64)
+        if call.causal:
+            order = [(s, m) for m in reversed(range(m_blocks)) for s in range(splits[i])]
+            per_head = np.array([tile_rows[s, m] for s, m in order])
+            per_cost = np.array([cost[s, m] for s, m in order])
+            rows.append(np.tile(per_head, (1, hkv)).reshape(-1, 5))
+            costs.append(np.repeat(per_cost, hkv))
+        else:
+            rows.append(np.tile(tile_rows.reshape(-1, 5), (hkv, 1)))
+            costs.append(np.tile(cost.ravel(), hkv))
+    rows, costs = np.concatenate(rows), np.concatenate(costs)
+    heap = [(0.0, c) for c in range(n_sm)]               # each CTA takes the next tile when it is free
+    cta = np.empty(costs.size, dtype=np.int64)
+    for t in range(costs.size):
+        busy, c = heapq.heappop(heap)
+        cta[t] = c
+        heapq.heappush(heap, (busy + costs[t], c))
+    order = np.argsort(cta, kind="stable")
+    dram_r, dram_w = _dram(call)
+    heads_tokens = q * call.num_heads
+    written = float(np.sum(np.where(splits > 1, heads_tokens * splits * (d * 4 + 4), heads_tokens * (d * qb + 4))))
+    smem = 2 * (bm * d + 4 * bn * d) + 3072      # Q tile + two stages of K and V (+ barriers), as profiled
+    notes = _grid_note(n_sm, 1, 1, (threads,)) + (f"tile=({bm},{bn})", f"max_splits={int(splits.max())}")
+    main = _launch("FlashAttnFwdSm90<PagedKVNonTMA, PackGQA>", rows[order], Resources(threads, regs, smem),
+                   dram_r, written if split else dram_w, call, notes, path="wgmma", persistent=n_sm,
+                   task_cta=cta[order])
+    after = (_flash_attn3_combine(call, splits),) if split else ()
+    if call.engine == "sglang":
+        # No scheduler metadata made ahead: FA3 prepares the per-request tile counts itself.
+        return (_flash_attn3_prepare(call), main) + after
+    if not split:
+        # With the metadata made ahead, an unsplit call resets the tile semaphore in a fill kernel.
+        after = (Launch("vectorized_elementwise_kernel<FillFunctor<int>>", task_demand(l2_bytes=4.0), [1],
+                        Resources(128, 16, 0), 0.0, 4.0, notes=_grid_note(1)),)
+    return (main,) + after
+
+
+def _flash_attn3_prepare(call: AttentionCall) -> Launch:
+    """prepare_varlen_num_blocks: one warp lane a request (31 a warp), up to 992 a CTA; reads the
+    lengths, writes each request's m-blocks, splits and L2 head grouping."""
+    ctas = ceil_div(call.batch, FA3_PERSISTENT_MAX_BATCH)
+    warps = min(32, 1 << max(0, (ceil_div(min(call.batch, FA3_PERSISTENT_MAX_BATCH), 31) - 1).bit_length()))
+    per_cta = task_demand(fma_ops=64.0 * call.batch / ctas, l2_bytes=24.0 * call.batch / ctas)
+    return Launch("prepare_varlen_num_blocks_kernel", per_cta, [ctas], Resources(32 * warps, 32, 0),
+                  8.0 * call.batch, 16.0 * call.batch + 4.0, notes=_grid_note(ctas, block=(32 * warps,)))
+
+
+def _flash_attn3_combine(call: AttentionCall, splits: np.ndarray) -> Launch:
+    """FlashAttnFwdCombine: 256 threads, kBlockM (query, head) rows x kBlockK columns a CTA;
+    requests left unsplit exit at once. The grid is flat over the batch's rows (one spare CTA a
+    request) or padded to the longest request per request; which one, inferred from 1,003
+    profiled launches (99.6 % of them): padded for one or two requests, and for prefills whose
+    padded grid is under twice the flat one."""
+    d, h, qb = call.head_dim, call.num_heads, DTYPE_BYTES[call.dtype]
+    k_block = 64 if d <= 64 else 128
+    m_block = 16 if d <= 64 else 8
+    q = np.asarray(call.q_lens, dtype=np.int64)
+    per_request = -(-(q * h) // m_block)
+    padded = ceil_div(int(q.max()) * h, m_block) * call.batch
+    flat = ceil_div(int(q.sum()) * h, m_block) + call.batch
+    use_padded = call.batch <= 2 or (int(q.max()) > 8 and padded < 2 * flat)
+    ctas = padded if use_padded else flat
+    s = np.repeat(splits.astype(np.float64), per_request)
+    active = np.where(s > 1, 1.0, 0.0)
+    rows_per_cta = float(m_block)
+    cta_rows = np.stack([np.zeros_like(s), active * rows_per_cta * k_block * (2 * s + 2), active * rows_per_cta * (s + 1),
+                         8.0 + active * rows_per_cta * (s * (k_block * 4 + 4) + k_block * qb + 4), np.zeros_like(s)], axis=1)
+    col_blocks = ceil_div(d, k_block)
+    cta_rows = np.tile(cta_rows, (col_blocks, 1))
+    idle = ctas * col_blocks - cta_rows.shape[0]
+    if idle > 0:
+        cta_rows = np.concatenate([cta_rows, np.tile(task_demand(l2_bytes=8.0), (idle, 1))])
+    heads_tokens = q * h
+    partial = float(np.sum(np.where(splits > 1, heads_tokens * splits * (d * 4 + 4), 0)))
+    out = float(np.sum(np.where(splits > 1, heads_tokens * (d * qb + 4), 0)))
+    grid = (ctas, col_blocks, 1) if not use_padded else (padded // call.batch, col_blocks, call.batch)
+    return _launch("FlashAttnFwdCombine", cta_rows, Resources(256, 32, 0), partial, out, call,
+                   _grid_note(*grid, block=(256,)), tensor=False)
+
+
 # -------------------------------------------------------------------------------- decompose
 def decompose(call: AttentionCall, gpu) -> tuple[Launch, ...]:
     if call.library == "flash_attn2_torch_sdpa":
         return _sdpa(call, gpu)
     if call.library == "fa3":
         return _fa3(call, gpu)
+    if call.library == "flash_attn3":
+        return _flash_attn3(call, gpu)
     if call.phase == "decode":
         return _fi_decode(call, gpu)
     return _fi_prefill(call, gpu, paged=call.paged)

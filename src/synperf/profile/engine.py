@@ -1,7 +1,7 @@
 """Reference engine: the ground truth that ``synperf simulate batch`` is checked against.
 
 A plain-PyTorch decoder (random weights) that launches the very kernels synperf models, in the
-order SGLang launches them on Hopper (``synperf.workloads.engines``, framework ``sglang``):
+order SGLang launches them (``synperf.workloads.engines``, framework ``reference``):
 embedding; per layer RMSNorm / fused add+RMSNorm (FlashInfer), QKV GEMM (cuBLAS via F.linear),
 optional per-head q/k RMSNorm (Qwen3), rotary (FlashInfer, in place on the QKV views), KV-cache
 write (index_put, page size 1), attention (FlashInfer SM90 ragged prefill; FlashInfer paged decode
@@ -13,6 +13,10 @@ default config); final fused add+RMSNorm, lm_head on each sequence's last token,
 routing, its ``moe_align_block_size`` (once a layer) and ``moe_sum`` kernels (``triton_moe.engine_ops``:
 vLLM installed, or $SYNPERF_VLLM_MOE_LIB) and the config vLLM picks on this GPU (its tuned config,
 ``kernels.moe.engine_config``), around synperf's Triton GEMM and SiLU kernels.
+
+``--attention flash_attn3`` runs attention as SGLang's default FA3 backend does on Hopper
+(framework ``sglang``): Dao-AILab FlashAttention-3 from vLLM's build ($SYNPERF_VLLM_FA3_LIB or
+vLLM installed) over the same page-size-1 cache, prefill and decode alike.
 
 Timing follows SGLang's ``bench_one_batch``: all prompts are prefilled as one eager batch, then
 ``output_len - 1`` decode steps of the whole batch, each replaying one CUDA graph of the full step;
@@ -52,7 +56,7 @@ KERNEL_CLASSES = (
     # attention before gemm: FlashInfer's SM90 kernels carry cutlass:: in their template names
     ("batchprefill", "attention"), ("batchdecode", "attention"), ("prefillwithkvcache", "attention"),
     ("decodewithkvcache", "attention"), ("flashattention", "attention"), ("mergestates", "attention"),
-    ("sparseoffsets", "attention"),
+    ("sparseoffsets", "attention"), ("flashattnfwd", "attention"), ("prepare_varlen", "attention"),
     ("nvjet", "gemm"), ("gemm", "gemm"), ("cutlass", "gemm"), ("xmma", "gemm"),
     ("rmsnorm", "rmsnorm"), ("rope", "rope"), ("rotary", "rope"), ("act_and_mul", "silu_and_mul"),
     ("silu", "silu_and_mul"),
@@ -283,7 +287,7 @@ class BatchRun:
     sampled ids back to the first. One batch, no micro-batching: the stages run one after another."""
 
     def __init__(self, engine: ReferenceEngine, prompt_lens: list[int], output_len: int,
-                 stages: Stages = Stages()):
+                 stages: Stages = Stages(), attention: str = "flashinfer"):
         import flashinfer
 
         torch = engine.torch
@@ -301,27 +305,59 @@ class BatchRun:
         ends = list(itertools.accumulate(self.prompts))
         self.prefill_last = torch.tensor([x - 1 for x in ends], device=dev)
         qo_indptr = torch.tensor([0] + ends, **i32)
-        m = engine.m
-        self.prefill_wrapper = flashinfer.BatchPrefillWithRaggedKVCacheWrapper(engine.workspace, "NHD", backend="fa3")
-        self.prefill_wrapper.plan(qo_indptr, qo_indptr, engine.H, engine.KVH, m.head_dim, causal=True,
-                                  q_data_type=torch.bfloat16, kv_data_type=torch.bfloat16)
         # Decode state: static buffers the CUDA graph reads.
         self.ids = torch.zeros(self.B, dtype=torch.int64, device=dev)
         self.pos = torch.tensor(self.prompts, dtype=torch.int64, device=dev)
         self.loc = torch.tensor([b + p for b, p in zip(self.base, self.prompts)], dtype=torch.int64, device=dev)
         self.rows = torch.arange(self.B, device=dev)
-        max_slots = sum(self.prompts) + self.B * output_len
-        self.indptr_buf = torch.zeros(self.B + 1, **i32)
-        self.indices_buf = torch.zeros(max_slots, **i32)
-        self.last_buf = torch.ones(self.B, **i32)
-        self.decode_wrapper = flashinfer.BatchDecodeWithPagedKVCacheWrapper(
-            engine.workspace, "NHD", use_cuda_graph=True, use_tensor_cores=False,
-            paged_kv_indptr_buffer=self.indptr_buf, paged_kv_indices_buffer=self.indices_buf,
-            paged_kv_last_page_len_buffer=self.last_buf)
         self.graph = self.graph_out = None
+        m = engine.m
+        if attention == "flash_attn3":
+            self._use_flash_attn3(qo_indptr, output_len)
+        else:
+            self.prefill_wrapper = flashinfer.BatchPrefillWithRaggedKVCacheWrapper(engine.workspace, "NHD",
+                                                                                  backend="fa3")
+            self.prefill_wrapper.plan(qo_indptr, qo_indptr, engine.H, engine.KVH, m.head_dim, causal=True,
+                                      q_data_type=torch.bfloat16, kv_data_type=torch.bfloat16)
+            self.indptr_buf = torch.zeros(self.B + 1, **i32)
+            self.indices_buf = torch.zeros(sum(self.prompts) + self.B * output_len, **i32)
+            self.last_buf = torch.ones(self.B, **i32)
+            self.decode_wrapper = flashinfer.BatchDecodeWithPagedKVCacheWrapper(
+                engine.workspace, "NHD", use_cuda_graph=True, use_tensor_cores=False,
+                paged_kv_indptr_buffer=self.indptr_buf, paged_kv_indices_buffer=self.indices_buf,
+                paged_kv_last_page_len_buffer=self.last_buf)
         h = m.hidden_size
         self.carry_in = (torch.randn(self.B, h, device=dev, dtype=torch.bfloat16),
                          torch.randn(self.B, h, device=dev, dtype=torch.bfloat16))
+
+    def _use_flash_attn3(self, qo_indptr, output_len: int) -> None:
+        """Attention as SGLang's FA3 backend (its default on Hopper) runs it: Dao-AILab
+        FlashAttention-3 (vLLM's build, ``profile.ops._fa3_ops``) over the page-size-1 cache, no
+        scheduler metadata, FA3's own split heuristic; the decode call is captured in the graph with
+        the longest context the batch reaches (it sets the split heuristic) and the lengths in a buffer."""
+        from synperf.profile.ops import _fa3_ops
+
+        torch, e = self.torch, self.e
+        fa3 = _fa3_ops()
+        i32 = dict(dtype=torch.int32, device=e.dev)
+        width = max(self.prompts) + output_len
+        table = torch.zeros((self.B, width), **i32)
+        for i, (b, p) in enumerate(zip(self.base, self.prompts)):
+            table[i, :p + output_len] = torch.arange(b, b + p + output_len, **i32)
+        prompts = torch.tensor(self.prompts, **i32)
+        self.fa3_lens = torch.tensor(self.prompts, **i32)
+        decode_q = torch.arange(self.B + 1, **i32)
+        scale = e.m.head_dim ** -0.5
+
+        def call(q, li, cu_q, lens, max_q, max_k, causal):
+            return fa3.fwd(q, e.k_cache[li], e.v_cache[li], None, None, None, None, cu_q, None, None, None, lens,
+                           max_q, max_k, table, None, None, None, None, None, None, None, None, scale, causal,
+                           -1, -1, 0.0, True, None, 0, None, 0, None, 1, 0, None)[0]
+
+        longest = max(self.prompts)
+        self._prefill_attend = lambda q, k, v, li: call(q, li, qo_indptr, prompts, longest, longest, True)
+        self._decode_attend = lambda q, k, v, li: call(q, li, decode_q, self.fa3_lens, 1, width, False)
+        self._plan_decode = lambda step: self.fa3_lens.copy_(prompts + 1 + step)
 
     # ------------------------------------------------------------------ pipeline hand-over
     def _receive(self, tokens: int):
@@ -480,8 +516,8 @@ def _stage_sum(breakdown: dict, stages: Stages, tp: int) -> dict:
 
 
 def run_batch(engine: ReferenceEngine, prompt_lens: list[int], output_len: int, prefill_reps: int = 3,
-              cuda_graph: bool = True, stages: Stages = Stages()) -> dict:
-    run = BatchRun(engine, prompt_lens, output_len, stages)
+              cuda_graph: bool = True, stages: Stages = Stages(), attention: str = "flashinfer") -> dict:
+    run = BatchRun(engine, prompt_lens, output_len, stages, attention)
     _stage(f"batch {len(prompt_lens)} x {prompt_lens[0]}: warm-up prefill")
     run.prefill()                                   # warm-up: compiles Triton kernels, JIT modules
     prefill_timed = [run.timed(run.prefill) for _ in range(prefill_reps)]
@@ -560,6 +596,9 @@ def main(argv=None) -> int:
     p.add_argument("--pp", type=int, default=1, help="pipeline stages (TP = processes / pp)")
     p.add_argument("--moe-engine", choices=("reference", "vllm"), default="reference",
                    help="MoE layers as the reference engine runs them, or as vLLM 0.22 does (module docstring)")
+    p.add_argument("--attention", choices=("flashinfer", "flash_attn3"), default="flashinfer",
+                   help="FlashInfer (SM90 prefill, CUDA-core decode), or FlashAttention-3 as SGLang's FA3 "
+                        "backend calls it (needs $SYNPERF_VLLM_FA3_LIB or vLLM)")
     p.add_argument("--out", required=True, help="output .jsonl (rank 0 writes; parquet is made from it)")
     args = p.parse_args(argv)
     if os.environ.get("SYNPERF_ENGINE_HANG_DUMP_S"):      # a hung rank prints where it waits
@@ -596,13 +635,15 @@ def main(argv=None) -> int:
                 print("engine: time budget spent", file=sys.stderr)
                 break
             try:
-                row = run_batch(engine, prompts, args.output_len, cuda_graph=not args.eager_decode, stages=stages)
+                row = run_batch(engine, prompts, args.output_len, cuda_graph=not args.eager_decode, stages=stages,
+                                attention=args.attention)
             except torch.cuda.OutOfMemoryError as exc:
                 print(f"engine: {name} batch {len(prompts)} out of memory ({exc})", file=sys.stderr)
                 torch.cuda.empty_cache()
                 continue
             row.update(model=name, num_layers=model.num_layers, full_layers=load_model(name).num_layers,
-                       tp=tp, pp=args.pp, framework_kernels="sglang", moe_engine=args.moe_engine, **env)
+                       tp=tp, pp=args.pp, framework_kernels="sglang", moe_engine=args.moe_engine,
+                       attention=args.attention, **env)
             if rank == 0:
                 with out.open("a") as f:
                     f.write(json.dumps(row) + "\n")

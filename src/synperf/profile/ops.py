@@ -95,6 +95,8 @@ def build_attention(c, device) -> Op:
     lib = c["library"]
     if lib in ("flashinfer", "fa3"):
         return _build_flashinfer_attention(c, device)
+    if lib == "flash_attn3":
+        return _build_flash_attn3(c, device)
     if lib != "flash_attn2_torch_sdpa":
         raise UnsupportedCase(f"unknown attention library {lib!r}")
     dt = _act_dtype(c)
@@ -219,6 +221,76 @@ def _build_flashinfer_attention(c, device) -> Op:
                      q_data_type=dt, kv_data_type=kv_dt)
         note = f"flashinfer paged prefill ({backend})"
     return Op(lambda: wrapper.run(q, cache), {"impl_note": note}, (q, cache, workspace, wrapper))
+
+
+FA3_LIB_ENV = "SYNPERF_VLLM_FA3_LIB"
+
+
+def _fa3_ops():
+    """vLLM's FlashAttention-3 custom ops (``torch.ops._vllm_fa3_C``): from an installed vLLM, else
+    from the shared library named by $SYNPERF_VLLM_FA3_LIB (``vllm/vllm_flash_attn/_vllm_fa3_C.abi3.so``
+    of a vLLM wheel built for this PyTorch)."""
+    import os
+    if not hasattr(torch.ops._vllm_fa3_C, "fwd"):
+        path = os.environ.get(FA3_LIB_ENV)
+        try:
+            if path:
+                torch.ops.load_library(path)
+            else:
+                import vllm.vllm_flash_attn._vllm_fa3_C  # noqa: F401
+        except Exception as e:  # ImportError, or an OSError from a library built for another torch
+            raise UnsupportedCase(f"library 'flash_attn3' is not loadable here ({type(e).__name__}: {e}); "
+                                  f"set ${FA3_LIB_ENV}")
+    return torch.ops._vllm_fa3_C
+
+
+def _build_flash_attn3(c, device) -> Op:
+    """FlashAttention-3 as vLLM's FLASH_ATTN backend calls it on Hopper: varlen queries, the KV in
+    the paged cache (prefill and decode alike; page_size, default 16), the scheduler metadata
+    made ahead (vLLM's AOT schedule, outside the timed call) and the split cap vLLM passes
+    (``kernels.attention.flash_attn3_max_splits``). ``engine: sglang``: as SGLang's
+    FlashAttentionBackend calls it, without metadata and with FA3's own split heuristic."""
+    from ..kernels.attention import flash_attn3_max_splits
+    if torch.cuda.get_device_capability(device)[0] != 9:
+        raise UnsupportedCase("flash_attn3 needs a Hopper GPU")
+    fa3 = _fa3_ops()
+    dt = _act_dtype(c)
+    hq, hkv, d = int(c["num_heads"]), int(c["num_kv_heads"]), int(c["head_dim"])
+    decode = c.get("phase", "prefill") == "decode"
+    causal = bool(c.get("causal", not decode)) and not decode
+    q_lens, kv_lens = _lengths(c)
+    i32 = dict(dtype=torch.int32, device=device)
+    cu_q = torch.tensor([0] + list(itertools.accumulate(q_lens)), **i32)
+    seqused_k = torch.tensor(kv_lens, **i32)
+    q = _randn((sum(q_lens), hq, d), dt, device)
+    out = torch.empty_like(q)
+    sglang = c.get("engine", "vllm") == "sglang"
+    max_splits = 0 if sglang else flash_attn3_max_splits(sum(q_lens))
+    page = int(c.get("page_size") or 16)
+    pages = [max(1, -(-kv // page)) for kv in kv_lens]
+    # Pages of a request scattered over the pool, as vLLM's block allocator leaves them.
+    pool = torch.randperm(sum(pages), device=device).to(torch.int32)
+    table = torch.zeros((len(kv_lens), max(pages)), **i32)
+    start = 0
+    for i, n in enumerate(pages):
+        table[i, :n] = pool[start:start + n]
+        start += n
+    k = _randn((sum(pages), page, hkv, d), dt, device)
+    v = _randn((sum(pages), page, hkv, d), dt, device)
+    # SGLang's FlashAttentionBackend passes no metadata: FA3 then prepares its schedule in the call.
+    metadata = None if sglang else fa3.get_scheduler_metadata(
+        len(q_lens), max(q_lens), max(kv_lens), hq, hkv, d, d, dt, seqused_k, cu_q, None, None, None, None,
+        page, 0, causal, -1, -1, False, max_splits, None, 0)
+    scale = d ** -0.5
+
+    def fn():
+        return fa3.fwd(q, k, v, None, None, None, out, cu_q, None, None, None, seqused_k, max(q_lens), max(kv_lens),
+                       table, None, None, None, None, None, None, None, None, scale, causal, -1, -1, 0.0, True,
+                       metadata, max_splits, None, 0, None, 1, 0, None)
+
+    note = (f"{'sglang' if sglang else 'vllm'} fa3 paged {'decode' if decode else 'prefill'}, page {page}, "
+            f"max_splits {max_splits}")
+    return Op(fn, {"impl_note": note}, (q, k, v, out, table, cu_q, seqused_k, metadata))
 
 
 # ------------------------------------------------------------------- moe

@@ -256,10 +256,44 @@ def _flashinfer_attention_case(rng, lib, dt):
             "head_dim": hd, "kv_cache_dtype": dt, **case}
 
 
+def _flash_attn3_case(rng, dt):
+    """FlashAttention-3 as vLLM calls it (``ops._build_flash_attn3``): decode, prefill and mixed
+    batches (decode requests next to chunked prefills, as a continuous-batching step has them),
+    always over the paged cache; called as vLLM (page size 16 mostly) or SGLang (1 mostly) calls it."""
+    hq, hkv, hd = _heads(rng, FLASHINFER_HEAD_DIMS)
+    per_token = 2 * hkv * hd * 2
+    kind = rng.choices(("decode", "prefill", "mixed"), (0.5, 0.35, 0.15))[0]
+    if kind == "decode":
+        batch = _log_uniform_int(rng, 1, 512)
+        kv = ([_log_uniform_int(rng, 1, 131072) for _ in range(batch)] if rng.random() < 0.5
+              else [_log_uniform_int(rng, 1, 131072)] * batch)
+        q = [1] * len(kv)
+    else:
+        q_len = _log_uniform_int(rng, 16, 16384)
+        batch = max(1, min(_log_uniform_int(rng, 1, 16), 32768 // q_len))
+        q = [_log_uniform_int(rng, 16, q_len) for _ in range(batch)] if rng.random() < 0.5 else [q_len] * batch
+        kv = [x if rng.random() < 0.7 else x + _log_uniform_int(rng, 1, 32768) for x in q]
+        if kind == "mixed":
+            decodes = _log_uniform_int(rng, 1, 256)
+            q += [1] * decodes
+            kv += [_log_uniform_int(rng, 16, 32768) for _ in range(decodes)]
+    while len(kv) > 1 and sum(kv) * per_token > 0.8 * MAX_CASE_BYTES:
+        kv.pop()
+        q.pop()
+    lengths = {"kv_lens": kv} if kind == "decode" else {"q_lens": q, "kv_lens": kv}
+    engine = rng.choice(("vllm", "vllm", "sglang"))
+    page = rng.choice((16, 16, 1)) if engine == "vllm" else rng.choice((1, 1, 16, 64))
+    return {"family": "attention", "dtype": dt, "library": "flash_attn3", "num_heads": hq, "num_kv_heads": hkv,
+            "head_dim": hd, "kv_cache_dtype": dt, "phase": "decode" if kind == "decode" else "prefill",
+            "batch": len(kv), **lengths, "causal": kind != "decode", "page_size": page, "engine": engine}
+
+
 def _attention_case(rng, library, dtype):
     lib = _lib(rng, "attention", library)
     if lib in ("flashinfer", "fa3"):
         return _flashinfer_attention_case(rng, lib, dtype or "bf16")
+    if lib == "flash_attn3":
+        return _flash_attn3_case(rng, dtype or "bf16")
     dt = _act_dtype(rng, dtype)
     if rng.random() < REAL_FRACTION:
         name, tp = _pick_model(rng)

@@ -51,24 +51,30 @@ class EngineOverhead:
     def unmodelled(self, phase: str, layers: int, layer_kind: str) -> float:
         return layers * self.extra_launches_per_layer[phase].get(layer_kind, 0.0)
 
-    def gpu_us(self, phase: str, kernels_us: float, tokens: int, layers: int, layer_kind: str) -> float:
+    def gpu_us(self, phase: str, kernels_us: float, tokens: int, layers: int, layer_kind: str,
+               attention: str | None = None) -> float:
         """The GPU's share of a pass: the modelled kernels scaled, plus the unmodelled ones."""
         phase = "decode" if phase == "decode" else "prefill"
         extra = self.unmodelled(phase, layers, layer_kind)
         if phase == "decode":
             d = self.decode
-            return kernels_us * d["kernel_scale"] + extra * d["us_per_unmodelled_kernel"]
+            scale = d.get(f"kernel_scale_{attention}", d["kernel_scale"])
+            return kernels_us * scale + extra * d["us_per_unmodelled_kernel"]
         p = self.prefill
         return kernels_us * p["kernel_scale"] + extra * p["us_per_unmodelled_kernel"] \
             + tokens * layers * p["us_per_token_layer"]
 
     def pass_us(self, phase: str, kernels_us: float, launches: int, tokens: int, seqs: int, layers: int,
-                layer_kind: str) -> float:
+                layer_kind: str, attention: str | None = None) -> float:
         """Wall time of a pass: a decode step's host work (per sequence and fixed) comes before its
-        graph replays; an eager prefill is bound by the GPU or by the host issuing its kernels."""
-        gpu = self.gpu_us(phase, kernels_us, tokens, layers, layer_kind)
+        graph replays; an eager prefill is bound by the GPU or by the host issuing its kernels. The
+        decode step's kernel scale and per-sequence work are the decode attention's: FlashInfer plans
+        each step on the host, FlashAttention-3 only refreshes its lengths (``kernel_scale_<library>``,
+        ``us_per_seq_<library>`` where fitted)."""
+        gpu = self.gpu_us(phase, kernels_us, tokens, layers, layer_kind, attention)
         if phase == "decode":
-            return gpu + seqs * self.decode["us_per_seq"] + self.decode["us_fixed"]
+            per_seq = self.decode.get(f"us_per_seq_{attention}", self.decode["us_per_seq"])
+            return gpu + seqs * per_seq + self.decode["us_fixed"]
         p = self.prefill
         return max(gpu, (launches + self.unmodelled("prefill", layers, layer_kind)) * p["cpu_us_per_launch"])
 
@@ -109,6 +115,7 @@ class PassSample:
     tp: int = 1
     other_kernels: int = 0      # CUPTI: kernels of no modelled family, and their time
     other_us: float = 0.0
+    attention: str | None = None    # the pass's attention library (ForwardPass.attention_library)
 
 
 _BREAKDOWN_FIELDS = ("prefill_kernels", "decode_kernels")
@@ -152,8 +159,13 @@ def check_rows(rows: list[dict]) -> list[dict]:
             moe_engine = None
         if moe_engine not in (None, "reference", "vllm"):
             raise InputError(f"must be reference or vllm, got {str(moe_engine)[:40]!r}", "moe_engine", i)
+        attention = r.get("attention")
+        if attention is not None and not isinstance(attention, str) and np.isnan(attention):
+            attention = None
+        if attention not in (None, "flashinfer", "flash_attn3"):
+            raise InputError(f"must be flashinfer or flash_attn3, got {str(attention)[:40]!r}", "attention", i)
         row = {"model": str(r["model"]), "num_layers": layers, "pp": pp, "tp": positive(r.get("tp"), "tp", i, int),
-               "moe_engine": moe_engine or "reference",
+               "moe_engine": moe_engine or "reference", "attention": attention or "flashinfer",
                "output_len": positive(r.get("output_len"), "output_len", i, int),
                "batch": positive(r.get("batch"), "batch", i, int),
                "prompt_tokens": positive(r.get("prompt_tokens"), "prompt_tokens", i, int)}
@@ -184,6 +196,13 @@ def moe_engine_of(row: dict) -> str:
     return engine if isinstance(engine, str) and engine else "reference"
 
 
+def kernels_of(row: dict) -> str:
+    """Whose kernel choices a measured batch ran: the reference engine's (``engines.REFERENCE``), or,
+    with ``--attention flash_attn3``, SGLang's on Hopper (FA3 attention, the rest alike)."""
+    from synperf.workloads.engines import REFERENCE
+    return "sglang" if row.get("attention") == "flash_attn3" else REFERENCE
+
+
 def samples_from_rows(rows: list[dict], gpu) -> list[PassSample]:
     """The prefill pass and the median decode step of each measured batch, with synperf's kernel
     time for them (``static_batch.model_pass``)."""
@@ -201,14 +220,14 @@ def samples_from_rows(rows: list[dict], gpu) -> list[PassSample]:
         for phase, lens, measured, kernels in (
                 ("prefill", prompts, r["prefill_ms"], r["prefill_kernels"]),
                 ("decode", [p + 1 + mid for p in prompts], r["decode_step_median_ms"], r["decode_kernels"])):
-            fp = forward_pass(model, gpu, int(r["tp"]), "sglang", phase, lens, moe_engine=moe_engine_of(r))
+            fp = forward_pass(model, gpu, int(r["tp"]), kernels_of(r), phase, lens, moe_engine=moe_engine_of(r))
             cost = model_pass(fp, gpu, allreduce_impl="nccl")
             breakdown = json.loads(kernels)
             counted = sum(v["kernels"] for k, v in breakdown.items() if k != "all_reduce")
             other = breakdown.get("other", {"kernels": 0, "us": 0.0})
             out.append(PassSample(phase, measured * 1e3, cost.kernels_us + cost.comm_us, cost.launches, counted,
                                   fp.num_tokens, fp.num_seqs, fp.num_layers, fp.layer_kind, r["model"], row_id,
-                                  int(r["tp"]), other["kernels"], other["us"]))
+                                  int(r["tp"]), other["kernels"], other["us"], fp.attention_library))
     return out
 
 
@@ -235,10 +254,18 @@ def fit(samples: list[PassSample], extra: dict) -> EngineOverhead:
     per_kernel = sum(s.other_us for s in dec) / max(1, sum(s.other_kernels for s in dec))
     y = np.array([s.measured_us - unmodelled(s) * per_kernel for s in dec])
     w = 1.0 / np.array([s.measured_us for s in dec])
-    A = np.array([[s.kernels_us, s.seqs, 1.0] for s in dec]) * w[:, None]
-    scale, per_seq, fixed = _nnls(A, y * w)
+    # The kernel scale and the per-sequence host work have their own coefficients for each decode
+    # attention library measured (FlashAttention-3), the FlashInfer ones for every other library:
+    # FlashInfer plans each step on the host and launches more unmodelled kernels as the batch grows.
+    fa3 = np.array([s.attention == "flash_attn3" for s in dec])
+    A = np.array([[s.kernels_us * (not f), s.kernels_us * f, s.seqs * (not f), s.seqs * f, 1.0]
+                  for s, f in zip(dec, fa3)]) * w[:, None]
+    scale, scale_fa3, per_seq, per_seq_fa3, fixed = _nnls(A, y * w)
     decode = {"kernel_scale": round(float(scale), 6), "us_per_unmodelled_kernel": round(per_kernel, 4),
               "us_per_seq": round(float(per_seq), 4), "us_fixed": round(float(fixed), 4)}
+    if fa3.any():
+        decode.update(kernel_scale_flash_attn3=round(float(scale_fa3), 6),
+                      us_per_seq_flash_attn3=round(float(per_seq_fa3), 4))
 
     pre = [s for s in samples if s.phase == "prefill"]
     other = np.array([s.other_us for s in pre])
@@ -250,8 +277,10 @@ def fit(samples: list[PassSample], extra: dict) -> EngineOverhead:
     K = np.array([s.kernels_us for s in pre])
     launches = np.array([s.modelled_launches + unmodelled(s) for s in pre])
     # The issue rate is one process's: under TP the small passes also wait on the other ranks
-    # in their collectives (skew no launch count explains), so the rate is fitted on TP=1 passes.
-    single = np.array([s.tp == 1 for s in pre])
+    # in their collectives (skew no launch count explains), so the rate is fitted on TP=1 passes;
+    # and on FlashInfer passes: a FlashAttention-3 call costs the host more than its two launches
+    # (it sizes its split and allocates its outputs in the call), which would raise every pass's rate.
+    single = np.array([s.tp == 1 and s.attention != "flash_attn3" for s in pre])
     if single.sum() < 8:
         single[:] = True
     best = None
@@ -275,7 +304,8 @@ def fit(samples: list[PassSample], extra: dict) -> EngineOverhead:
 
 
 def _errors(overhead: EngineOverhead, samples: list[PassSample]) -> list[float]:
-    return [overhead.pass_us(s.phase, s.kernels_us, s.modelled_launches, s.tokens, s.seqs, s.layers, s.layer_kind)
+    return [overhead.pass_us(s.phase, s.kernels_us, s.modelled_launches, s.tokens, s.seqs, s.layers, s.layer_kind,
+                             s.attention)
             / s.measured_us - 1.0 for s in samples]
 
 
@@ -296,10 +326,11 @@ def validate(rows: list[dict], gpu) -> dict:
         else:
             pre, dec = (s for s in samples if s.batch_id == row_id)
             p_pre, p_dec = (overhead.pass_us(s.phase, s.kernels_us, s.modelled_launches, s.tokens, s.seqs, s.layers,
-                                             s.layer_kind) / 1e3 for s in (pre, dec))
+                                             s.layer_kind, s.attention) / 1e3 for s in (pre, dec))
             k_pre, k_dec = pre.kernels_us / 1e3, dec.kernels_us / 1e3
         steps = int(r["output_len"]) - 1
-        label = r["model"] if moe_engine_of(r) == "reference" else f"{r['model']} [{moe_engine_of(r)} MoE]"
+        label = r["model"] + ("" if moe_engine_of(r) == "reference" else f" [{moe_engine_of(r)} MoE]") \
+            + (" [FA3]" if r.get("attention") == "flash_attn3" else "")
         per_row.append({"model": label, "tp": int(r["tp"]), "pp": int(r.get("pp") or 1), "batch": int(r["batch"]),
                         "prompt_tokens": int(r["prompt_tokens"]),
                         "prefill_ms": (p_pre, r["prefill_ms"]), "decode_step_ms": (p_dec, r["decode_step_median_ms"]),
@@ -331,7 +362,7 @@ def _pipeline_prediction(row: dict, gpu, overhead: EngineOverhead) -> tuple[tupl
     mid = (int(row["output_len"]) - 2) // 2
     out = []
     for phase, lens in (("prefill", prompts), ("decode", [p + 1 + mid for p in prompts])):
-        cost = price_pipeline(model, gpu, int(row["tp"]), int(row["pp"]), "sglang", phase, lens, "nccl", overhead,
+        cost = price_pipeline(model, gpu, int(row["tp"]), int(row["pp"]), kernels_of(row), phase, lens, "nccl", overhead,
                               moe_engine=moe_engine_of(row))
         kernels = sum(v for k, v in cost.by_family.items() if k != "overhead")
         out.append((cost.latency_us / 1e3, kernels / 1e3))

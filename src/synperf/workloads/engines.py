@@ -8,10 +8,15 @@ are ``(case dict, count, tag)`` triples (each case parses with ``synperf.cases.p
 lengths for a prefill, the current kv lengths (the new token included) for a decode step.
 
 Library mappings (the closest modelled library; docs/end-to-end.md):
-- attention, SGLang: prefill ``fa3`` on Hopper (head_dim 64/128/256), ``flashinfer`` otherwise;
-  decode ``flashinfer`` paged decode (page_size 1, SGLang's default; decode-only steps with the
-  CUDA-graph plan).
-- attention, vLLM (FlashAttention backend): ``fa3`` on Hopper; elsewhere on sm80+
+- attention, SGLang: ``flash_attn3`` on Hopper (head_dim 64/128/256; its FA3 backend, the default
+  there, called without scheduler metadata), ``flashinfer`` otherwise: prefill, and paged decode
+  (decode-only steps with the CUDA-graph plan). Page size 1, SGLang's default.
+- attention, ``reference`` (synperf's reference engine, docs/reference-engine.md; what
+  ``simulate validate`` prices): prefill ``fa3`` (FlashInfer's SM90 kernel) on Hopper, ``flashinfer``
+  otherwise; decode ``flashinfer`` (page 1, the CUDA-graph plan for decode-only steps); MoE
+  layers with SGLang's default config.
+- attention, vLLM (FlashAttention backend): ``flash_attn3`` on Hopper (Dao-AILab FlashAttention-3
+  as vllm_flash_attn ships it, paged KV, the split cap vLLM passes); elsewhere on sm80+
   ``flash_attn2_torch_sdpa`` (FlashAttention-2 kernels), whose dense tensors need equal lengths:
   the batch is padded to its longest request (an over-estimate for uneven batches); pre-sm80
   GPUs get ``flashinfer``. Page size 16.
@@ -32,6 +37,7 @@ from synperf.kernels.moe import engine_config
 from synperf.workloads.model import ModelConfig
 
 FRAMEWORKS = ("vllm", "sglang")
+REFERENCE = "reference"      # the reference engine's kernel choices (not a CLI framework)
 DTYPE = "bf16"
 _ROPE_FLASHINFER_DIMS = (64, 128, 256, 512)
 MLA_DECODE_HEAD_DIM = 256       # MLA decode priced as MQA at this head dim (see _mla_attention)
@@ -69,6 +75,13 @@ class ForwardPass:
     def kernel_launches(self) -> int:
         return sum(op.count for op in self.kernels)
 
+    @property
+    def attention_library(self) -> str | None:
+        """The library of the pass's (last) attention call: a decode step's host work depends on
+        it (calibration.EngineOverhead)."""
+        libraries = [op.case["library"] for op in self.kernels if op.case["family"] == "attention"]
+        return libraries[-1] if libraries else None
+
 
 def _gemm(m: int, n: int, k: int) -> dict:
     return {"family": "gemm", "library": "cublas", "m": m, "n": n, "k": k}
@@ -88,10 +101,12 @@ def attention_library(framework: str, phase: str, gpu, head_dim: int) -> str:
     hopper = gpu.cc_major == 9
     if gpu.cc_major < 8:
         return "flashinfer"
-    if framework == "sglang":
+    if framework == REFERENCE:
         return "fa3" if phase == "prefill" and hopper and head_dim in FA3_HEAD_DIMS else "flashinfer"
+    if framework == "sglang":
+        return "flash_attn3" if hopper and head_dim in FA3_HEAD_DIMS else "flashinfer"
     if hopper and head_dim in FA3_HEAD_DIMS:
-        return "fa3"
+        return "flash_attn3"
     return "flash_attn2_torch_sdpa" if head_dim in HEAD_DIMS else "flashinfer"
 
 
@@ -110,17 +125,27 @@ def _attention(framework: str, phase: str, gpu, lens: list[int], heads: int, kv_
     elif phase == "prefill":
         case.update(q_lens=q_lens, kv_lens=list(lens))
     else:
-        case.update(kv_lens=list(lens), page_size=1 if framework == "sglang" else 16)
+        case.update(kv_lens=list(lens))
+    page_size = 16 if framework == "vllm" else 1
+    if lib == "flash_attn3":
+        case.update(page_size=page_size, engine=framework)
+    elif phase == "decode" and lib != "flash_attn2_torch_sdpa":
+        case["page_size"] = page_size
         if cuda_graph and lib == "flashinfer" and heads // kv_heads in DECODE_GROUP_SIZES:
             case["cuda_graph"] = True
-    if phase == "decode" and lib != "flash_attn2_torch_sdpa":
-        case.setdefault("page_size", 16)
     return case
 
 
 def _attention_parts(framework: str, gpu, chunks: list[tuple[int, int]], decode_lens: list[int], heads: int,
                      kv_heads: int, prefill_dim: int, decode_dim: int, decode_kv_heads: int | None = None):
-    """(part, case) for the prefill chunks and the decoding sequences present in a pass."""
+    """(part, case) for the prefill chunks and the decoding sequences present in a pass. vLLM's
+    FlashAttention-3 takes both in one varlen call (part ``mixed``)."""
+    one_call = (chunks and decode_lens and prefill_dim == decode_dim and decode_kv_heads in (None, kv_heads)
+                and attention_library(framework, "prefill", gpu, prefill_dim) == "flash_attn3")
+    if one_call:
+        yield "mixed", _attention(framework, "prefill", gpu, [kv for _, kv in chunks] + list(decode_lens), heads,
+                                  kv_heads, prefill_dim, [q for q, _ in chunks] + [1] * len(decode_lens))
+        return
     if chunks:
         yield "prefill", _attention(framework, "prefill", gpu, [kv for _, kv in chunks], heads, kv_heads,
                                     prefill_dim, [q for q, _ in chunks])
@@ -153,7 +178,7 @@ def mixed_pass(model: ModelConfig, gpu, tp: int, framework: str, chunks: list[tu
     residual; only the last has the final norm and lm_head (``head``). ``moe_engine`` (default: the
     framework) says whose MoE align, sum and tuned configs price the experts; ``reference`` is
     synperf's reference engine (docs/reference-engine.md)."""
-    if framework not in FRAMEWORKS:
+    if framework not in (*FRAMEWORKS, REFERENCE):
         raise InputError(f"framework must be one of {', '.join(FRAMEWORKS)}, got {framework!r}")
     moe_engine = moe_engine or framework
     if moe_engine not in ("reference", *FRAMEWORKS):
@@ -217,7 +242,7 @@ def mixed_pass(model: ModelConfig, gpu, tp: int, framework: str, chunks: list[tu
         fp.add(_gemm(T, model.num_experts, h), moe, "router")
         inter = model.expert_intermediate // tp
         if moe_engine == "reference":
-            config = f"{framework}_default"
+            config = "sglang_default" if framework == REFERENCE else f"{framework}_default"
         else:
             config, _ = engine_config(moe_engine, gpu, T, model.num_experts, h, inter, model.topk)
         fp.add({"family": "moe", "library": "triton_fused_moe", "tokens": T, "hidden": h, "intermediate": inter,
