@@ -624,6 +624,47 @@ def flash_attn3_splits(call: AttentionCall, gpu) -> tuple[bool, np.ndarray]:
     return True, np.clip(-(-n_blocks // per_sm), 1, cap).astype(np.int64)
 
 
+def _flash_attn3_tiles(call: AttentionCall, q: np.ndarray, kv: np.ndarray, splits: np.ndarray, bm: int,
+                       bn: int) -> tuple[np.ndarray, np.ndarray]:
+    """Demand rows and costs of every tile, in the scheduler's order: request by request; within
+    one, KV heads outer, splits, m-blocks inner; for causal calls (longest first) m-blocks outer
+    from the last one, splits, KV heads inner."""
+    g, d, hkv, qb = call.group, call.head_dim, call.num_kv_heads, DTYPE_BYTES[call.dtype]
+    m_blocks = -(-(q * g) // bm)
+    per_request = hkv * splits * m_blocks
+    req = np.repeat(np.arange(call.batch), per_request)
+    j = np.arange(req.size) - np.repeat(np.cumsum(per_request) - per_request, per_request)
+    M, S = m_blocks[req], splits[req]
+    if call.causal:
+        sp, mb = (j // hkv) % S, M - 1 - j // (hkv * S)
+    else:
+        sp, mb = (j // M) % S, j % M
+    packed = q[req] * g
+    last_token = np.minimum(q[req], ((mb + 1) * bm - 1) // g + 1)
+    reach = kv[req] - q[req] + last_token if call.causal else kv[req]
+    span = -(-(-(-kv[req] // bn)) // S) * bn                  # KV tokens a split covers
+    cols = np.clip(reach - sp * span, 0, span)
+    valid = np.minimum(bm, packed - mb * bm)
+    out_row = np.where(S > 1, d * 4 + 4, d * qb + 4)
+    rows = _fa_rows(-(-cols // bn), valid, cols, bm, bn, d, d, call, warps_read_kv=bm // 64, q_reads=1,
+                    out_bytes_per_row=out_row)
+    return rows, (2.0 * bm + cols).astype(np.float64)
+
+
+def _dynamic_schedule(costs: np.ndarray, n_sm: int) -> np.ndarray:
+    """The CTA each tile runs on when ``n_sm`` persistent CTAs take the next tile as they free up
+    (an atomic counter): greedy list scheduling in tile order; equal costs deal round robin."""
+    if np.all(costs == costs[0]):
+        return np.arange(costs.size) % n_sm
+    heap = [(0.0, c) for c in range(n_sm)]
+    cta = np.empty(costs.size, dtype=np.int64)
+    for t, cost in enumerate(costs.tolist()):
+        busy, c = heapq.heappop(heap)
+        cta[t] = c
+        heapq.heappush(heap, (busy + cost, c))
+    return cta
+
+
 def _flash_attn3(call: AttentionCall, gpu) -> tuple[Launch, ...]:
     if gpu.cc_major != 9:
         raise InputError("flash_attn3 needs a Hopper GPU", "library")
@@ -633,42 +674,8 @@ def _flash_attn3(call: AttentionCall, gpu) -> tuple[Launch, ...]:
     kv = np.asarray(call.kv_lens, dtype=np.int64)
     bm, bn, threads, regs = flash_attn3_tile(d, int(q.max()) * g)
     split, splits = flash_attn3_splits(call, gpu)
-    # Tiles in the scheduler's order: request by request; heads outer and m-blocks inner, or, for
-    # causal calls (longest-first), m-blocks outer from the last one and heads inner.
-    rows, costs = [], []
-    for i in range(call.batch):
-        packed = int(q[i]) * g
-        m_blocks = ceil_div(packed, bm)
-        mb = np.arange(m_blocks)
-        last_token = np.minimum(q[i], ((mb + 1) * bm - 1) // g + 1)
-        reach = kv[i] - q[i] + last_token if call.causal else np.full(m_blocks, kv[i])
-        per_split = ceil_div(ceil_div(int(kv[i]), bn), int(splits[i]))
-        sp = np.arange(splits[i])
-        first = sp[:, None] * per_split * bn                                       # (split, m-block)
-        cols = np.clip(reach[None, :] - first, 0, per_split * bn)
-        iters = -(-cols // bn)
-        valid = np.minimum(bm, packed - mb * bm)[None, :] * np.ones_like(cols)
-        out_row = d * 4 + 4 if splits[i] > 1 else d * qb + 4
-        tile_rows = _fa_rows(iters.ravel(), valid.ravel(), cols.ravel(), bm, bn, d, d, call,
-                             warps_read_kv=bm // 64, q_reads=1, out_bytes_per_row=out_row)
-        tile_rows = tile_rows.reshape(splits[i], m_blocks, 5)
-        cost = (2.0 * bm + cols).astype(np.float64)
-        if call.causal:
-            order = [(s, m) for m in reversed(range(m_blocks)) for s in range(splits[i])]
-            per_head = np.array([tile_rows[s, m] for s, m in order])
-            per_cost = np.array([cost[s, m] for s, m in order])
-            rows.append(np.tile(per_head, (1, hkv)).reshape(-1, 5))
-            costs.append(np.repeat(per_cost, hkv))
-        else:
-            rows.append(np.tile(tile_rows.reshape(-1, 5), (hkv, 1)))
-            costs.append(np.tile(cost.ravel(), hkv))
-    rows, costs = np.concatenate(rows), np.concatenate(costs)
-    heap = [(0.0, c) for c in range(n_sm)]               # each CTA takes the next tile when it is free
-    cta = np.empty(costs.size, dtype=np.int64)
-    for t in range(costs.size):
-        busy, c = heapq.heappop(heap)
-        cta[t] = c
-        heapq.heappush(heap, (busy + costs[t], c))
+    rows, costs = _flash_attn3_tiles(call, q, kv, splits, bm, bn)
+    cta = _dynamic_schedule(costs, n_sm)
     order = np.argsort(cta, kind="stable")
     dram_r, dram_w = _dram(call)
     heads_tokens = q * call.num_heads
