@@ -201,6 +201,12 @@ def test_missing_input_and_unwritable_output(tmp_path, capsys):
     ("[" * 50_000, ["nested too deeply"]),
     ('{"family": "attention", "library": "fa3", "batch": 1, "q_len": 8, "kv_len": 8, "num_heads": 8,'
      ' "head_dim": 128}', ["Hopper"]),
+    ('{"family": "attention", "library": "flash_attn3", "batch": 1, "q_len": 8, "kv_len": 8, "num_heads": 8,'
+     ' "head_dim": 128, "engine": "trtllm"}', ["field 'engine'", "vllm, sglang"]),
+    ('{"family": "attention", "library": "flashinfer", "batch": 1, "q_len": 8, "kv_len": 8, "num_heads": 8,'
+     ' "head_dim": 128, "engine": "vllm"}', ["field 'engine'", "only flash_attn3"]),
+    ('{"family": "attention", "library": "flash_attn3", "batch": 1, "q_len": 8, "kv_len": 8, "num_heads": 8,'
+     ' "head_dim": 128, "page_size": 256}', ["field 'page_size'", "64"]),
 ])
 def test_explain_bad_json(capsys, kernel, words):
     code, out, err = run(capsys, "explain", "--gpu", "a100-sxm4-80gb", kernel)
