@@ -490,6 +490,21 @@ def _fi_decode(call: AttentionCall, gpu) -> tuple[Launch, ...]:
     return main, _merge_launch(call, n_chunks, gpu)
 
 
+def _dynamic_schedule(costs: np.ndarray, n_sm: int) -> np.ndarray:
+    """The CTA each tile runs on when ``n_sm`` persistent CTAs take the next tile as they free up
+    (FlashAttention-3's atomic counter; FlashInfer's SM90 plan pops the least-loaded CTA of a
+    min-heap, the same rule): greedy list scheduling in tile order; equal costs deal round robin."""
+    if np.all(costs == costs[0]):
+        return np.arange(costs.size) % n_sm
+    heap = [(0.0, c) for c in range(n_sm)]
+    cta = np.empty(costs.size, dtype=np.int64)
+    for t, cost in enumerate(costs.tolist()):
+        busy, c = heapq.heappop(heap)
+        cta[t] = c
+        heapq.heappush(heap, (busy + cost, c))
+    return cta
+
+
 # ------------------------------------------------------------------ FlashInfer FA3 (wgmma, SM90)
 def _fa3_tile(d: int, paged: bool, causal: bool) -> tuple[int, int]:
     """getCTATileSize / BatchPrefillWithPagedKVCacheDispatched (hopper/prefill_sm90.cuh)."""
@@ -523,16 +538,7 @@ def _fa3(call: AttentionCall, gpu) -> tuple[Launch, ...]:
     same_schedule = works > 4096
     cost = (2.0 * cq + eff).astype(np.float64)
     heads = 1 if same_schedule else h
-    if not call.causal and np.all(cost == cost[0]):
-        cta = np.arange(req.size * heads) % n_sm            # equal costs: the heap deals round robin
-    else:
-        heap = [(0.0, i) for i in range(n_sm)]
-        cta = np.empty(req.size * heads, dtype=np.int64)
-        costs = np.tile(cost, heads)
-        for t in range(costs.size):
-            c, i = heapq.heappop(heap)
-            cta[t] = i
-            heapq.heappush(heap, (c + costs[t], i))
+    cta = _dynamic_schedule(np.tile(cost, heads), n_sm)      # the plan's MinHeap of CTA costs
     threads = (cq // 64 + 1) * 128
     smem = (cq * d + 2 * 2 * ckv * d) * qb
     res = Resources(threads, min(255, (65536 // threads) // 8 * 8), smem)
@@ -565,7 +571,7 @@ def _page_offsets_launch(call: AttentionCall, n_sm: int) -> Launch:
 
 # ------------------------------------------- FlashAttention-3 (Dao-AILab, vLLM's vllm_flash_attn)
 # Rules from vllm-project/flash-attention hopper/ (tile_size.h, heuristics.h, flash_api.cpp,
-# flash_prepare_scheduler.cu), checked against 1,250 launches of vLLM 0.22.0's _vllm_fa3_C on an
+# flash_prepare_scheduler.cu), checked against 12,572 calls of vLLM 0.22.0's _vllm_fa3_C on an
 # H200 (kernel names carry the tile, grids the combine layout): the KV is always paged with pages
 # smaller than a K tile, so K/V come in through cp.async (PagedKVNonTMA) and GQA heads are packed
 # into the query tile (PackGQA); the tile scheduler is VarlenDynamicPersistent on one CTA an SM.
@@ -588,7 +594,7 @@ def flash_attn3_tile(d: int, packed_rows: int) -> tuple[int, int, int, int]:
 def flash_attn3_num_splits_heuristic(m_blocks_total: int, n_sm: int, n_blocks: int, m_blocks: int,
                                      kv_head_bytes: int, causal: bool, max_splits: int = 128) -> int:
     """num_splits_heuristic (heuristics.h, the version vLLM 0.22 ships: which calls split matches
-    all 1,250 profiled ones): split the KV only to fill the GPU, and only as far as reaches 85 %
+    all 12,572 profiled ones): split the KV only to fill the GPU, and only as far as reaches 85 %
     of the best wave efficiency."""
     if m_blocks_total >= 0.8 * n_sm:
         if kv_head_bytes > FA3_L2_SPLIT_BYTES and m_blocks >= 2 * n_sm and not causal:
@@ -651,20 +657,6 @@ def _flash_attn3_tiles(call: AttentionCall, q: np.ndarray, kv: np.ndarray, split
     return rows, (2.0 * bm + cols).astype(np.float64)
 
 
-def _dynamic_schedule(costs: np.ndarray, n_sm: int) -> np.ndarray:
-    """The CTA each tile runs on when ``n_sm`` persistent CTAs take the next tile as they free up
-    (an atomic counter): greedy list scheduling in tile order; equal costs deal round robin."""
-    if np.all(costs == costs[0]):
-        return np.arange(costs.size) % n_sm
-    heap = [(0.0, c) for c in range(n_sm)]
-    cta = np.empty(costs.size, dtype=np.int64)
-    for t, cost in enumerate(costs.tolist()):
-        busy, c = heapq.heappop(heap)
-        cta[t] = c
-        heapq.heappush(heap, (busy + cost, c))
-    return cta
-
-
 def _flash_attn3(call: AttentionCall, gpu) -> tuple[Launch, ...]:
     if gpu.cc_major != 9:
         raise InputError("flash_attn3 needs a Hopper GPU", "library")
@@ -709,8 +701,8 @@ def _flash_attn3_prepare(call: AttentionCall) -> Launch:
 def _flash_attn3_combine(call: AttentionCall, splits: np.ndarray) -> Launch:
     """FlashAttnFwdCombine: 256 threads, kBlockM (query, head) rows x kBlockK columns a CTA;
     requests left unsplit exit at once. The grid is flat over the batch's rows (one spare CTA a
-    request) or padded to the longest request per request; which one, inferred from 1,003
-    profiled launches (99.6 % of them): padded for one or two requests, and for prefills whose
+    request) or padded to the longest request per request; which one, inferred from the profiled
+    combines (99.5 % of 9,616): padded for one or two requests, and for prefills whose
     padded grid is under twice the flat one."""
     d, h, qb = call.head_dim, call.num_heads, DTYPE_BYTES[call.dtype]
     k_block = 64 if d <= 64 else 128

@@ -165,6 +165,18 @@ def _lengths(c) -> tuple[list[int], list[int]]:
     return q_lens, kv_lens
 
 
+def _varlen_attention_inputs(c, device):
+    """What the varlen attention builders share: dtype, heads, phase, causal, per-request lengths
+    and the query offsets (int32 on ``device``)."""
+    dt = _act_dtype(c)
+    hq, hkv, d = int(c["num_heads"]), int(c["num_kv_heads"]), int(c["head_dim"])
+    decode = c.get("phase", "prefill") == "decode"
+    causal = bool(c.get("causal", not decode)) and not decode
+    q_lens, kv_lens = _lengths(c)
+    qo_indptr = torch.tensor([0] + list(itertools.accumulate(q_lens)), dtype=torch.int32, device=device)
+    return dt, hq, hkv, d, decode, causal, q_lens, kv_lens, qo_indptr
+
+
 def _build_flashinfer_attention(c, device) -> Op:
     """FlashInfer wrappers as serving engines call them: ragged prefill (no page_size), paged
     prefill (page_size given), paged decode; library fa3 selects FlashInfer's SM90 backend."""
@@ -172,14 +184,9 @@ def _build_flashinfer_attention(c, device) -> Op:
     lib = c["library"]
     if lib == "fa3" and torch.cuda.get_device_capability(device)[0] != 9:
         raise UnsupportedCase("fa3 needs a Hopper GPU")
-    dt = _act_dtype(c)
+    dt, hq, hkv, d, decode, causal, q_lens, kv_lens, qo_indptr = _varlen_attention_inputs(c, device)
     kv_dt = torch.float8_e4m3fn if c.get("kv_cache_dtype") == "fp8_e4m3" else dt
-    hq, hkv, d = int(c["num_heads"]), int(c["num_kv_heads"]), int(c["head_dim"])
-    decode = c.get("phase", "prefill") == "decode"
-    causal = bool(c.get("causal", not decode)) and not decode
-    q_lens, kv_lens = _lengths(c)
     i32 = dict(dtype=torch.int32, device=device)
-    qo_indptr = torch.tensor([0] + list(itertools.accumulate(q_lens)), **i32)
     workspace = torch.empty(256 << 20, dtype=torch.uint8, device=device)
     backend = "fa3" if lib == "fa3" else "fa2"
     q = _randn((sum(q_lens), hq, d), dt, device)
@@ -254,13 +261,8 @@ def _build_flash_attn3(c, device) -> Op:
     if torch.cuda.get_device_capability(device)[0] != 9:
         raise UnsupportedCase("flash_attn3 needs a Hopper GPU")
     fa3 = _fa3_ops()
-    dt = _act_dtype(c)
-    hq, hkv, d = int(c["num_heads"]), int(c["num_kv_heads"]), int(c["head_dim"])
-    decode = c.get("phase", "prefill") == "decode"
-    causal = bool(c.get("causal", not decode)) and not decode
-    q_lens, kv_lens = _lengths(c)
+    dt, hq, hkv, d, decode, causal, q_lens, kv_lens, cu_q = _varlen_attention_inputs(c, device)
     i32 = dict(dtype=torch.int32, device=device)
-    cu_q = torch.tensor([0] + list(itertools.accumulate(q_lens)), **i32)
     seqused_k = torch.tensor(kv_lens, **i32)
     q = _randn((sum(q_lens), hq, d), dt, device)
     out = torch.empty_like(q)
