@@ -228,14 +228,18 @@ def test_unaligned_triton_rows_are_slower_and_the_model_knows_why():
 
 
 def test_epochs_are_chosen_on_held_back_rows(monkeypatch):
-    """Too short a training underfits the held-back fifth; the choice is the entry with the least
-    held-back error, and each entry's error is reported."""
+    """Too short a training underfits the held-back fifth; the walk along the ladder goes on while
+    the held-back error falls, stops at the first length that does not improve, and reports each
+    probed length's error."""
     from synperf import train as training
     X, y = synthetic(n=1500)
-    monkeypatch.setattr(training, "EPOCH_CHOICES", (1, 40))
     fold = training.held_back_fold([str(i) for i in range(len(y))], seed=0)
+    monkeypatch.setattr(training, "EPOCH_LADDER", (1, 40))
     chosen, scores = training.select_epochs(X, y, ("a", "b", "c", "d"), fold, seed=0)
     assert set(scores) == {1, 40} and scores[40] < scores[1] and chosen == 40
+    monkeypatch.setattr(training, "EPOCH_LADDER", (40, 1, 80))
+    chosen, scores = training.select_epochs(X, y, ("a", "b", "c", "d"), fold, seed=0)
+    assert set(scores) == {40, 1} and chosen == 40          # 1 is worse: 80 is never probed
 
 
 def test_held_back_fold_keeps_a_shapes_rows_together():
