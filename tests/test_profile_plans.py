@@ -4,6 +4,7 @@ import json
 
 import pytest
 
+from synperf.cases import families
 from synperf.profile.cases import FAMILIES, case_id, case_to_row, estimate_bytes, normalize_case
 from synperf.profile.moe_configs import resolve_config, resolve_default_config
 from synperf.profile.plans import MAX_CASE_BYTES, MODELS, plan, plan_many
@@ -143,3 +144,16 @@ def test_profile_cli_sets_the_cache_state_of_planned_cases(capsys):
     assert main(["--family", "rope", "--n", "3", "--cache", "cold_dirty", "--dry-run"]) == 0
     cases = [json.loads(line) for line in capsys.readouterr().out.splitlines() if line.strip()]
     assert len(cases) == 3 and {c["cache"] for c in cases} == {"cold_dirty"}
+
+
+MEASURED = [(family, library) for family, module in sorted(families().items())
+            for library in module.LIBRARIES if (family, library) != ("gemm", "fp8_block")]   # fp8_block: public data only
+
+
+@pytest.mark.parametrize("family,library", MEASURED)
+def test_planned_cases_pass_the_case_checks(family, library):
+    """A plan for one library holds only calls that library accepts: FlashInfer's RoPE, for one,
+    refuses head dims 80 and 96, which the planner draws for the others."""
+    from synperf.cases import parse_case
+    for case in plan(family, 150, seed=5, library=library):
+        parse_case(case)

@@ -28,7 +28,7 @@ FAMILY = "rope"
 LIBRARIES = ("flashinfer", "triton", "torch")
 DTYPES = ("bf16", "fp16")
 FIELDS = {"tokens", "num_heads", "num_kv_heads", "head_dim"}
-_FLASHINFER_HEAD_DIMS = (64, 128, 256, 512)   # DISPATCH_HEAD_DIM in flashinfer's pos_enc
+FLASHINFER_HEAD_DIMS = (64, 128, 256, 512)   # DISPATCH_HEAD_DIM in flashinfer's pos_enc
 # Registers of flashinfer's two rope kernels (profiled on H200, flashinfer 0.5.0).
 _FLASHINFER_TOKEN_REGISTERS, _FLASHINFER_HEAD_REGISTERS = 47, 40
 
@@ -48,8 +48,8 @@ def parse(obj: dict, dtype: str, library: str) -> RopeCall:
                     get_int(obj, "num_kv_heads", hi=1024), get_int(obj, "head_dim", hi=1024), dtype, library)
     if call.head_dim % 2:
         raise InputError("must be even for rotary embedding", "head_dim")
-    if library == "flashinfer" and call.head_dim not in _FLASHINFER_HEAD_DIMS:
-        raise InputError(f"flashinfer rope supports head_dim {_FLASHINFER_HEAD_DIMS} only", "head_dim")
+    if library == "flashinfer" and call.head_dim not in FLASHINFER_HEAD_DIMS:
+        raise InputError(f"flashinfer rope supports head_dim {FLASHINFER_HEAD_DIMS} only", "head_dim")
     return call
 
 

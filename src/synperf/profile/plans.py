@@ -15,6 +15,8 @@ import math
 import random
 from typing import Any, Callable, Dict, List, Optional
 
+from synperf.kernels.rope import FLASHINFER_HEAD_DIMS
+
 from .cases import canonical_json, estimate_bytes
 
 MAX_CASE_BYTES = 40 * 10**9
@@ -437,10 +439,14 @@ def _rope_case(rng, library, dtype):
         hd = rng.choice((64, 128, 128, 256, 80, 96))
         hkv = rng.choice((1, 2, 4, 8, 16))
         hq = hkv * rng.choice(GQA_RATIOS)
+    dtype = _act_dtype(rng, dtype)
+    library = _lib(rng, "rope", library)
+    if library == "flashinfer" and hd not in FLASHINFER_HEAD_DIMS:   # FlashInfer refuses the call
+        hd = rng.choice((64, 128, 256))
     return {
         "family": "rope",
-        "dtype": _act_dtype(rng, dtype),
-        "library": _lib(rng, "rope", library),
+        "dtype": dtype,
+        "library": library,
         "tokens": _tokens(rng),
         "num_heads": hq,
         "num_kv_heads": hkv,
