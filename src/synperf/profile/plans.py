@@ -15,7 +15,7 @@ import math
 import random
 from typing import Any, Callable, Dict, List, Optional
 
-from synperf.kernels.rope import FLASHINFER_HEAD_DIMS
+from synperf.kernels.rope import FLASHINFER_HEAD_DIMS as FLASHINFER_ROPE_HEAD_DIMS
 
 from .cases import canonical_json, estimate_bytes
 
@@ -441,7 +441,7 @@ def _rope_case(rng, library, dtype):
         hq = hkv * rng.choice(GQA_RATIOS)
     dtype = _act_dtype(rng, dtype)
     library = _lib(rng, "rope", library)
-    if library == "flashinfer" and hd not in FLASHINFER_HEAD_DIMS:   # FlashInfer refuses the call
+    if library == "flashinfer" and hd not in FLASHINFER_ROPE_HEAD_DIMS:   # FlashInfer refuses the call
         hd = rng.choice((64, 128, 256))
     return {
         "family": "rope",
