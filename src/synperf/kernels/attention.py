@@ -660,7 +660,7 @@ def _flash_attn3_tiles(call: AttentionCall, q: np.ndarray, kv: np.ndarray, split
 def _flash_attn3(call: AttentionCall, gpu) -> tuple[Launch, ...]:
     if gpu.cc_major != 9:
         raise InputError("flash_attn3 needs a Hopper GPU", "library")
-    g, d, hkv, n_sm = call.group, call.head_dim, call.num_kv_heads, gpu.sm_count
+    g, d, n_sm = call.group, call.head_dim, gpu.sm_count
     qb = DTYPE_BYTES[call.dtype]
     q = np.asarray(call.q_lens, dtype=np.int64)
     kv = np.asarray(call.kv_lens, dtype=np.int64)
@@ -670,8 +670,8 @@ def _flash_attn3(call: AttentionCall, gpu) -> tuple[Launch, ...]:
     cta = _dynamic_schedule(costs, n_sm)
     order = np.argsort(cta, kind="stable")
     dram_r, dram_w = _dram(call)
-    heads_tokens = q * call.num_heads
-    written = float(np.sum(np.where(splits > 1, heads_tokens * splits * (d * 4 + 4), heads_tokens * (d * qb + 4))))
+    partial, _ = _flash_attn3_outputs(call, splits)
+    written = partial + float(np.sum(np.where(splits > 1, 0, q * call.num_heads * (d * qb + 4))))
     smem = 2 * (bm * d + 4 * bn * d) + 3072      # Q tile + two stages of K and V (+ barriers), as profiled
     notes = _grid_note(n_sm, 1, 1, (threads,)) + (f"tile=({bm},{bn})", f"max_splits={int(splits.max())}")
     main = _launch("FlashAttnFwdSm90<PagedKVNonTMA, PackGQA>", rows[order], Resources(threads, regs, smem),
@@ -686,6 +686,16 @@ def _flash_attn3(call: AttentionCall, gpu) -> tuple[Launch, ...]:
         after = (Launch("vectorized_elementwise_kernel<FillFunctor<int>>", task_demand(l2_bytes=4.0), [1],
                         Resources(128, 16, 0), 0.0, 4.0, notes=_grid_note(1)),)
     return (main,) + after
+
+
+def _flash_attn3_outputs(call: AttentionCall, splits: np.ndarray) -> tuple[float, float]:
+    """Bytes of the split requests' fp32 partial outputs (with their log-sum-exp) that the main
+    kernel writes and the combine reads, and of the final outputs the combine writes for them."""
+    rows = np.asarray(call.q_lens, dtype=np.int64) * call.num_heads
+    split = splits > 1
+    d, qb = call.head_dim, DTYPE_BYTES[call.dtype]
+    return (float(np.sum(np.where(split, rows * splits * (d * 4 + 4), 0))),
+            float(np.sum(np.where(split, rows * (d * qb + 4), 0))))
 
 
 def _flash_attn3_prepare(call: AttentionCall) -> Launch:
@@ -715,17 +725,14 @@ def _flash_attn3_combine(call: AttentionCall, splits: np.ndarray) -> Launch:
     ctas = padded if use_padded else flat
     s = np.repeat(splits.astype(np.float64), per_request)
     active = np.where(s > 1, 1.0, 0.0)
-    rows_per_cta = float(m_block)
-    cta_rows = np.stack([np.zeros_like(s), active * rows_per_cta * k_block * (2 * s + 2), active * rows_per_cta * (s + 1),
-                         8.0 + active * rows_per_cta * (s * (k_block * 4 + 4) + k_block * qb + 4), np.zeros_like(s)], axis=1)
+    cta_rows = np.stack([np.zeros_like(s), active * m_block * k_block * (2 * s + 2), active * m_block * (s + 1),
+                         8.0 + active * m_block * (s * (k_block * 4 + 4) + k_block * qb + 4), np.zeros_like(s)], axis=1)
     col_blocks = ceil_div(d, k_block)
     cta_rows = np.tile(cta_rows, (col_blocks, 1))
     idle = ctas * col_blocks - cta_rows.shape[0]
     if idle > 0:
         cta_rows = np.concatenate([cta_rows, np.tile(task_demand(l2_bytes=8.0), (idle, 1))])
-    heads_tokens = q * h
-    partial = float(np.sum(np.where(splits > 1, heads_tokens * splits * (d * 4 + 4), 0)))
-    out = float(np.sum(np.where(splits > 1, heads_tokens * (d * qb + 4), 0)))
+    partial, out = _flash_attn3_outputs(call, splits)
     grid = (ctas, col_blocks, 1) if not use_padded else (padded // call.batch, col_blocks, call.batch)
     return _launch("FlashAttnFwdCombine", cta_rows, Resources(256, 32, 0), partial, out, call,
                    _grid_note(*grid, block=(256,)), tensor=False)

@@ -332,13 +332,13 @@ class BatchRun:
 
     def _use_flash_attn3(self, qo_indptr, output_len: int) -> None:
         """Attention as SGLang's FA3 backend (its default on Hopper) runs it: Dao-AILab
-        FlashAttention-3 (vLLM's build, ``profile.ops._fa3_ops``) over the page-size-1 cache, no
+        FlashAttention-3 (vLLM's build, ``profile.ops.fa3_ops``) over the page-size-1 cache, no
         scheduler metadata, FA3's own split heuristic; the decode call is captured in the graph with
         the longest context the batch reaches (it sets the split heuristic) and the lengths in a buffer."""
-        from synperf.profile.ops import _fa3_ops
+        from synperf.profile.ops import fa3_ops
 
         torch, e = self.torch, self.e
-        fa3 = _fa3_ops()
+        fa3 = fa3_ops()
         i32 = dict(dtype=torch.int32, device=e.dev)
         width = max(self.prompts) + output_len
         table = torch.zeros((self.B, width), **i32)

@@ -233,7 +233,7 @@ def _build_flashinfer_attention(c, device) -> Op:
 FA3_LIB_ENV = "SYNPERF_VLLM_FA3_LIB"
 
 
-def _fa3_ops():
+def fa3_ops():
     """vLLM's FlashAttention-3 custom ops (``torch.ops._vllm_fa3_C``): from an installed vLLM, else
     from the shared library named by $SYNPERF_VLLM_FA3_LIB (``vllm/vllm_flash_attn/_vllm_fa3_C.abi3.so``
     of a vLLM wheel built for this PyTorch)."""
@@ -260,7 +260,7 @@ def _build_flash_attn3(c, device) -> Op:
     from ..kernels.attention import flash_attn3_max_splits
     if torch.cuda.get_device_capability(device)[0] != 9:
         raise UnsupportedCase("flash_attn3 needs a Hopper GPU")
-    fa3 = _fa3_ops()
+    fa3 = fa3_ops()
     dt, hq, hkv, d, decode, causal, q_lens, kv_lens, cu_q = _varlen_attention_inputs(c, device)
     i32 = dict(dtype=torch.int32, device=device)
     seqused_k = torch.tensor(kv_lens, **i32)

@@ -15,6 +15,7 @@ import math
 import random
 from typing import Any, Callable, Dict, List, Optional
 
+from synperf.kernels.attention import FA3_HEAD_DIMS
 from synperf.kernels.rope import FLASHINFER_HEAD_DIMS as FLASHINFER_ROPE_HEAD_DIMS
 
 from .cases import canonical_json, estimate_bytes
@@ -262,7 +263,7 @@ def _flash_attn3_case(rng, dt):
     """FlashAttention-3 as vLLM calls it (``ops._build_flash_attn3``): decode, prefill and mixed
     batches (decode requests next to chunked prefills, as a continuous-batching step has them),
     always over the paged cache; called as vLLM (page size 16 mostly) or SGLang (1 mostly) calls it."""
-    hq, hkv, hd = _heads(rng, FLASHINFER_HEAD_DIMS)
+    hq, hkv, hd = _heads(rng, FA3_HEAD_DIMS)
     per_token = 2 * hkv * hd * 2
     kind = rng.choices(("decode", "prefill", "mixed"), (0.5, 0.35, 0.15))[0]
     if kind == "decode":

@@ -138,8 +138,8 @@ def _attention(framework: str, phase: str, gpu, lens: list[int], heads: int, kv_
 
 def _attention_parts(framework: str, gpu, chunks: list[tuple[int, int]], decode_lens: list[int], heads: int,
                      kv_heads: int, prefill_dim: int, decode_dim: int, decode_kv_heads: int | None = None):
-    """(part, case) for the prefill chunks and the decoding sequences present in a pass. vLLM's
-    FlashAttention-3 takes both in one varlen call (part ``mixed``)."""
+    """(part, case) for the prefill chunks and the decoding sequences present in a pass.
+    FlashAttention-3 (vLLM and SGLang on Hopper) takes both in one varlen call (part ``mixed``)."""
     one_call = (chunks and decode_lens and prefill_dim == decode_dim and decode_kv_heads in (None, kv_heads)
                 and attention_library(framework, "prefill", gpu, prefill_dim) == "flash_attn3")
     if one_call:
