@@ -242,6 +242,25 @@ def test_epochs_are_chosen_on_held_back_rows(monkeypatch):
     assert set(scores) == {40, 1} and chosen == 40          # 1 is worse: 80 is never probed
 
 
+def test_weight_decay_is_chosen_on_held_back_rows(monkeypatch):
+    """Few noisy rows and many inputs overfit without decay: the walk along the decay ladder keeps
+    a stronger decay only while the held-back error falls, reuses the first decay's error measured
+    by the epoch walk, and stops before a decay that drives the network to a constant."""
+    from synperf import train as training
+    rng = np.random.default_rng(3)
+    X = rng.normal(size=(400, 12))
+    y = 0.3 * np.tanh(X[:, 0]) + 0.15 * rng.normal(size=400)        # one input matters, the rest is noise
+    y = y - y.min()
+    names = tuple(f"x{i}" for i in range(12))
+    fold = training.held_back_fold([str(i) for i in range(len(y))], seed=0)
+    monkeypatch.setattr(training, "WEIGHT_DECAY_LADDER", (1e-5, 3e-2, 1e2))
+    decay, scores = training.select_weight_decay(X, y, names, fold, seed=0, epochs=300)
+    assert scores[3e-2] < scores[1e-5] * (1 - training.LADDER_GAIN) and decay == 3e-2
+    assert scores[1e2] > scores[3e-2]                                    # too strong: probed, not kept
+    decay, scores = training.select_weight_decay(X, y, names, fold, seed=0, epochs=300, first_mape=0.0)
+    assert decay == 1e-5 and set(scores) == {1e-5, 3e-2}                 # nothing beats a perfect first
+
+
 def test_held_back_fold_keeps_a_shapes_rows_together():
     """Twins (clean and dirty L2) and repeats of one shape land on the same side of the held-back
     split, as they do in the train/test split; about a fifth of the shapes are held back."""

@@ -157,3 +157,32 @@ def test_planned_cases_pass_the_case_checks(family, library):
     from synperf.cases import parse_case
     for case in plan(family, 150, seed=5, library=library):
         parse_case(case)
+
+
+@pytest.mark.parametrize("library", families()["rmsnorm"].LIBRARIES)
+def test_qk_norm_plan_draws_per_head_rows(library):
+    """Qwen3's q/k norm normalises each head of each token on its own: RMSNorm rows head_dim wide,
+    as many as tokens x the rank's query or key heads, never with a residual; the rmsnorm plans of
+    earlier seeds are not changed by it."""
+    from synperf.cases import parse_case
+    cases = plan("rmsnorm_qk", 200, seed=2, library=library)
+    head_dims = {MODELS[m][3] for m in ("qwen3-8b", "gemma-3-1b")}
+    assert {c["hidden"] for c in cases} == head_dims
+    assert all(c["family"] == "rmsnorm" and not c["residual"] and c["library"] == library for c in cases)
+    assert max(c["tokens"] for c in cases) > 32768          # more rows than any token count drawn
+    for case in cases:
+        parse_case(case)
+
+
+def test_committed_rows_are_the_plans_they_name():
+    """data/README.md names the plan seeds of its rows: the Triton RMSNorm plan of seed 9201 and the
+    q/k-norm plan of seed 9501 are still drawn as they were measured."""
+    pq = pytest.importorskip("pyarrow.parquet")
+    from pathlib import Path
+    rows = pq.read_table(Path(__file__).resolve().parents[1] / "data" / "h200" / "rmsnorm.parquet",
+                         columns=["case_json"]).column("case_json").to_pylist()
+    measured = {json.dumps({k: v for k, v in json.loads(c).items() if k not in ("cache", "id")}, sort_keys=True)
+                for c in rows}
+    for kind, seed, library in (("rmsnorm", 9201, "triton"), ("rmsnorm_qk", 9501, "flashinfer")):
+        planned = plan(kind, 100, seed, library=library)
+        assert all(json.dumps(c, sort_keys=True) in measured for c in planned), (kind, seed)

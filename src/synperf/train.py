@@ -158,12 +158,14 @@ def unseen_silicon_interval(model: EfficiencyModel, group: dict, trained_silicon
             "coverage_80_each_gpu_held_out": held_out}
 
 
-# Training length is chosen per family on a held-back fifth of its shapes (the paper early-stops on
-# validation MAPE): families of a few thousand rows need more passes than GEMM's forty thousand,
-# but the MoE rows overfit with them. The length doubles from the first while the held-back error
-# still falls by at least LADDER_GAIN (relative), up to the last: a longer training that gains less
-# costs minutes for nothing measurable.
+# Training length and weight decay are chosen per family on a held-back fifth of its shapes (the
+# paper early-stops on validation MAPE): families of a few thousand rows need more passes than
+# GEMM's forty thousand, and the MoE rows, many inputs over few rows, generalise better with a
+# stronger weight decay. Each ladder is walked from its first value while the held-back error still
+# falls by at least LADDER_GAIN (relative): a step that gains less costs training time for nothing
+# measurable. The length is walked first (at the first decay), then the decay at the chosen length.
 EPOCH_LADDER = (150, 300, 600, 1200)
+WEIGHT_DECAY_LADDER = (1e-5, 1e-4, 1e-3, 1e-2)
 LADDER_GAIN = 0.02
 
 
@@ -173,27 +175,49 @@ def held_back_fold(shapes: list[str], seed: int) -> np.ndarray:
     return np.array([shape_bucket(key, f"held-back {seed}:") < 0.2 for key in shapes], dtype=bool)
 
 
-def select_epochs(X: np.ndarray, y: np.ndarray, names: tuple, fold: np.ndarray, seed: int) -> tuple[int, dict]:
-    """The training length whose one-network probe, fitted on the rows outside ``fold``, has the
-    latency MAPE on the rows in it, walking ``EPOCH_LADDER`` while each step lowers the MAPE by at
-    least ``LADDER_GAIN``; and every probed length's MAPE."""
-    scores: dict = {}
+def _walk_ladder(ladder: tuple, held_back_mape, scores: dict | None = None) -> tuple:
+    """The ladder value reached by stepping on while each step lowers ``held_back_mape(value)`` by
+    at least LADDER_GAIN; and every probed value's MAPE (``scores``: values already probed)."""
+    scores = dict(scores or {})
     chosen = None
-    for epochs in EPOCH_LADDER:
-        probe = EfficiencyModel(epochs=epochs, seed=seed).fit(X[~fold], y[~fold], names)
-        scores[epochs] = round(float(np.mean(np.abs(np.exp(probe.predict(X[fold])[:, 1] - y[fold]) - 1.0))), 4)
-        if chosen is not None and scores[epochs] > scores[chosen] * (1.0 - LADDER_GAIN):
+    for value in ladder:
+        if value not in scores:
+            scores[value] = held_back_mape(value)
+        if chosen is not None and scores[value] > scores[chosen] * (1.0 - LADDER_GAIN):
             break
-        chosen = epochs
+        chosen = value
     return chosen, scores
 
 
+def _probe_mape(X: np.ndarray, y: np.ndarray, names: tuple, fold: np.ndarray, seed: int, **hyper) -> float:
+    """Latency MAPE on the rows in ``fold`` of one network fitted on the rows outside it."""
+    probe = EfficiencyModel(seed=seed, **hyper).fit(X[~fold], y[~fold], names)
+    return round(float(np.mean(np.abs(np.exp(probe.predict(X[fold])[:, 1] - y[fold]) - 1.0))), 4)
+
+
+def select_epochs(X: np.ndarray, y: np.ndarray, names: tuple, fold: np.ndarray, seed: int) -> tuple[int, dict]:
+    """The training length walked to along ``EPOCH_LADDER`` (at the first weight decay), and every
+    probed length's held-back MAPE."""
+    return _walk_ladder(EPOCH_LADDER, lambda epochs: _probe_mape(
+        X, y, names, fold, seed, epochs=epochs, weight_decay=WEIGHT_DECAY_LADDER[0]))
+
+
+def select_weight_decay(X: np.ndarray, y: np.ndarray, names: tuple, fold: np.ndarray, seed: int, epochs: int,
+                        first_mape: float | None = None) -> tuple[float, dict]:
+    """The weight decay walked to along ``WEIGHT_DECAY_LADDER`` at ``epochs``, and every probed
+    decay's held-back MAPE; ``first_mape``: the first decay's, when the epoch walk measured it."""
+    known = {WEIGHT_DECAY_LADDER[0]: first_mape} if first_mape is not None else None
+    return _walk_ladder(WEIGHT_DECAY_LADDER, lambda decay: _probe_mape(
+        X, y, names, fold, seed, epochs=epochs, weight_decay=decay), known)
+
+
 def seen_silicon_interval(X: np.ndarray, y: np.ndarray, names: tuple, fold: np.ndarray, seed: int, epochs: int,
-                          members: int) -> dict:
+                          members: int, weight_decay: float = WEIGHT_DECAY_LADDER[0]) -> dict:
     """The quantile heads are fitted on training rows and come out narrow on new shapes (held out:
     69-83 % inside the 80 % interval). A second model on the rows outside ``fold``, scored on the
     rows in it, gives the log margin (negative: narrower) that puts 80 % of unseen shapes inside."""
-    probe = EfficiencyModel(epochs=epochs, seed=seed, members=members).fit(X[~fold], y[~fold], names)
+    probe = EfficiencyModel(epochs=epochs, seed=seed, members=members, weight_decay=weight_decay).fit(
+        X[~fold], y[~fold], names)
     needed = probe.interval_margin_needed(X[fold], y[fold])
     needed = needed[np.isfinite(needed)]
     return {"margin": round(float(np.quantile(needed, INTERVAL_COVERAGE)), 4), "rows": int(fold.sum()),
@@ -202,8 +226,9 @@ def seen_silicon_interval(X: np.ndarray, y: np.ndarray, names: tuple, fold: np.n
 
 def train(records: Iterable[dict], registry, out: Path, seed: int = 0, epochs: int | None = None,
           members: int = MEMBERS, calibration_records: Iterable[dict] | None = None) -> list[dict]:
-    """One model per family; ``epochs`` None chooses each family's on held-back rows
-    (``select_epochs``); ``calibration_records`` (other GPUs' measurements, never trained on)
+    """One model per family; ``epochs`` None chooses each family's training length and weight decay
+    on held-back rows (``select_epochs``, ``select_weight_decay``; with ``epochs`` given, the first
+    decay of the ladder); ``calibration_records`` (other GPUs' measurements, never trained on)
     set how much the interval widens on a die the model never saw (``unseen_silicon_interval``)."""
     out.mkdir(parents=True, exist_ok=True)
     calibration = build_rows(calibration_records, registry) if calibration_records is not None else {}
@@ -214,17 +239,22 @@ def train(records: Iterable[dict], registry, out: Path, seed: int = 0, epochs: i
         X, y = blind_unmeasured(np.asarray(group["X"]), group["library"], *aware), np.asarray(group["y"])
         names = family_feature_names(family)
         fold = held_back_fold(group["shape"], seed)
-        chosen, scores = (epochs, None) if epochs else select_epochs(X, y, names, fold, seed)
-        model = EfficiencyModel(epochs=chosen, seed=seed, members=members).fit(X, y, names)
+        chosen, scores, decay, decay_scores = epochs, None, WEIGHT_DECAY_LADDER[0], None
+        if not epochs:
+            chosen, scores = select_epochs(X, y, names, fold, seed)
+            decay, decay_scores = select_weight_decay(X, y, names, fold, seed, chosen, scores[chosen])
+        model = EfficiencyModel(epochs=chosen, seed=seed, members=members, weight_decay=decay).fit(X, y, names)
         gpus = sorted(set(group["gpu"]))
         silicon = set(group["silicon"])
         card = {"family": family, "rows": int(len(y)), "gpus": gpus, "silicon": sorted(silicon), "seed": seed,
                 "variants": sorted(set(group["variant"])), "dirty_aware_libraries": sorted(aware[0]),
                 "warm_aware_libraries": sorted(aware[1]),
-                "seen_silicon_interval": seen_silicon_interval(X, y, names, fold, seed, chosen, members)}
+                "seen_silicon_interval": seen_silicon_interval(X, y, names, fold, seed, chosen, members, decay)}
         card["epochs"] = chosen
+        card["weight_decay"] = decay
         if scores:
             card["epochs_held_back_mape"] = {str(k): v for k, v in scores.items()}
+            card["weight_decay_held_back_mape"] = {f"{k:g}": v for k, v in decay_scores.items()}
         card["train_seconds"] = round(time.perf_counter() - start, 1)
         if family in calibration:
             interval = unseen_silicon_interval(model, calibration[family], silicon, aware)

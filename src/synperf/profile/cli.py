@@ -21,7 +21,8 @@ def _families(values: Optional[List[str]]) -> List[str]:
 
 
 def _configure(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
-    p.add_argument("--family", action="append", help=f"family to plan (repeatable or comma list): {', '.join(FAMILIES)}")
+    p.add_argument("--family", action="append", help=f"family to plan (repeatable or comma list): {', '.join(FAMILIES)}; "
+                   "rmsnorm_qk plans RMSNorm calls of the per-head q/k-norm shape")
     p.add_argument("--n", type=int, default=100, help="cases per family (plans)")
     p.add_argument("--seed", type=int, default=0, help="plan seed")
     p.add_argument("--library", default=None, help="restrict plans to one library")
@@ -77,10 +78,11 @@ def _load_cases(args):
     fams = _families(args.family)
     if not fams:
         raise ValueError("give --family (one or more) or --input cases.jsonl")
-    bad = [f for f in fams if f not in FAMILIES]
+    from .plans import GENERATORS, plan_many
+
+    bad = [f for f in fams if f not in GENERATORS]
     if bad:
-        raise ValueError(f"unknown family {bad[0]!r}; expected one of {', '.join(FAMILIES)}")
-    from .plans import plan_many
+        raise ValueError(f"unknown family {bad[0]!r}; expected one of {', '.join(GENERATORS)}")
 
     cases = plan_many(fams, args.n, args.seed, library=args.library, dtype=args.dtype)
     return [dict(case, cache=args.cache) for case in cases] if args.cache else cases

@@ -408,6 +408,23 @@ def _rmsnorm_case(rng, library, dtype):
     }
 
 
+def _qk_norm_case(rng, library, dtype):
+    """Qwen3's and Gemma 3's per-head q/k RMSNorm: a row per token and head of one rank, head_dim wide."""
+    name, tp = rng.choice([(m, tp) for m in ("qwen3-0.6b", "qwen3-8b", "qwen3-32b", "qwen3-30b-a3b",
+                                             "qwen3-235b-a22b", "gemma-3-1b", "gemma-3-27b")
+                           for tp in _valid_tps(m)])
+    hidden, heads, kv, hd, inter, vocab, moe = MODELS[name]
+    heads_per_rank = max(1, (heads if rng.random() < 0.5 else kv) // tp)
+    return {
+        "family": "rmsnorm",
+        "dtype": _act_dtype(rng, dtype),
+        "library": _lib(rng, "rmsnorm", library),
+        "tokens": _tokens(rng) * heads_per_rank,
+        "hidden": hd,
+        "residual": False,
+    }
+
+
 def _silu_case(rng, library, dtype):
     tokens = _tokens(rng)
     if rng.random() < REAL_FRACTION:
@@ -460,6 +477,8 @@ GENERATORS: Dict[str, Callable] = {
     "attention": _attention_case,
     "moe": _moe_case,
     "rmsnorm": _rmsnorm_case,
+    "rmsnorm_qk": _qk_norm_case,     # rmsnorm cases of the q/k-norm shape (a plan of its own: the
+                                     # rmsnorm plans of earlier seeds stay as they were drawn)
     "silu_and_mul": _silu_case,
     "rope": _rope_case,
 }
