@@ -337,3 +337,30 @@ def test_a_cache_state_no_training_row_had_is_blinded_and_flagged():
     assert warm.ood and not predict(parse_case(shape), h200).ood
     mid = model.predict(blinded, interval_margin=interval_margin(card, h200.silicon_family))[0][1]
     assert warm.latency_us == pytest.approx(warm.ceiling_us * np.exp(mid))
+
+
+def test_leave_one_gpu_out_chooses_weight_decay_without_the_held_out_die(monkeypatch):
+    """Each held-out die is predicted by a model whose weight decay was chosen on the other dies'
+    rows alone, as ``synperf train`` chooses it; the chosen decay is reported with the result."""
+    pq = pytest.importorskip("pyarrow.parquet")
+    from pathlib import Path
+
+    from synperf import train as training
+    from synperf.gpu.registry import default_registry
+    rows = pq.read_table(Path(__file__).resolve().parents[1] / "data" / "h200" / "rmsnorm.parquet").to_pylist()
+    rows = [r for r in rows if r["library"] == "flashinfer" and r["cache"] == "cold"][:600]
+    for r in rows[::2]:                        # a second die: the same calls relabelled as measured on an A100
+        r["gpu_name"] = "NVIDIA A100-SXM4-80GB"
+    seen = []
+    real_select = training.select_weight_decay
+
+    def recording_select(X, y, names, fold, seed, epochs, first_mape=None):
+        seen.append(len(y))
+        return real_select(X, y, names, fold, seed, epochs, first_mape)
+
+    monkeypatch.setattr(training, "select_weight_decay", recording_select)
+    monkeypatch.setattr(training, "WEIGHT_DECAY_LADDER", (1e-5, 1e-3))
+    out = training.leave_one_gpu_out(rows, default_registry(), epochs=20, members=1)
+    assert {r["gpu"] for r in out} == {"h200", "a100-sxm4-80gb"}
+    assert sorted(seen) == [300, 300]          # each selection saw the other die's 300 rows only
+    assert all(r["weight_decay"] in (1e-5, 1e-3) and np.isfinite(r["mlp_mape"]) for r in out)

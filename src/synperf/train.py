@@ -319,7 +319,8 @@ def leave_one_gpu_out(records: Iterable[dict], registry, seed: int = 0, epochs: 
     train on the other dies' rows, predict this die's. Latency MAPE and 80 % coverage per GPU,
     next to the plain roofline on the same rows; ``points`` collects (measured, predicted, GPU).
     Rows are featured as new shapes, as ``train`` does: the GEMM tile table was built from the H200
-    rows, so a held-out Hopper row must not find its own kernel in it."""
+    rows, so a held-out Hopper row must not find its own kernel in it. The weight decay is chosen as
+    ``train`` chooses it, on a held-back fifth of the training dies' shapes (``epochs`` is fixed)."""
     out = []
     for family, group in sorted(build_rows(records, registry, as_new_shapes=True).items()):
         y = np.asarray(group["y"])
@@ -332,8 +333,11 @@ def leave_one_gpu_out(records: Iterable[dict], registry, seed: int = 0, epochs: 
                 continue
             X = blind_unmeasured(np.asarray(group["X"]), group["library"], dirty_aware_libraries(group, train_mask),
                                  warm_aware_libraries(group, train_mask))
-            model = EfficiencyModel(epochs=epochs, seed=seed, members=members).fit(X[train_mask], y[train_mask],
-                                                                                  family_feature_names(family))
+            names = family_feature_names(family)
+            fold = held_back_fold([group["shape"][i] for i in np.flatnonzero(train_mask)], seed)
+            decay, _ = select_weight_decay(X[train_mask], y[train_mask], names, fold, seed, epochs)
+            model = EfficiencyModel(epochs=epochs, seed=seed, members=members, weight_decay=decay).fit(
+                X[train_mask], y[train_mask], names)
             q = model.predict(X[test])
             neusight = _neusight_predict(_fit_neusight(group, train_mask, family, seed, epochs), group, test)
             pred, low, high = (ceiling[test] * np.exp(q[:, i]) for i in (1, 0, 2))
@@ -341,7 +345,7 @@ def leave_one_gpu_out(records: Iterable[dict], registry, seed: int = 0, epochs: 
             for gpu_id in sorted(set(gpus[test])):
                 mask = gpus[test] == gpu_id
                 out.append({"gpu": gpu_id, "family": family, "rows": int(mask.sum()),
-                            "trained_on": sorted(set(gpus[train_mask])),
+                            "trained_on": sorted(set(gpus[train_mask])), "weight_decay": decay,
                             "mlp_mape": float(np.mean(np.abs(pred[mask] / latency[test][mask] - 1))),
                             "mlp_coverage_80": float(np.mean((low[mask] <= latency[test][mask]) & (latency[test][mask] <= high[mask]))),
                             "ood_fraction": float(model.out_of_range(X[test][mask]).mean()),
