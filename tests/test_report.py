@@ -57,3 +57,31 @@ def test_cli_eval_report(tmp_path, capsys):
     assert "![rope](rope.svg)" in (tmp_path / "report.md").read_text()
     # Every rope library has cases measured twice: the report puts their noise floor beside the error.
     assert all(r["repeats"] >= 100 and 0 < r["floor_mape"] < r["mlp_mape"] + 0.05 for r in report["rows"])
+
+
+def test_report_lists_the_worst_cases_where_a_target_is_missed(monkeypatch):
+    """A library over its held-out target gets its worst calls (largest |error| first), with the
+    pipe that bounds their ceiling; a library within its target gets none."""
+    pq = pytest.importorskip("pyarrow.parquet")
+    from synperf import train
+    from synperf.demand import PIPES
+    from synperf.gpu.registry import default_registry
+    from synperf.predict import family_models
+    from synperf.report import worst_cases_markdown
+    rows = pq.read_table(ROOT / "data" / "h200" / "rope.parquet").to_pylist()[:400]
+    monkeypatch.setitem(train.HELD_OUT_TARGETS, "rope", 1e-4)
+    report = train.evaluate(rows, default_registry(), family_models())
+    for r in report:
+        worst = r["worst_cases"]
+        assert len(worst) == min(train.WORST_SHOWN, r["rows"]) and r["target_mape"] == 1e-4
+        errors = [abs(w["error"]) for w in worst]
+        assert errors == sorted(errors, reverse=True) and errors[0] >= r["mlp_mape"]
+        for w in worst:
+            assert w["predicted_us"] / w["measured_us"] - 1 == pytest.approx(w["error"])
+            assert w["bound"] in PIPES and w["ceiling_efficiency"] > 0
+            assert json.loads(w["case"])["family"] == "rope"
+    text = "\n".join(worst_cases_markdown(report))
+    assert text.count("### h200 rope") == len(report)
+    monkeypatch.setitem(train.HELD_OUT_TARGETS, "rope", 1.0)
+    assert not any("worst_cases" in r for r in train.evaluate(rows, default_registry(), family_models()))
+    assert worst_cases_markdown(train.evaluate(rows, default_registry(), family_models())) == []

@@ -80,6 +80,24 @@ def scatter_svg(measured: np.ndarray, predicted: np.ndarray, groups: list[str], 
     return "\n".join(out)
 
 
+def worst_cases_markdown(rows: list[dict]) -> list[str]:
+    """Per row that misses its target (``worst_cases``, from ``train.evaluate``): its worst calls."""
+    missing = [r for r in rows if r.get("worst_cases")]
+    if not missing:
+        return []
+    lines = ["", "## Worst cases where the learned model misses its target", "",
+             "Ceiling / measured: how close the call came to its ceiling; bound: the pipe that sets the "
+             "ceiling; ood: inputs outside the training range.", ""]
+    for r in missing:
+        lines += [f"### {r['gpu']} {r['family']} {r['library']}: {r['mlp_mape']:.1%} against {r['target_mape']:.0%}", "",
+                  "| measured us | predicted us | error | ceiling / measured | bound | ood | case |",
+                  "|---|---|---|---|---|---|---|"]
+        lines += [f"| {w['measured_us']:.1f} | {w['predicted_us']:.1f} | {w['error']:+.1%} | {w['ceiling_efficiency']:.2f} "
+                  f"| {w['bound']} | {'yes' if w['ood'] else ''} | `{w['case']}` |" for w in r["worst_cases"]]
+        lines.append("")
+    return lines
+
+
 def write_report(out_dir: str | Path, title: str, rows: list[dict], columns: list[tuple[str, str]],
                  points: dict[str, dict[str, list]], seconds: float, notes: list[str] = ()) -> list[Path]:
     """report.md + report.json + <family>.svg under ``out_dir``; returns the files written.
@@ -94,6 +112,7 @@ def write_report(out_dir: str | Path, title: str, rows: list[dict], columns: lis
     lines = [f"# {title}", "", f"{sum(r['rows'] for r in rows)} rows, {seconds:.1f} s.", *notes, "",
              markdown_table(rows, columns), ""]
     lines += [f"![{p.stem}]({p.name})" for p in written]
+    lines += worst_cases_markdown(rows)
     (out / "report.md").write_text("\n".join(lines) + "\n")
     (out / "report.json").write_text(json.dumps({"title": title, "rows": rows, "seconds": round(seconds, 1)},
                                                 indent=1) + "\n")

@@ -11,7 +11,9 @@ from typing import Iterable
 
 import numpy as np
 
-from synperf.dataset import _usable, shape_bucket, shape_key
+import json
+
+from synperf.dataset import _usable, case_of, shape_bucket, shape_key
 from synperf.efficiency import EfficiencyModel
 from synperf.kernels import families
 from synperf.kernels._common import DTYPE_BYTES
@@ -50,6 +52,8 @@ def build_rows(records: Iterable[dict], registry, as_new_shapes: bool = False) -
         group["variant"].append(case_variant(case))
         group["case"].append(case)
         group["shape"].append(shape_key(rec))
+        group["case_json"].append(json.dumps(case_of(rec), sort_keys=True))
+        group["bound"].append(demand.bound)
     return rows
 
 
@@ -273,12 +277,26 @@ def _add_points(points: dict | None, family: str, measured, predicted, groups) -
         p["group"] += [str(g) for g in groups]
 
 
+# Held-out latency MAPE targets (the learned-model issue): GEMM 3 %, FP8 GEMM 4 %, attention 5 %,
+# MoE 5 %, norms and activations 4 % (RoPE, another element-wise kernel, judged with them).
+HELD_OUT_TARGETS = {"gemm": 0.03, "attention": 0.05, "moe": 0.05, "rmsnorm": 0.04, "silu_and_mul": 0.04, "rope": 0.04}
+LIBRARY_TARGETS = {"cublaslt_scaled_mm": 0.04, "fp8_block": 0.04}
+WORST_SHOWN = 5
+
+
+def held_out_target(family: str, library: str) -> float | None:
+    return LIBRARY_TARGETS.get(library, HELD_OUT_TARGETS.get(family))
+
+
 def evaluate(records: Iterable[dict], registry, models: dict, baseline_records: Iterable[dict] | None = None,
              seed: int = 0, epochs: int = 150, points: dict | None = None) -> list[dict]:
     """Latency MAPE per (gpu, family, library) for the learned model, the analytical estimate, the
     plain roofline and (when ``baseline_records`` are given to train it) the NeuSight-style
     static-wave baseline, with the learned model's 80 % interval coverage. ``points``, when given,
-    collects the learned model's (measured, predicted, library) per family for plots."""
+    collects the learned model's (measured, predicted, library) per family for plots. Where the
+    learned model misses its held-out target (``held_out_target``), the row also lists its
+    ``WORST_SHOWN`` worst cases: the call, measured and predicted time, how close the call came to
+    its ceiling, the pipe that bounds the ceiling and whether the inputs were out of range."""
     from synperf.predict import efficiency_prior
     baseline_rows = build_rows(baseline_records, registry, as_new_shapes=True) if baseline_records is not None else {}
     out = []
@@ -298,18 +316,30 @@ def evaluate(records: Iterable[dict], registry, models: dict, baseline_records: 
                 rows = margins == margin
                 q[rows] = model.predict(X[rows], interval_margin=margin)
             learned, low, high = ceiling * np.exp(q[:, 1]), ceiling * np.exp(q[:, 0]), ceiling * np.exp(q[:, 2])
+            ood = model.out_of_range(X)
         else:
             learned = low = high = np.full_like(latency, np.nan)
+            ood = np.zeros(latency.size, dtype=bool)
         analytical = np.array([c / efficiency_prior(family, lib)["median"] for c, lib in zip(ceiling, group["library"])])
         _add_points(points, family, latency, learned, group["library"])
         keys = list(zip(group["gpu"], group["library"]))
         for gpu_id, library in sorted(set(keys)):
             mask = np.array([k == (gpu_id, library) for k in keys])
             ape = lambda pred: float(np.mean(np.abs(pred[mask] / latency[mask] - 1)))  # noqa: E731
-            out.append({"gpu": gpu_id, "family": family, "library": library, "rows": int(mask.sum()),
-                        "mlp_mape": ape(learned), "analytical_mape": ape(analytical), "roofline_mape": ape(roofline),
-                        "neusight_mape": ape(neusight),
-                        "mlp_coverage_80": float(np.mean((low[mask] <= latency[mask]) & (latency[mask] <= high[mask])))})
+            row = {"gpu": gpu_id, "family": family, "library": library, "rows": int(mask.sum()),
+                   "mlp_mape": ape(learned), "analytical_mape": ape(analytical), "roofline_mape": ape(roofline),
+                   "neusight_mape": ape(neusight),
+                   "mlp_coverage_80": float(np.mean((low[mask] <= latency[mask]) & (latency[mask] <= high[mask])))}
+            target = held_out_target(family, library)
+            if target is not None and row["mlp_mape"] > target:
+                row["target_mape"] = target
+                error = learned / latency - 1.0
+                worst = sorted(np.flatnonzero(mask), key=lambda i: -abs(error[i]))[:WORST_SHOWN]
+                row["worst_cases"] = [{"case": group["case_json"][i], "measured_us": float(latency[i]),
+                                       "predicted_us": float(learned[i]), "error": float(error[i]),
+                                       "ceiling_efficiency": float(ceiling[i] / latency[i]),
+                                       "bound": group["bound"][i], "ood": bool(ood[i])} for i in worst]
+            out.append(row)
     return out
 
 
