@@ -40,6 +40,9 @@ def _configure(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
                         "evicted by a read-only flush), cold_dirty (a writing flush leaves dirty lines), warm")
     p.add_argument("--retry-errors", action="store_true", help="retry ids recorded as unsupported / over the cap")
     p.add_argument("--quiet", action="store_true", help="no progress on stderr")
+    p.add_argument("--compile-workers", type=int, default=0,
+                   help="processes that run each block of cases once, untimed, before it is timed, so Triton/JIT "
+                        "kernels compile in parallel (nothing else runs on the GPU while cases are timed)")
     p.add_argument("--floor", action="store_true", help="print measure_device_floor() JSON and exit")
     p.add_argument("--counters", action="store_true",
                    help="read hardware counters with Nsight Compute (ncu) instead of timing; --out gets one row per kernel")
@@ -142,6 +145,7 @@ def run_profile(args) -> int:
             chunk_size=args.chunk_size,
             mem_cap_gb=args.mem_cap_gb,
             retry_errors=args.retry_errors,
+            compile_workers=args.compile_workers,
         )
         print(json.dumps(summary))
         return 0

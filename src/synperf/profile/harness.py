@@ -16,12 +16,14 @@ from __future__ import annotations
 
 import datetime as _dt
 import json
+import multiprocessing
 import os
 import shutil
 import subprocess
 import sys
 import tempfile
 import time
+from concurrent.futures import ProcessPoolExecutor
 from typing import Any, Dict, Iterable, List, Optional
 
 import torch
@@ -273,9 +275,16 @@ def profile_cases(
     mem_cap_gb: float = 40.0,
     device: Optional[str] = None,
     retry_errors: bool = False,
+    compile_workers: int = 0,
 ) -> Dict[str, Any]:
     """Measure every case and append one row per case to ``out_path``
     (parquet).  Failed cases go to ``out_path + '.errors.jsonl'``.
+
+    compile_workers > 0: before each block of cases is timed, that many
+    processes run every case of the block once (``_compile_cases``), so the
+    Triton and JIT kernels it needs are compiled in parallel into the shared
+    on-disk caches; the timed run then loads them instead of compiling one
+    after another. Nothing else runs on the GPU while cases are timed.
 
     resume=True skips ids already in out_path (and ids recorded there as
     unsupported / over the memory cap, unless retry_errors).  resume=False
@@ -285,6 +294,8 @@ def profile_cases(
         raise RuntimeError("CUDA is not available to torch: the profiling harness needs an NVIDIA GPU")
     if reps < 1:
         raise ValueError("reps must be >= 1")
+    if compile_workers < 0:
+        raise ValueError("compile_workers must be >= 0")
     dev = torch.device(device or f"cuda:{torch.cuda.current_device()}")
     if dev.index is None:
         dev = torch.device("cuda", torch.cuda.current_device())
@@ -329,6 +340,9 @@ def profile_cases(
     stopped = False
     tmpdir = tempfile.mkdtemp(prefix="synperf_trace_")
     last_print = 0.0
+    compile_pool = (ProcessPoolExecutor(compile_workers, mp_context=multiprocessing.get_context("spawn"))
+                    if compile_workers > 0 else None)
+    compile_block = chunk_size * COMPILE_BLOCK_CHUNKS
 
     def over_budget() -> bool:
         return time_budget_s is not None and time.time() - t_start > time_budget_s
@@ -356,6 +370,16 @@ def profile_cases(
             if over_budget():
                 stopped = True
                 break
+            if compile_pool is not None and start % compile_block == 0:
+                t_compile = time.time()
+                compiled = _compile_in_parallel(compile_pool, compile_workers, pending[start : start + compile_block],
+                                                dev.index, min(cap, 0.8 * free / compile_workers))
+                if progress:
+                    print(f"[synperf profile] ran {compiled} cases untimed in {time.time() - t_compile:.1f} s "
+                          f"({compile_workers} workers)", file=sys.stderr, flush=True)
+                if over_budget():
+                    stopped = True
+                    break
             chunk = pending[start : start + chunk_size]
             rows, errs, hit_budget = _run_chunk(
                 chunk, dev, flusher, clocks, env, reps, warmup, cap, over_budget, tmpdir
@@ -369,6 +393,8 @@ def profile_cases(
                 stopped = True
                 break
     finally:
+        if compile_pool is not None:
+            compile_pool.shutdown(cancel_futures=True)
         shutil.rmtree(tmpdir, ignore_errors=True)
         del flusher
         torch.cuda.empty_cache()
@@ -388,6 +414,43 @@ def profile_cases(
     if progress:
         print(f"[synperf profile] done: {json.dumps(summary)}", file=sys.stderr, flush=True)
     return summary
+
+
+# Cases compiled ahead at a time (in chunks): a time budget then stops the run soon after its
+# deadline instead of after compiling the whole plan.
+COMPILE_BLOCK_CHUNKS = 16
+
+
+def _compile_cases(cases: List[Dict[str, Any]], device_index: int, cap_bytes: float) -> int:
+    """Worker process: run each case once, untimed, so that its kernels are compiled into the
+    on-disk caches (Triton's, FlashInfer's JIT) the timing process reads. Cases above
+    ``cap_bytes`` and failures are left to the timed run, which records them."""
+    dev = torch.device("cuda", device_index)
+    torch.cuda.set_device(dev)
+    compiled = 0
+    for case in cases:
+        if estimate_bytes(case) > cap_bytes:
+            continue
+        try:
+            torch.manual_seed(case_seed(case["id"]))
+            build_op(case, dev).fn()
+            torch.cuda.synchronize(dev)
+            compiled += 1
+        except Exception:  # noqa: BLE001 - the timed run meets the same failure and records it
+            pass
+    torch.cuda.empty_cache()
+    return compiled
+
+
+def _compile_in_parallel(pool: ProcessPoolExecutor, workers: int, block: List[tuple], device_index: int,
+                         cap_bytes: float) -> int:
+    """Spread a block of (id, case) over the pool, cases of the same config and shape next to each
+    other so one worker compiles each kernel once; wait for all of them."""
+    cases = sorted((c for _, c in block), key=lambda c: json.dumps({k: v for k, v in c.items() if k != "id"},
+                                                                  sort_keys=True, default=str))
+    size = -(-len(cases) // (4 * workers))   # about four slices a worker: the slow ones even out
+    slices = [cases[i:i + size] for i in range(0, len(cases), size)]
+    return sum(pool.map(_compile_cases, slices, [device_index] * len(slices), [cap_bytes] * len(slices)))
 
 
 def _run_chunk(chunk, dev, flusher, clocks, env, reps, warmup, cap, over_budget, tmpdir):
