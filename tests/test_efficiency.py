@@ -261,6 +261,24 @@ def test_weight_decay_is_chosen_on_held_back_rows(monkeypatch):
     assert decay == 1e-5 and set(scores) == {1e-5, 3e-2}                 # nothing beats a perfect first
 
 
+def test_epoch_walk_resumes_at_a_stronger_decay(monkeypatch):
+    """A decay that moved off the ladder's first value can carry a longer training: the epoch walk
+    resumes from the chosen length at that decay, reuses the decay walk's error there, and stops at
+    the first longer length that gains less than LADDER_GAIN."""
+    from synperf import train as training
+    held_back = {300: 0.080, 600: 0.079, 1200: 0.05}
+    probed = []
+
+    def probe(X, y, names, fold, seed, epochs, weight_decay):
+        probed.append((epochs, weight_decay))
+        return held_back[epochs]
+
+    monkeypatch.setattr(training, "_probe_mape", probe)
+    chosen, scores = training.resume_epochs_at_decay(None, None, (), None, 0, 150, 1e-3, 0.100)
+    assert chosen == 300 and probed == [(300, 1e-3), (600, 1e-3)]       # 600 gains 1 %: 1200 never probed
+    assert scores == {150: 0.100, 300: 0.080, 600: 0.079}
+
+
 def test_held_back_fold_keeps_a_shapes_rows_together():
     """Twins (clean and dirty L2) and repeats of one shape land on the same side of the held-back
     split, as they do in the train/test split; about a fifth of the shapes are held back."""

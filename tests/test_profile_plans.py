@@ -146,6 +146,14 @@ def test_profile_cli_sets_the_cache_state_of_planned_cases(capsys):
     assert len(cases) == 3 and {c["cache"] for c in cases} == {"cold_dirty"}
 
 
+def test_profile_cli_refuses_a_negative_number_of_compile_workers(capsys):
+    from synperf.profile.cli import main
+    with pytest.raises(SystemExit) as exit_:
+        main(["--family", "moe", "--n", "3", "--compile-workers", "-2", "--dry-run"])
+    assert exit_.value.code != 0
+    assert "--compile-workers: must be a whole number >= 0, got -2" in capsys.readouterr().err
+
+
 MEASURED = [(family, library) for family, module in sorted(families().items())
             for library in module.LIBRARIES if (family, library) != ("gemm", "fp8_block")]   # fp8_block: public data only
 

@@ -136,6 +136,31 @@ def test_flashinfer_rope_kernel_and_grid_agree():
     assert seen == {True, False}
 
 
+def test_triton_rope_block_matches_the_launches_and_explains_single_token_time():
+    """The Triton rope kernel's warps (one program per token) equal the profiled block of every
+    Triton rope row; and a single-token call, one program alone on the GPU, takes longer the more
+    padded block elements each thread walks (the model input ``triton_elements_per_thread_log2``)."""
+    gpu = resolve_gpu("h200")
+    module = families()["rope"]
+    per_thread, latency = [], []
+    for rec in rows("rope"):
+        if rec["library"] != "triton":
+            continue
+        case = parse_case(json.loads(rec["case_json"]))
+        launch, = module.decompose(case.call, gpu)
+        assert [launch.num_tasks, 1, 1] == json.loads(rec["grids"])[0]
+        assert launch.resources.threads == json.loads(rec["blocks"])[0][0], rec["case_json"]
+        if case.call.tokens == 1:
+            per_thread.append(module.extra_features(case.call)[0])
+            latency.append(rec["latency_us"])
+    per_thread, latency = np.array(per_thread), np.array(latency)
+    assert len(latency) > 100
+    few, many = np.median(latency[per_thread <= np.log2(20)]), np.median(latency[per_thread >= np.log2(64)])
+    assert many > 1.2 * few
+    rank = lambda v: np.argsort(np.argsort(v))  # noqa: E731
+    assert np.corrcoef(rank(per_thread), rank(latency))[0, 1] > 0.4
+
+
 def test_cublaslt_heuristic_names_the_kernel_cublas_ran():
     """cuBLASLt's rank-0 heuristic answer, turned into a TileConfig by the grid rules, is the
     kernel the profile recorded: tile, K step, split-K, cluster, persistent grid, stream-K."""

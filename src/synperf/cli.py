@@ -293,6 +293,9 @@ def cmd_train(args) -> int:
             print(f"{'':<14}{card['epochs']} epochs (held-back MAPE {tried})")
             tried = ", ".join(f"{d}: {m:.1%}" for d, m in card["weight_decay_held_back_mape"].items())
             print(f"{'':<14}weight decay {card['weight_decay']:g} (held-back MAPE {tried})")
+            if "epochs_held_back_mape_at_weight_decay" in card:
+                tried = ", ".join(f"{e}: {m:.1%}" for e, m in card["epochs_held_back_mape_at_weight_decay"].items())
+                print(f"{'':<14}{card['epochs']} epochs at that decay (held-back MAPE {tried})")
         if "unseen_silicon_interval" in card:
             c = card["unseen_silicon_interval"]
             each = ", ".join(f"{g} {v:.0%}" for g, v in c["coverage_80_each_gpu_held_out"].items())

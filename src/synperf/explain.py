@@ -36,7 +36,8 @@ def explain_text(demand: KernelDemand, gpu_id: str) -> str:
         if launch.access_bytes < 16:
             lines.append(f"  memory accesses {launch.access_bytes} B wide (not 16 B): more instructions for the same bytes")
         if launch.spilled_registers:
-            lines.append(f"  needs ~{launch.spilled_registers} registers per thread beyond the 255 cap: "
+            lines.append(f"  needs ~{launch.spilled_registers} registers per thread beyond the "
+                         f"{launch.resources.registers_per_thread} allocated (the cap is 255): "
                          f"the compiler spills them to local memory")
         lines.append(f"  fixed   launch floor + first DRAM round trip {ld.fixed_us:.3f} us")
         lines.append(f"  ceiling {ceiling:.3f} us ({ld.bound})")

@@ -215,6 +215,15 @@ def select_weight_decay(X: np.ndarray, y: np.ndarray, names: tuple, fold: np.nda
         X, y, names, fold, seed, epochs=epochs, weight_decay=decay), known)
 
 
+def resume_epochs_at_decay(X: np.ndarray, y: np.ndarray, names: tuple, fold: np.ndarray, seed: int, epochs: int,
+                           decay: float, decay_mape: float) -> tuple[int, dict]:
+    """The epoch walk resumed from ``epochs`` at the chosen ``decay``: a stronger decay can carry a
+    longer training (MoE at 1e-3). ``decay_mape``: the held-back MAPE the decay walk measured at
+    ``epochs``; every further probed length's MAPE is returned with it."""
+    return _walk_ladder(EPOCH_LADDER[EPOCH_LADDER.index(epochs):], lambda longer: _probe_mape(
+        X, y, names, fold, seed, epochs=longer, weight_decay=decay), {epochs: decay_mape})
+
+
 def seen_silicon_interval(X: np.ndarray, y: np.ndarray, names: tuple, fold: np.ndarray, seed: int, epochs: int,
                           members: int, weight_decay: float = WEIGHT_DECAY_LADDER[0]) -> dict:
     """The quantile heads are fitted on training rows and come out narrow on new shapes (held out:
@@ -231,8 +240,8 @@ def seen_silicon_interval(X: np.ndarray, y: np.ndarray, names: tuple, fold: np.n
 def train(records: Iterable[dict], registry, out: Path, seed: int = 0, epochs: int | None = None,
           members: int = MEMBERS, calibration_records: Iterable[dict] | None = None) -> list[dict]:
     """One model per family; ``epochs`` None chooses each family's training length and weight decay
-    on held-back rows (``select_epochs``, ``select_weight_decay``; with ``epochs`` given, the first
-    decay of the ladder); ``calibration_records`` (other GPUs' measurements, never trained on)
+    on held-back rows (``select_epochs``, ``select_weight_decay``, then ``resume_epochs_at_decay``
+    where the decay moved; with ``epochs`` given, the first decay of the ladder); ``calibration_records`` (other GPUs' measurements, never trained on)
     set how much the interval widens on a die the model never saw (``unseen_silicon_interval``)."""
     out.mkdir(parents=True, exist_ok=True)
     calibration = build_rows(calibration_records, registry) if calibration_records is not None else {}
@@ -243,10 +252,12 @@ def train(records: Iterable[dict], registry, out: Path, seed: int = 0, epochs: i
         X, y = blind_unmeasured(np.asarray(group["X"]), group["library"], *aware), np.asarray(group["y"])
         names = family_feature_names(family)
         fold = held_back_fold(group["shape"], seed)
-        chosen, scores, decay, decay_scores = epochs, None, WEIGHT_DECAY_LADDER[0], None
+        chosen, scores, decay, decay_scores, resumed = epochs, None, WEIGHT_DECAY_LADDER[0], None, None
         if not epochs:
             chosen, scores = select_epochs(X, y, names, fold, seed)
             decay, decay_scores = select_weight_decay(X, y, names, fold, seed, chosen, scores[chosen])
+            if decay != WEIGHT_DECAY_LADDER[0]:     # at the first decay the epoch walk has already ended
+                chosen, resumed = resume_epochs_at_decay(X, y, names, fold, seed, chosen, decay, decay_scores[decay])
         model = EfficiencyModel(epochs=chosen, seed=seed, members=members, weight_decay=decay).fit(X, y, names)
         gpus = sorted(set(group["gpu"]))
         silicon = set(group["silicon"])
@@ -259,6 +270,8 @@ def train(records: Iterable[dict], registry, out: Path, seed: int = 0, epochs: i
         if scores:
             card["epochs_held_back_mape"] = {str(k): v for k, v in scores.items()}
             card["weight_decay_held_back_mape"] = {f"{k:g}": v for k, v in decay_scores.items()}
+        if resumed:
+            card["epochs_held_back_mape_at_weight_decay"] = {str(k): v for k, v in resumed.items()}
         card["train_seconds"] = round(time.perf_counter() - start, 1)
         if family in calibration:
             interval = unseen_silicon_interval(model, calibration[family], silicon, aware)

@@ -431,22 +431,40 @@ def _operand_shared_reads(cfg: MoeConfig, path: str, k_pad: int, b: int) -> floa
 # tcgen05 keeps its accumulator in tensor memory but reads it back through registers in the
 # epilogue: no profile yet, the wgmma fit stands in.
 _REGISTER_FIT = {"mma": (1.589, 0.358, 28.9), "wgmma": (0.861, 0.412, 26.3), "tcgen05": (0.861, 0.412, 26.3)}
+# Rows of K not a multiple of 16 elements (``triton_access_bytes``): every operand element is loaded
+# on its own, with its own address and mask, and the tile costs 6-9x the registers. Same form,
+# accumulator term kept, fitted on the 91 unaligned H200 configurations below the cap (GPT-OSS's
+# w2 at I = 360): 16 % (mma) and 7 % (wgmma) mean error. 41 % of the 165 unaligned configurations
+# sit at the cap (aligned: 1 % of 678), and 7 mma-path ones came back from ptxas with 32 registers
+# (below).
+_NARROW_REGISTER_FIT = {"mma": (1.589, 2.294, 48.7), "wgmma": (0.861, 3.664, 35.3), "tcgen05": (0.861, 3.664, 35.3)}
 
 
-def _register_need(cfg: MoeConfig, path: str) -> int:
-    """Per-thread registers the tile needs, in the allocation unit of 8 (uncapped)."""
+def _register_need(cfg: MoeConfig, path: str, narrow: bool) -> int:
+    """Per-thread registers the tile needs, in the allocation unit of 8 (uncapped); ``narrow``: the
+    operand rows are not 16-element aligned."""
     threads = cfg.num_warps * 32
-    acc_coef, operand_coef, base = _REGISTER_FIT[path]
+    acc_coef, operand_coef, base = (_NARROW_REGISTER_FIT if narrow else _REGISTER_FIT)[path]
     acc = cfg.block_m * cfg.block_n / threads
     operands = (cfg.block_m * cfg.block_k + cfg.block_k * cfg.block_n) / threads
     return max(32, int(math.ceil((acc_coef * acc + operand_coef * operands + base) / 8) * 8))
 
 
-def _registers(cfg: MoeConfig, path: str) -> int:
-    """Per-thread registers allocated: 255 is the cap; beyond it Triton spills (`spilled_registers`).
-    Of the 26 profiled H200 kernels at 255, the 15 whose need this fit puts past the cap are all
-    BLOCK 128 x 256 at 4 warps on the wgmma path, and they run up to 5x slower than their demand."""
-    return min(255, _register_need(cfg, path))
+# ptxas's 32-register builds: every profiled unaligned mma-path tile with BLOCK_N >= 128 and a need
+# of 384 or more (7 of 7 configurations; none of them came back at the cap) keeps the whole tile in
+# local memory; they run 10-100x slower than their ceiling.
+_LOCAL_MEMORY_BUILD_NEED = 384
+
+
+def register_allocation(cfg: MoeConfig, path: str, narrow: bool) -> tuple[int, int]:
+    """(registers per thread allocated, registers spilled to local memory). 255 is the cap; beyond it
+    Triton spills. Of the 26 aligned profiled H200 kernels at 255, the 15 whose need this fit puts
+    past the cap are all BLOCK 128 x 256 at 4 warps on the wgmma path, and they run up to 5x slower
+    than their demand."""
+    need = _register_need(cfg, path, narrow)
+    if narrow and path == "mma" and cfg.block_n >= 128 and need >= _LOCAL_MEMORY_BUILD_NEED:
+        return 32, need - 32
+    return min(255, need), max(0, need - 255)
 
 
 def shared_bytes(cfg: MoeConfig, b: int, path: str) -> int:
@@ -471,11 +489,14 @@ def gemm_launch(call: MoeCall, gpu, which: str) -> Launch:
     else:
         n, k, a_rows_total, routed = call.hidden, call.intermediate, call.tokens * call.topk, True
     path = tensor_path(cfg, gpu)
+    access = triton_access_bytes(k, b)   # A and B rows are K elements apart (hidden for w13, intermediate for w2)
+    narrow = access < 16
     smem = shared_bytes(cfg, b, path)
     limit = int(gpu.shared_memory_per_block_kb * 1024)
     if smem > limit:
         raise InputError(f"needs {smem} B of shared memory for its pipelined A and B tiles, "
                          f"{gpu.id} allows {limit} B per block (Triton would fail with OutOfResources)", "config")
+    registers, spilled = register_allocation(cfg, path, narrow)
     pad = padding(call.tokens, call.num_experts, call.topk, cfg.block_m, call.routing, call.naive_assignment)
     grid_n = ceil_div(n, cfg.block_n)
     last_cols = n - (grid_n - 1) * cfg.block_n
@@ -526,13 +547,12 @@ def gemm_launch(call: MoeCall, gpu, which: str) -> Launch:
              f"experts whose weights are read ({call.routing} routing)={active_experts:.2f}")
     return Launch(
         name=f"synperf_fused_moe_kernel[{which}]", demand=np.array(demand), counts=np.array(counts),
-        resources=Resources(cfg.num_warps * 32, _registers(cfg, path), smem),
+        resources=Resources(cfg.num_warps * 32, registers, smem),
         dram_read_bytes=dram_read, dram_write_bytes=dram_write,
         tensor_dtype=TENSOR_DTYPE[call.dtype], tensor_path=path, order=order, notes=notes,
-        # A and B rows are K elements apart (hidden for w13, intermediate for w2)
-        access_bytes=triton_access_bytes(k, b),
+        access_bytes=access,
         loop_trips=k_pad // cfg.block_k,
-        spilled_registers=max(0, _register_need(cfg, path) - 255),
+        spilled_registers=spilled,
     )
 
 

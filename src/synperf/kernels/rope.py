@@ -16,6 +16,7 @@ concatenate, cast back and copy into place: 1 + 2 x 11 PyTorch kernels.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 from synperf.errors import InputError
@@ -80,6 +81,27 @@ def _flashinfer_launch(call: RopeCall, gpu) -> Launch:
     )
 
 
+def _triton_block(call: RopeCall) -> tuple[int, int]:
+    """(padded elements of a program's block, warps): the block spans next_pow2 of the q heads, of
+    the k heads and of head_dim / 2, twice (both halves); masked lanes still take a thread's turn."""
+    work = (next_pow2(call.num_heads) + next_pow2(call.num_kv_heads)) * next_pow2(call.head_dim // 2)
+    return 2 * work, min(8, triton_num_warps(work // 2))
+
+
+# The Triton kernel's block shape as model inputs: elements a thread handles one after another and
+# the share of the block's lanes that hold real elements. The demand counts real elements only;
+# a program of 1 warp walking 5 heads takes longer than one of 4 warps walking 13 (other libraries:
+# 0 and 1, their blocks are not padded).
+EXTRA_FEATURES = ("triton_elements_per_thread_log2", "triton_active_lane_fraction")
+
+
+def extra_features(call: RopeCall) -> list[float]:
+    if call.library != "triton":
+        return [0.0, 1.0]
+    padded, warps = _triton_block(call)
+    return [math.log2(padded / (32 * warps)), (call.num_heads + call.num_kv_heads) * call.head_dim / padded]
+
+
 def decompose(call: RopeCall, gpu) -> tuple[Launch, ...]:
     b = DTYPE_BYTES[call.dtype]
     heads = call.num_heads + call.num_kv_heads
@@ -87,9 +109,8 @@ def decompose(call: RopeCall, gpu) -> tuple[Launch, ...]:
         return (_flashinfer_launch(call, gpu),)
     if call.library == "triton":
         # Per token: read and write every q/k element, read head_dim cos/sin floats once.
-        work = (next_pow2(call.num_heads) + next_pow2(call.num_kv_heads)) * next_pow2(call.head_dim // 2)
         return (rowwise_launch("synperf_rope_kernel", call.tokens, heads * call.head_dim,
-                               threads=32 * min(8, triton_num_warps(work // 2)),
+                               threads=32 * _triton_block(call)[1],
                                bytes_in_per_col=b + 4.0 / heads, bytes_out_per_col=b,
                                fma_per_col=3.0, xu_per_col=0.0),)
     launches: list[Launch] = [
