@@ -217,7 +217,7 @@ def test_bench_rejects_non_positive_lines(capsys):
     with pytest.raises(SystemExit) as exc:
         main(["bench", "--lines", "0"])
     err = capsys.readouterr().err
-    assert exc.value.code == 2 and "positive integer" in err and "Traceback" not in err
+    assert exc.value.code == 2 and "--lines: must be an integer >= 1, got 0" in err and "Traceback" not in err
 
 
 # ------------------------------------------------------------------------------- GPU spec files

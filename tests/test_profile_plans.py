@@ -151,7 +151,7 @@ def test_profile_cli_refuses_a_negative_number_of_compile_workers(capsys):
     with pytest.raises(SystemExit) as exit_:
         main(["--family", "moe", "--n", "3", "--compile-workers", "-2", "--dry-run"])
     assert exit_.value.code != 0
-    assert "--compile-workers: must be a whole number >= 0, got -2" in capsys.readouterr().err
+    assert "--compile-workers: must be an integer >= 0, got -2" in capsys.readouterr().err
 
 
 MEASURED = [(family, library) for family, module in sorted(families().items())

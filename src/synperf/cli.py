@@ -11,6 +11,7 @@ from typing import Sequence
 
 from synperf import __version__
 from synperf.errors import InputError, SynperfError
+from synperf.validate import int_at_least
 
 
 def _add_gpu_args(parser: argparse.ArgumentParser, required: bool = True) -> None:
@@ -267,16 +268,6 @@ def cmd_bench(args) -> int:
     return 0
 
 
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be a positive integer, got {value}")
-    return value
-
-
 def cmd_train(args) -> int:
     from pathlib import Path
 
@@ -397,7 +388,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("bench", help="prediction speed: cases per second and single-call latency")
     _add_gpu_args(p, required=False)
     p.set_defaults(gpu="h100-sxm")
-    p.add_argument("--lines", type=_positive_int, default=100_000, help="cases per measured stream")
+    p.add_argument("--lines", type=int_at_least(1), default=100_000, help="cases per measured stream")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_bench)
@@ -406,7 +397,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_gpu_args(p, required=False)
     p.add_argument("paths", nargs="*", default=["data"])
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--epochs", type=_positive_int,
+    p.add_argument("--epochs", type=int_at_least(1),
                    help="training passes for every family, at weight decay 1e-5 (default: both chosen per family on "
                         "held-back rows: passes doubling from 150, then the decay rising from 1e-5, while the error falls)")
     p.add_argument("--output", help="folder for the weights (default: the package's models/)")
@@ -450,7 +441,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("source", choices=("aiconfigurator", "vidur", "pipeweave"))
     p.add_argument("path", help="the source's folder, e.g. ../shared/data/aiconfigurator")
     p.add_argument("--output", required=True, help="parquet file to write")
-    p.add_argument("--limit", type=_positive_int, help="read at most this many source rows")
+    p.add_argument("--limit", type=int_at_least(1), help="read at most this many source rows")
     p.set_defaults(func=cmd_data_import)
     p = data.add_parser("split", help="hash-split rows into training and held-out parquet files")
     p.add_argument("paths", nargs="+")

@@ -241,8 +241,8 @@ def train(records: Iterable[dict], registry, out: Path, seed: int = 0, epochs: i
           members: int = MEMBERS, calibration_records: Iterable[dict] | None = None) -> list[dict]:
     """One model per family; ``epochs`` None chooses each family's training length and weight decay
     on held-back rows (``select_epochs``, ``select_weight_decay``, then ``resume_epochs_at_decay``
-    where the decay moved; with ``epochs`` given, the first decay of the ladder); ``calibration_records`` (other GPUs' measurements, never trained on)
-    set how much the interval widens on a die the model never saw (``unseen_silicon_interval``)."""
+    where the decay moved; with ``epochs`` given, the first decay of the ladder);
+    ``calibration_records`` (other GPUs' measurements, never trained on) set how much the interval widens on a die the model never saw (``unseen_silicon_interval``)."""
     out.mkdir(parents=True, exist_ok=True)
     calibration = build_rows(calibration_records, registry) if calibration_records is not None else {}
     summary = []

@@ -3,13 +3,28 @@ by whoever reads the file)."""
 
 from __future__ import annotations
 
+import argparse
 import math
-from typing import Any, Mapping, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 from synperf.errors import InputError
 
 MAX_TOKENS = 10_000_000
 MAX_DIM = 1_048_576
+
+
+def int_at_least(minimum: int) -> Callable[[str], int]:
+    """An argparse ``type`` for integer flags: anything else, or a value below ``minimum``, is refused
+    with a message argparse prints after the flag's name."""
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"must be an integer >= {minimum}, got {text!r}") from None
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"must be an integer >= {minimum}, got {value}")
+        return value
+    return parse
 
 
 def get_int(obj: Mapping[str, Any], name: str, *, lo: int = 1, hi: int = MAX_DIM, default: int | None = None) -> int:

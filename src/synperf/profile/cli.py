@@ -9,6 +9,7 @@ import sys
 from typing import List, Optional
 
 from synperf.demand import CACHE_STATES
+from synperf.validate import int_at_least
 
 from .cases import FAMILIES
 
@@ -40,7 +41,7 @@ def _configure(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
                         "evicted by a read-only flush), cold_dirty (a writing flush leaves dirty lines), warm")
     p.add_argument("--retry-errors", action="store_true", help="retry ids recorded as unsupported / over the cap")
     p.add_argument("--quiet", action="store_true", help="no progress on stderr")
-    p.add_argument("--compile-workers", type=_non_negative_int, default=0,
+    p.add_argument("--compile-workers", type=int_at_least(0), default=0,
                    help="processes that run each block of cases once, untimed, before it is timed, so Triton/JIT "
                         "kernels compile in parallel (nothing else runs on the GPU while cases are timed)")
     p.add_argument("--floor", action="store_true", help="print measure_device_floor() JSON and exit")
@@ -55,16 +56,6 @@ def add_profile_parser(subparsers) -> argparse.ArgumentParser:
     _configure(p)
     p.set_defaults(func=run_profile)
     return p
-
-
-def _non_negative_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"must be a whole number >= 0, got {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be a whole number >= 0, got {value}")
-    return value
 
 
 def _err(msg: str) -> int:
