@@ -160,3 +160,18 @@ def test_committed_gemm_repeats_show_the_session_to_session_floor(capsys):
     groups = {r["library"]: r for r in json.loads(out)}
     assert code == 0 and groups["cublas"]["repeats"] >= 2000
     assert groups["cublas"]["floor_mape"] > 0.02
+
+
+@pytest.mark.parametrize("kernel", ["moe", "rope"])
+def test_register_tables_rebuild_from_the_committed_census(tmp_path, capsys, kernel):
+    """The bundled register tables are what `synperf data register-table` makes of the census
+    parquet in data/h200-system; a file that is not a census is refused naming the field."""
+    pytest.importorskip("pyarrow")
+    from importlib import resources
+    out = tmp_path / "table.json"
+    code, printed, _ = run(capsys, "data", "register-table", f"data/h200-system/{kernel}_registers.parquet",
+                           "--output", str(out))
+    bundled = json.loads((resources.files("synperf.kernels") / f"tiles/{kernel}_registers.json").read_text())
+    assert code == 0 and json.loads(out.read_text()) == bundled and "sm9x" in printed
+    code, _, err = run(capsys, "data", "register-table", "data/h200/rope.parquet", "--output", str(out))
+    assert code == 2 and "'kernel'" in err and "Traceback" not in err

@@ -382,3 +382,24 @@ def test_leave_one_gpu_out_chooses_weight_decay_without_the_held_out_die(monkeyp
     assert {r["gpu"] for r in out} == {"h200", "a100-sxm4-80gb"}
     assert sorted(seen) == [300, 300]          # each selection saw the other die's 300 rows only
     assert all(r["weight_decay"] in (1e-5, 1e-3) and np.isfinite(r["mlp_mape"]) for r in out)
+
+
+def test_families_fitted_in_parallel_get_the_same_weights(tmp_path):
+    """`synperf train --jobs 2` fits two families at once, one process each: the weights and cards
+    are the ones a single process writes (only the timing differs)."""
+    pytest.importorskip("torch")
+    pq = pytest.importorskip("pyarrow.parquet")
+    from pathlib import Path
+
+    from synperf.gpu.registry import default_registry
+    from synperf.train import train
+    data = Path(__file__).resolve().parents[1] / "data" / "h200"
+    rows = [r for family in ("rmsnorm", "silu_and_mul") for r in pq.read_table(data / f"{family}.parquet").to_pylist()[:300]]
+    cards = {}
+    for jobs in (1, 2):
+        cards[jobs] = train(rows, default_registry(), tmp_path / str(jobs), epochs=3, members=2, jobs=jobs)
+    assert [c["family"] for c in cards[2]] == ["rmsnorm", "silu_and_mul"]
+    for one, two in zip(cards[1], cards[2]):
+        assert {k: v for k, v in one.items() if k != "train_seconds"} == {k: v for k, v in two.items() if k != "train_seconds"}
+        a, b = np.load(tmp_path / "1" / f"{one['family']}.npz"), np.load(tmp_path / "2" / f"{two['family']}.npz")
+        assert sorted(a.files) == sorted(b.files) and all(np.array_equal(a[k], b[k]) for k in a.files)

@@ -11,6 +11,8 @@ import pytest
 from synperf.cases import parse_case
 from synperf.gpu import resolve_gpu
 from synperf.kernels import families
+from synperf.schedule import occupancy
+from synperf.tasks import Resources
 from synperf.kernels.gemm import (GemmCall, _launched_tiles, build_tile_table, config_from_heuristic,
                                   config_from_profile)
 
@@ -139,10 +141,12 @@ def test_flashinfer_rope_kernel_and_grid_agree():
 def test_triton_rope_block_matches_the_launches_and_explains_single_token_time():
     """The Triton rope kernel's warps (one program per token) equal the profiled block of every
     Triton rope row; and a single-token call, one program alone on the GPU, takes longer the more
-    padded block elements each thread walks (the model input ``triton_elements_per_thread_log2``)."""
+    padded block elements each thread walks (the model input ``triton_elements_per_thread_log2``).
+    Its registers per thread, which set how many programs share an SM, are within 25 % of what
+    Triton built for 90 % of them, and give the same programs per SM for 90 %."""
     gpu = resolve_gpu("h200")
     module = families()["rope"]
-    per_thread, latency = [], []
+    per_thread, latency, register_ratio, same_occupancy = [], [], [], []
     for rec in rows("rope"):
         if rec["library"] != "triton":
             continue
@@ -150,6 +154,10 @@ def test_triton_rope_block_matches_the_launches_and_explains_single_token_time()
         launch, = module.decompose(case.call, gpu)
         assert [launch.num_tasks, 1, 1] == json.loads(rec["grids"])[0]
         assert launch.resources.threads == json.loads(rec["blocks"])[0][0], rec["case_json"]
+        built = json.loads(rec["registers"])[0]
+        register_ratio.append(launch.resources.registers_per_thread / built)
+        as_built = Resources(launch.resources.threads, built, json.loads(rec["shared_mem"])[0])
+        same_occupancy.append(occupancy(launch.resources, gpu).ctas_per_sm == occupancy(as_built, gpu).ctas_per_sm)
         if case.call.tokens == 1:
             per_thread.append(module.extra_features(case.call)[0])
             latency.append(rec["latency_us"])
@@ -159,6 +167,8 @@ def test_triton_rope_block_matches_the_launches_and_explains_single_token_time()
     assert many > 1.2 * few
     rank = lambda v: np.argsort(np.argsort(v))  # noqa: E731
     assert np.corrcoef(rank(per_thread), rank(latency))[0, 1] > 0.4
+    assert np.mean(np.abs(np.array(register_ratio) - 1) <= 0.25) > 0.9
+    assert np.mean(same_occupancy) > 0.9
 
 
 def test_cublaslt_heuristic_names_the_kernel_cublas_ran():

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
 import re
 import sys
 from typing import Sequence
@@ -244,6 +245,27 @@ def cmd_data_moe_configs(args) -> int:
     return 0
 
 
+def cmd_data_register_table(args) -> int:
+    import pyarrow.parquet as pq
+    from synperf.kernels import families
+    from synperf.kernels._common import build_register_table
+    try:
+        rows = pq.read_table(args.path).to_pylist()
+    except (OSError, ValueError) as exc:
+        raise InputError(f"{args.path}: not a readable parquet file ({exc})", "path") from None
+    kernels = {row.get("kernel") for row in rows}
+    if len(kernels) != 1 or not {"moe", "rope"} >= kernels:
+        raise InputError(f"{args.path}: one census of moe or rope expected, got kernels {sorted(map(str, kernels))}",
+                         "kernel")
+    kernel = kernels.pop()
+    table = build_register_table(rows, families()[kernel].REGISTER_KEY)
+    with open(args.output, "w", encoding="utf-8") as f:
+        json.dump(table, f, separators=(",", ":"))
+    print(f"{kernel}: {len(table['builds'])} sm{table['cc_major']}x builds (Triton {table['triton_version']}) "
+          f"-> {args.output}")
+    return 0
+
+
 def cmd_data_import(args) -> int:
     from synperf.dataset import write_records_streaming
     from synperf.importers import Report, iter_source
@@ -277,7 +299,7 @@ def cmd_train(args) -> int:
     out = Path(args.output) if args.output else model_dir()
     calibration = iter_records(args.interval_calibration) if args.interval_calibration else None
     for card in train(iter_records(args.paths), _registry(args), out, seed=args.seed, epochs=args.epochs,
-                      calibration_records=calibration):
+                      calibration_records=calibration, jobs=args.jobs):
         print(f"{card['family']:<14}{card['rows']:>7} rows from {', '.join(card['gpus'])}, {card['train_seconds']} s -> {out / card['family']}.npz")
         if "epochs_held_back_mape" in card:
             tried = ", ".join(f"{e}: {m:.1%}" for e, m in card["epochs_held_back_mape"].items())
@@ -401,6 +423,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="training passes for every family, at weight decay 1e-5 (default: both chosen per family on "
                         "held-back rows: passes doubling from 150, then the decay rising from 1e-5, while the error falls)")
     p.add_argument("--output", help="folder for the weights (default: the package's models/)")
+    p.add_argument("--jobs", type=int_at_least(1), default=min(2, os.cpu_count() or 1),
+                   help="families fitted at once, one process and one thread each (default: 2, or 1 on one core); "
+                        "the weights do not depend on it")
     p.add_argument("--interval-calibration", nargs="+", metavar="PATH",
                    help="other GPUs' measurements (not trained on) that set how much wider the interval is on a "
                         "die the models never saw")
@@ -469,6 +494,11 @@ def build_parser() -> argparse.ArgumentParser:
                    help="the Triton version SGLang runs with: its config folder is searched first (default 3.5.1)")
     p.add_argument("--output", required=True, help="e.g. src/synperf/kernels/tiles/moe_engine_configs.json")
     p.set_defaults(func=cmd_data_moe_configs)
+
+    p = data.add_parser("register-table", help="bundle a Triton register census (python -m synperf.profile.register_census)")
+    p.add_argument("path", help="the census parquet, e.g. data/h200-system/moe_registers.parquet")
+    p.add_argument("--output", required=True, help="e.g. src/synperf/kernels/tiles/moe_registers.json")
+    p.set_defaults(func=cmd_data_register_table)
 
     sim = sub.add_parser("simulate", help="end-to-end latency of a model (docs/end-to-end.md)")
     sim_sub = sim.add_subparsers(dest="simulate_command", required=True)

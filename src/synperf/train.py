@@ -238,48 +238,68 @@ def seen_silicon_interval(X: np.ndarray, y: np.ndarray, names: tuple, fold: np.n
 
 
 def train(records: Iterable[dict], registry, out: Path, seed: int = 0, epochs: int | None = None,
-          members: int = MEMBERS, calibration_records: Iterable[dict] | None = None) -> list[dict]:
+          members: int = MEMBERS, calibration_records: Iterable[dict] | None = None, jobs: int = 1) -> list[dict]:
     """One model per family; ``epochs`` None chooses each family's training length and weight decay
     on held-back rows (``select_epochs``, ``select_weight_decay``, then ``resume_epochs_at_decay``
     where the decay moved; with ``epochs`` given, the first decay of the ladder);
-    ``calibration_records`` (other GPUs' measurements, never trained on) set how much the interval widens on a die the model never saw (``unseen_silicon_interval``)."""
+    ``calibration_records`` (other GPUs' measurements, never trained on) set how much the interval
+    widens on a die the model never saw (``unseen_silicon_interval``). ``jobs`` > 1 fits that many
+    families at once, one process and one thread each: the weights do not depend on it."""
     out.mkdir(parents=True, exist_ok=True)
     calibration = build_rows(calibration_records, registry) if calibration_records is not None else {}
-    summary = []
-    for family, group in sorted(build_rows(records, registry, as_new_shapes=True).items()):
-        start = time.perf_counter()
-        aware = dirty_aware_libraries(group), warm_aware_libraries(group)
-        X, y = blind_unmeasured(np.asarray(group["X"]), group["library"], *aware), np.asarray(group["y"])
-        names = family_feature_names(family)
-        fold = held_back_fold(group["shape"], seed)
-        chosen, scores, decay, decay_scores, resumed = epochs, None, WEIGHT_DECAY_LADDER[0], None, None
-        if not epochs:
-            chosen, scores = select_epochs(X, y, names, fold, seed)
-            decay, decay_scores = select_weight_decay(X, y, names, fold, seed, chosen, scores[chosen])
-            if decay != WEIGHT_DECAY_LADDER[0]:     # at the first decay the epoch walk has already ended
-                chosen, resumed = resume_epochs_at_decay(X, y, names, fold, seed, chosen, decay, decay_scores[decay])
-        model = EfficiencyModel(epochs=chosen, seed=seed, members=members, weight_decay=decay).fit(X, y, names)
-        gpus = sorted(set(group["gpu"]))
-        silicon = set(group["silicon"])
-        card = {"family": family, "rows": int(len(y)), "gpus": gpus, "silicon": sorted(silicon), "seed": seed,
-                "variants": sorted(set(group["variant"])), "dirty_aware_libraries": sorted(aware[0]),
-                "warm_aware_libraries": sorted(aware[1]),
-                "seen_silicon_interval": seen_silicon_interval(X, y, names, fold, seed, chosen, members, decay)}
-        card["epochs"] = chosen
-        card["weight_decay"] = decay
-        if scores:
-            card["epochs_held_back_mape"] = {str(k): v for k, v in scores.items()}
-            card["weight_decay_held_back_mape"] = {f"{k:g}": v for k, v in decay_scores.items()}
-        if resumed:
-            card["epochs_held_back_mape_at_weight_decay"] = {str(k): v for k, v in resumed.items()}
-        card["train_seconds"] = round(time.perf_counter() - start, 1)
-        if family in calibration:
-            interval = unseen_silicon_interval(model, calibration[family], silicon, aware)
-            if interval:
-                card["unseen_silicon_interval"] = interval
-        model.save(out / family, card)
-        summary.append(card)
-    return summary
+    groups = build_rows(records, registry, as_new_shapes=True)
+    # the largest families first, so that the last one to start is a short one
+    order = sorted(groups, key=lambda family: -len(groups[family]["y"]))
+    args = [(family, groups[family], calibration.get(family), out, seed, epochs, members) for family in order]
+    if jobs > 1 and len(args) > 1:
+        import multiprocessing
+        from concurrent.futures import ProcessPoolExecutor
+        with ProcessPoolExecutor(min(jobs, len(args)), mp_context=multiprocessing.get_context("spawn"),
+                                 initializer=_one_thread) as pool:
+            cards = list(pool.map(_fit_family, *zip(*args)))
+    else:
+        cards = [_fit_family(*a) for a in args]
+    return sorted(cards, key=lambda card: card["family"])
+
+
+def _one_thread() -> None:
+    import torch
+    torch.set_num_threads(1)
+
+
+def _fit_family(family: str, group: dict, calibration_group: dict | None, out: Path, seed: int,
+                epochs: int | None, members: int) -> dict:
+    start = time.perf_counter()
+    aware = dirty_aware_libraries(group), warm_aware_libraries(group)
+    X, y = blind_unmeasured(np.asarray(group["X"]), group["library"], *aware), np.asarray(group["y"])
+    names = family_feature_names(family)
+    fold = held_back_fold(group["shape"], seed)
+    chosen, scores, decay, decay_scores, resumed = epochs, None, WEIGHT_DECAY_LADDER[0], None, None
+    if not epochs:
+        chosen, scores = select_epochs(X, y, names, fold, seed)
+        decay, decay_scores = select_weight_decay(X, y, names, fold, seed, chosen, scores[chosen])
+        if decay != WEIGHT_DECAY_LADDER[0]:     # at the first decay the epoch walk has already ended
+            chosen, resumed = resume_epochs_at_decay(X, y, names, fold, seed, chosen, decay, decay_scores[decay])
+    model = EfficiencyModel(epochs=chosen, seed=seed, members=members, weight_decay=decay).fit(X, y, names)
+    silicon = set(group["silicon"])
+    card = {"family": family, "rows": int(len(y)), "gpus": sorted(set(group["gpu"])), "silicon": sorted(silicon),
+            "seed": seed, "variants": sorted(set(group["variant"])), "dirty_aware_libraries": sorted(aware[0]),
+            "warm_aware_libraries": sorted(aware[1]),
+            "seen_silicon_interval": seen_silicon_interval(X, y, names, fold, seed, chosen, members, decay)}
+    card["epochs"] = chosen
+    card["weight_decay"] = decay
+    if scores:
+        card["epochs_held_back_mape"] = {str(k): v for k, v in scores.items()}
+        card["weight_decay_held_back_mape"] = {f"{k:g}": v for k, v in decay_scores.items()}
+    if resumed:
+        card["epochs_held_back_mape_at_weight_decay"] = {str(k): v for k, v in resumed.items()}
+    card["train_seconds"] = round(time.perf_counter() - start, 1)
+    if calibration_group is not None:
+        interval = unseen_silicon_interval(model, calibration_group, silicon, aware)
+        if interval:
+            card["unseen_silicon_interval"] = interval
+    model.save(out / family, card)
+    return card
 
 
 def _add_points(points: dict | None, family: str, measured, predicted, groups) -> None:

@@ -1,10 +1,15 @@
-"""Shared building blocks for family modules: dtype sizes and the launch shapes of simple
-element-wise and row-wise kernels."""
+"""Shared building blocks for family modules: dtype sizes, the launch shapes of simple
+element-wise and row-wise kernels, and the bundled register census of synperf's Triton kernels."""
 
 from __future__ import annotations
 
+import json
 import math
+from functools import lru_cache
+from importlib import resources
+from typing import Any, Iterable, Mapping
 
+from synperf.errors import InputError
 from synperf.tasks import Launch, Resources, task_demand
 
 DTYPE_BYTES = {"fp32": 4, "bf16": 2, "fp16": 2, "fp8_e4m3": 1, "fp8_e5m2": 1}
@@ -77,3 +82,45 @@ def elementwise_launch(name: str, elements: int, *, bytes_in_per_elem: float, by
         dram_read_bytes=bytes_in_per_elem * elements, dram_write_bytes=bytes_out_per_elem * elements,
         access_bytes=access_bytes,
     )
+
+
+# ptxas's own answer where it has been asked: registers and spilled registers per thread of a
+# Triton kernel's specialisations, built for one GPU generation (``python -m
+# synperf.profile.register_census``, bundled by ``synperf data register-table``).
+def register_file(kernel: str) -> str:
+    return f"tiles/{kernel}_registers.json"
+
+
+def build_register_table(rows: Iterable[Mapping[str, Any]], key_fields: tuple[str, ...]) -> dict:
+    """Census rows of one kernel -> {"cc_major", "triton_version", "builds": {"k1,k2,...": [registers,
+    spilled registers]}}, keyed by ``key_fields``."""
+    builds: dict[str, list[int]] = {}
+    generations, versions = set(), set()
+    for i, row in enumerate(rows, 1):
+        if row.get("error"):
+            continue
+        for field in ("n_regs", "n_spills", "cc", "triton_version", *key_fields):
+            if row.get(field) is None:
+                raise InputError(f"row {i}: missing (not a register census of this kernel)", field)
+        generations.add(int(str(row["cc"]).split(".")[0]))
+        versions.add(str(row["triton_version"]))
+        builds[",".join(str(row[k]) for k in key_fields)] = [int(row["n_regs"]), int(row["n_spills"])]
+    if len(generations) != 1:
+        raise InputError(f"one GPU generation per table, got compute capabilities {sorted(generations) or 'none'}", "cc")
+    return {"format_version": 1, "key": list(key_fields), "cc_major": generations.pop(),
+            "triton_version": ", ".join(sorted(versions)), "builds": builds}
+
+
+@lru_cache(maxsize=None)
+def _register_table(kernel: str) -> dict:
+    return json.loads((resources.files("synperf.kernels") / register_file(kernel)).read_text())
+
+
+def built_registers(kernel: str, gpu, key: tuple) -> tuple[int, int] | None:
+    """(registers, spilled registers) ptxas built for this specialisation on this GPU's generation, or
+    None where the census has no build (another generation, a shape outside its grid)."""
+    table = _register_table(kernel)
+    if gpu.cc_major != table["cc_major"]:
+        return None
+    built = table["builds"].get(",".join(str(v) for v in key))
+    return (built[0], built[1]) if built else None

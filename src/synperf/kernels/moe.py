@@ -47,7 +47,7 @@ from typing import Any, Mapping
 import numpy as np
 
 from synperf.errors import InputError
-from synperf.kernels._common import (DTYPE_BYTES, TENSOR_DTYPE, ceil_div, elementwise_launch, next_pow2,
+from synperf.kernels._common import (DTYPE_BYTES, TENSOR_DTYPE, built_registers, ceil_div, elementwise_launch, next_pow2,
                                      rowwise_launch, triton_access_bytes)
 from synperf.tasks import Launch, Resources, task_demand
 from synperf.validate import MAX_TOKENS, get_choice, get_int
@@ -456,12 +456,34 @@ def _register_need(cfg: MoeConfig, path: str, narrow: bool) -> int:
 # local memory; they run 10-100x slower than their ceiling.
 _LOCAL_MEMORY_BUILD_NEED = 384
 
+# The register census (``_common.built_registers``) answers where ptxas has built the config: the
+# fit cannot see which tiles ptxas fits under the cap after all (GPT-OSS's w2 at 32 x 32 x 256 on 4
+# warps needs ~360 registers by the fit; ptxas built it at 255 with nothing spilled), nor how much
+# it spills past the cap.
+REGISTER_KEY = ("variant", "BLOCK_SIZE_M", "BLOCK_SIZE_N", "BLOCK_SIZE_K", "num_warps", "num_stages")
 
-def register_allocation(cfg: MoeConfig, path: str, narrow: bool) -> tuple[int, int]:
-    """(registers per thread allocated, registers spilled to local memory). 255 is the cap; beyond it
-    Triton spills. Of the 26 aligned profiled H200 kernels at 255, the 15 whose need this fit puts
-    past the cap are all BLOCK 128 x 256 at 4 warps on the wgmma path, and they run up to 5x slower
-    than their demand."""
+
+def build_variant(which: str, narrow: bool) -> str | None:
+    """The kernel's specialisation as the register census names it (None: not built there)."""
+    if which == "w13":
+        return None if narrow else "w13"
+    return "w2_unaligned" if narrow else "w2"
+
+
+def register_allocation(cfg: MoeConfig, gpu, which: str, narrow: bool) -> tuple[int, int]:
+    """(registers per thread allocated, registers spilled to local memory): ptxas's build where the
+    census has one for this GPU generation, else the fit. 255 is the cap; beyond it Triton spills.
+    Of the 26 aligned profiled H200 kernels at 255, the 15 whose need the fit puts past the cap are
+    all BLOCK 128 x 256 at 4 warps on the wgmma path, and they run up to 5x slower than their
+    demand."""
+    variant = build_variant(which, narrow)
+    built = variant and built_registers("moe", gpu, (variant, cfg.block_m, cfg.block_n, cfg.block_k,
+                                                     cfg.num_warps, cfg.num_stages))
+    return built or fitted_allocation(cfg, tensor_path(cfg, gpu), narrow)
+
+
+def fitted_allocation(cfg: MoeConfig, path: str, narrow: bool) -> tuple[int, int]:
+    """(registers allocated, spilled) from the fit, for GPU generations the census has not built."""
     need = _register_need(cfg, path, narrow)
     if narrow and path == "mma" and cfg.block_n >= 128 and need >= _LOCAL_MEMORY_BUILD_NEED:
         return 32, need - 32
@@ -497,7 +519,7 @@ def gemm_launch(call: MoeCall, gpu, which: str) -> Launch:
     if smem > limit:
         raise InputError(f"needs {smem} B of shared memory for its pipelined A and B tiles, "
                          f"{gpu.id} allows {limit} B per block (Triton would fail with OutOfResources)", "config")
-    registers, spilled = register_allocation(cfg, path, narrow)
+    registers, spilled = register_allocation(cfg, gpu, which, narrow)
     pad = padding(call.tokens, call.num_experts, call.topk, cfg.block_m, call.routing, call.naive_assignment)
     grid_n = ceil_div(n, cfg.block_n)
     last_cols = n - (grid_n - 1) * cfg.block_n

@@ -192,6 +192,12 @@ def rope_triton(positions, q, k, cos_sin_cache, num_heads: int, num_kv_heads: in
     """In-place NeoX RoPE.  q: [tokens, num_heads*head_dim] (row stride may
     exceed the width, e.g. a slice of a fused qkv tensor), k likewise; heads
     contiguous inside a row.  One program per token."""
+    launch_rope_kernel(positions, q, k, cos_sin_cache, num_heads, num_kv_heads, head_dim)
+    return q, k
+
+
+def launch_rope_kernel(positions, q, k, cos_sin_cache, num_heads: int, num_kv_heads: int, head_dim: int):
+    """``rope_triton``'s launch; returns Triton's compiled kernel (its registers, spills)."""
     tokens = positions.shape[0]
     assert q.stride(-1) == 1 and k.stride(-1) == 1 and head_dim % 2 == 0
     half = head_dim // 2
@@ -199,7 +205,7 @@ def rope_triton(positions, q, k, cos_sin_cache, num_heads: int, num_kv_heads: in
     bq = triton.next_power_of_2(num_heads)
     bk = triton.next_power_of_2(num_kv_heads)
     work = (bq + bk) * bh
-    synperf_rope_kernel[(tokens,)](
+    return synperf_rope_kernel[(tokens,)](
         q,
         k,
         cos_sin_cache,
@@ -216,7 +222,6 @@ def rope_triton(positions, q, k, cos_sin_cache, num_heads: int, num_kv_heads: in
         BLOCK_HK=bk,
         num_warps=min(8, _num_warps(work // 2)),
     )
-    return q, k
 
 
 def rope_torch(positions, q, k, cos_sin_cache, num_heads: int, num_kv_heads: int, head_dim: int):

@@ -126,6 +126,14 @@ def invoke_moe_kernel(
     """C[pair] = A[pair // top_k] @ B[expert(pair)]^T (* routing weight).
 
     a: [rows, K]; b: [E, N, K]; c: [num_pairs, N] (a 2-D view)."""
+    launch_moe_kernel(a, b, c, topk_weights, sorted_token_ids, expert_ids, num_tokens_post_padded, top_k,
+                      config, mul_routed_weight)
+    return c
+
+
+def launch_moe_kernel(a, b, c, topk_weights, sorted_token_ids, expert_ids, num_tokens_post_padded,
+                      top_k: int, config: Dict[str, int], mul_routed_weight: bool):
+    """``invoke_moe_kernel``'s launch; returns Triton's compiled kernel (its registers, spills)."""
     assert a.stride(-1) == 1 and b.stride(-1) == 1
     E, N, K = b.shape
     EM = sorted_token_ids.shape[0]
@@ -133,7 +141,7 @@ def invoke_moe_kernel(
     grid = (triton.cdiv(EM, bm) * triton.cdiv(N, bn),)
     num_valid = c.shape[0]
     tw = topk_weights if topk_weights is not None else c  # unused when not mul_routed_weight
-    synperf_fused_moe_kernel[grid](
+    return synperf_fused_moe_kernel[grid](
         a,
         b,
         c,
@@ -162,7 +170,6 @@ def invoke_moe_kernel(
         num_warps=config.get("num_warps", 4),
         num_stages=config.get("num_stages", 3),
     )
-    return c
 
 
 def random_routing(tokens: int, num_experts: int, topk: int, device, generator=None):
