@@ -86,11 +86,8 @@ def elementwise_launch(name: str, elements: int, *, bytes_in_per_elem: float, by
 
 # ptxas's own answer where it has been asked: registers and spilled registers per thread of a
 # Triton kernel's specialisations, built for one GPU generation (``python -m
-# synperf.profile.register_census``, bundled by ``synperf data register-table``).
-def register_file(kernel: str) -> str:
-    return f"tiles/{kernel}_registers.json"
-
-
+# synperf.profile.register_census``, bundled by ``synperf data register-table`` as
+# ``tiles/<kernel>_registers.json``).
 def build_register_table(rows: Iterable[Mapping[str, Any]], key_fields: tuple[str, ...]) -> dict:
     """Census rows of one kernel -> {"cc_major", "triton_version", "builds": {"k1,k2,...": [registers,
     spilled registers]}}, keyed by ``key_fields``."""
@@ -113,7 +110,7 @@ def build_register_table(rows: Iterable[Mapping[str, Any]], key_fields: tuple[st
 
 @lru_cache(maxsize=None)
 def _register_table(kernel: str) -> dict:
-    return json.loads((resources.files("synperf.kernels") / register_file(kernel)).read_text())
+    return json.loads((resources.files("synperf.kernels") / f"tiles/{kernel}_registers.json").read_text())
 
 
 def built_registers(kernel: str, gpu, key: tuple) -> tuple[int, int] | None:

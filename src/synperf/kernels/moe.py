@@ -389,7 +389,7 @@ def warps_per_tile(cfg: MoeConfig, path: str) -> tuple[int, int]:
 # And the load instructions a thread issues for its A and B tiles per K step (the larger of the
 # two passes): 16-byte vectors where the rows are aligned, one element each where they are not
 # (``triton_access_bytes``). The demand counts the bytes, the same either way; the load-store unit
-# sees 8x the instructions (held out 5.03 -> 4.94 %, same split and training).
+# sees 8x the instructions (held out 5.03 -> 4.86 %, same split; docs/kernels-moe.md).
 EXTRA_FEATURES = ("log2_block_m", "log2_block_n", "log2_block_k", "log2_num_warps", "log2_num_stages",
                   "real_row_fraction", "exiting_program_fraction", "log2_operand_loads_per_thread")
 

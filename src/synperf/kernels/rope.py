@@ -92,8 +92,8 @@ def _triton_block(call: RopeCall) -> tuple[int, int]:
 # GPU generation, a head_dim outside its grid): ~0.85 per element it walks (the q and k halves in
 # fp32) + 19, least squares on 454 profiled H200 programs (8 % mean error, 22 % over the census grid).
 # Large blocks fit one program an SM where 32 registers would have allowed 8; the occupancy steps
-# are what the census gets right and the fit does not (held out Triton RoPE: 32 registers 4.54 %,
-# the fit 4.37 %, the registers each program was built with 4.08 %; same split and training).
+# are what the census gets right and the fit does not (held out Triton RoPE, same split: 32
+# registers 4.54 %, the fit 4.37 %, the census 3.96 %; docs/kernels-elementwise.md).
 _TRITON_REGISTERS_PER_ELEMENT, _TRITON_BASE_REGISTERS = 0.853, 18.7
 REGISTER_KEY = ("head_dim", "q_block", "kv_block")
 
