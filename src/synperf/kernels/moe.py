@@ -386,12 +386,13 @@ def warps_per_tile(cfg: MoeConfig, path: str) -> tuple[int, int]:
 # of computed rows that are real pairs (the rest is padding to BLOCK_M) and of programs that exit at
 # once (the grid is sized for the worst-case padding). The demand counts their work and bytes; how
 # masked rows and idle programs pace the others it cannot say (held out 5.54 -> 5.41 %).
-# And the load instructions a thread issues for its A and B tiles per K step (the larger of the
-# two passes): 16-byte vectors where the rows are aligned, one element each where they are not
-# (``triton_access_bytes``). The demand counts the bytes, the same either way; the load-store unit
-# sees 8x the instructions (held out 5.03 -> 4.86 %, same split; docs/kernels-moe.md).
+# And where a pass's rows are not 16-byte aligned (``triton_access_bytes``), the one-element load
+# instructions a thread then issues for its A and B tiles per K step: the demand counts the bytes,
+# the same either way; the load-store unit sees 8x the instructions (held out 5.03 -> 4.86 %,
+# docs/kernels-moe.md). Zero where every row is aligned: there the 16-byte loads follow from the
+# tile and warp inputs, and counting them too cost the H20 held out of training 4 points.
 EXTRA_FEATURES = ("log2_block_m", "log2_block_n", "log2_block_k", "log2_num_warps", "log2_num_stages",
-                  "real_row_fraction", "exiting_program_fraction", "log2_operand_loads_per_thread")
+                  "real_row_fraction", "exiting_program_fraction", "log2_scalar_loads_per_thread")
 
 
 def extra_features(call: MoeCall) -> list[float]:
@@ -401,9 +402,9 @@ def extra_features(call: MoeCall) -> list[float]:
     elements = (cfg.block_m * cfg.block_k + cfg.block_k * cfg.block_n) / (cfg.num_warps * 32)
     k_of_pass = {"w13": call.hidden, "w2": call.intermediate}
     passes = ("w13", "w2") if call.stage == "all" else (call.stage,)
-    loads = max(elements * b / triton_access_bytes(k_of_pass[p], b) for p in passes)
+    scalar_loads = max((elements for p in passes if triton_access_bytes(k_of_pass[p], b) < 16), default=1.0)
     return [*(math.log2(v) for v in (cfg.block_m, cfg.block_n, cfg.block_k, cfg.num_warps, cfg.num_stages)),
-            call.tokens * call.topk / pad.padded_total, pad.exit_m / pad.grid_m, math.log2(loads)]
+            call.tokens * call.topk / pad.padded_total, pad.exit_m / pad.grid_m, math.log2(scalar_loads)]
 
 
 def mma_replication(cfg: MoeConfig, path: str) -> float:
