@@ -499,3 +499,14 @@ def test_balanced_routing_reads_every_expert_it_hits(h100):
     assert balanced.dram_read_bytes >= 128 * weights > random.dram_read_bytes
     assert 81 * weights < random.dram_read_bytes < 84 * weights
     assert 81 < moe.expected_active_experts(16, 128, 8) < 83
+
+
+def test_scalar_load_input_counts_only_unaligned_passes():
+    """Aligned rows load 16-byte vectors, which the tile inputs already describe: the input is 0.
+    Where a pass's K is not a multiple of 16 every element is its own load: (BM*BK + BK*BN) per
+    thread, whichever pass is unaligned."""
+    column = moe.EXTRA_FEATURES.index("log2_scalar_loads_per_thread")
+    per_thread = (16 * 64 + 64 * 32) / (4 * 32)
+    assert moe.extra_features(call(hidden=128, intermediate=64, stage="all", config=cfg()))[column] == 0.0
+    assert moe.extra_features(call(hidden=128, intermediate=72, stage="all", config=cfg()))[column] == math.log2(per_thread)
+    assert moe.extra_features(call(hidden=136, intermediate=64, stage="w2", config=cfg()))[column] == 0.0
