@@ -93,6 +93,30 @@ def test_committed_engine_rows_are_complete():
         assert len(steps) == n - 1 and min(steps) <= median <= max(steps)
 
 
+def test_tp2_rows_are_timed_ten_times_and_the_median_lies_within_the_reps():
+    """The TP=2 rows were re-measured with the rank barrier and 10 timed prefills; the barrier's A/B
+    rows are kept apart, and without the barrier the same small prefills took longer."""
+    pd = pytest.importorskip("pandas")
+    here = Path(__file__).parents[1] / "data" / "h200-system"
+    d = pd.read_parquet(here / "e2e_reference.parquet")
+    tp2 = d[(d["tp"] == 2) & (d["pp"] == 1)]
+    assert len(tp2) == 60 and (tp2["prefill_reps"] == 10).all()
+    assert ((tp2["prefill_min_ms"] <= tp2["prefill_ms"]) & (tp2["prefill_ms"] <= tp2["prefill_max_ms"])).all()
+    check = pd.read_parquet(here / "e2e_host_check.parquet")
+    free = check[check["session"].str.contains("without the rank barrier")]
+    paired = free.merge(tp2, on=["model", "prompt_lens"], suffixes=("_free", "_barrier"))
+    small = paired[paired["prompt_tokens_free"] <= 512]
+    assert len(small) >= 4 and small["prefill_ms_free"].median() > small["prefill_ms_barrier"].median()
+
+
+def test_engine_rejects_fewer_than_one_timed_prefill(capsys):
+    from synperf.profile.engine import main
+
+    with pytest.raises(SystemExit) as exc:
+        main(["--models", "llama-3.1-8b", "--out", "x.jsonl", "--prefill-reps", "0"])
+    assert exc.value.code == 2 and "--prefill-reps" in capsys.readouterr().err
+
+
 def test_pipeline_stages_link_neighbours_and_return_ids_to_the_first():
     from synperf.profile.engine import Stages
 

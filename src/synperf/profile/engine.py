@@ -459,9 +459,14 @@ class BatchRun:
 
     def timed(self, fn, *args) -> tuple[float, float]:
         """(wall ms, host ms) of one call from an idle GPU: the host time ends when the call returns,
-        i.e. what issuing its work costs the CPU (nothing in a pass waits on the GPU)."""
+        i.e. what issuing its work costs the CPU (nothing in a pass waits on the GPU). Under TP or PP
+        the ranks start together, as an engine's per-step broadcast starts its workers: without the
+        barrier a rank that started late held rank 0's small TP=2 prefills up to 2.3x longer."""
         torch = self.torch
         torch.cuda.synchronize()
+        if torch.distributed.is_initialized():
+            torch.distributed.barrier()
+            torch.cuda.synchronize()
         t0 = time.perf_counter()
         fn(*args)
         t1 = time.perf_counter()
@@ -515,7 +520,7 @@ def _stage_sum(breakdown: dict, stages: Stages, tp: int) -> dict:
     return dict(sorted(total.items()))
 
 
-def run_batch(engine: ReferenceEngine, prompt_lens: list[int], output_len: int, prefill_reps: int = 3,
+def run_batch(engine: ReferenceEngine, prompt_lens: list[int], output_len: int, prefill_reps: int = 10,
               cuda_graph: bool = True, stages: Stages = Stages(), attention: str = "flashinfer") -> dict:
     run = BatchRun(engine, prompt_lens, output_len, stages, attention)
     _stage(f"batch {len(prompt_lens)} x {prompt_lens[0]}: warm-up prefill")
@@ -541,7 +546,7 @@ def run_batch(engine: ReferenceEngine, prompt_lens: list[int], output_len: int, 
         "prefill_host_ms": statistics.median(host for _, host in prefill_timed),
         "decode_step_host_ms": statistics.median(host for _, host in steps_timed) if steps else 0.0,
         "decode_step_median_ms": statistics.median(steps) if steps else 0.0,
-        "total_ms": median_prefill + sum(steps), "cuda_graph": graph,
+        "total_ms": median_prefill + sum(steps), "cuda_graph": graph, "prefill_reps": prefill_reps,
         "prefill_kernels": json.dumps(prefill_kernels), "decode_kernels": json.dumps(decode_kernels),
     }
 
@@ -588,6 +593,7 @@ def main(argv=None) -> int:
     p.add_argument("--models", required=True, help="comma list of bundled model names or config paths")
     p.add_argument("--layers", type=int, default=8, help="decoder layers kept per model (0: all)")
     p.add_argument("--output-len", type=int, default=32)
+    p.add_argument("--prefill-reps", type=int, default=10, help="timed prefills per batch (median reported)")
     p.add_argument("--batches", default=",".join(map(str, DEFAULT_BATCHES)))
     p.add_argument("--prompts", default=",".join(map(str, DEFAULT_PROMPTS)))
     p.add_argument("--max-batch-tokens", type=int, default=MAX_BATCH_TOKENS)
@@ -601,6 +607,8 @@ def main(argv=None) -> int:
                         "backend calls it (needs $SYNPERF_VLLM_FA3_LIB or vLLM)")
     p.add_argument("--out", required=True, help="output .jsonl (rank 0 writes; parquet is made from it)")
     args = p.parse_args(argv)
+    if args.prefill_reps < 1:
+        p.error(f"--prefill-reps must be at least 1, got {args.prefill_reps}")
     if os.environ.get("SYNPERF_ENGINE_HANG_DUMP_S"):      # a hung rank prints where it waits
         import faulthandler
         faulthandler.dump_traceback_later(float(os.environ["SYNPERF_ENGINE_HANG_DUMP_S"]), repeat=True)
@@ -635,8 +643,8 @@ def main(argv=None) -> int:
                 print("engine: time budget spent", file=sys.stderr)
                 break
             try:
-                row = run_batch(engine, prompts, args.output_len, cuda_graph=not args.eager_decode, stages=stages,
-                                attention=args.attention)
+                row = run_batch(engine, prompts, args.output_len, args.prefill_reps,
+                                cuda_graph=not args.eager_decode, stages=stages, attention=args.attention)
             except torch.cuda.OutOfMemoryError as exc:
                 print(f"engine: {name} batch {len(prompts)} out of memory ({exc})", file=sys.stderr)
                 torch.cuda.empty_cache()
