@@ -160,8 +160,8 @@ def test_fuzzer_finds_fixed(tmp_path):
 
 
 def test_host_issue_rate_comes_from_single_process_passes(samples):
-    """Under TP a small eager prefill also waits on the other ranks in its collectives: slowing
-    the TP=2 prefills leaves the fitted issue rate and kernel scale as they were."""
+    """Under TP each rank's host issues its launches more slowly and waits on the other ranks: the
+    TP>1 passes get a rate of their own, so slowing them moves only that rate."""
     extra = calibration.launch_counts(samples)
     base = calibration.fit(samples, extra)
     skewed = [calibration.PassSample(**{**s.__dict__, "measured_us": s.measured_us * 1.5})
@@ -170,3 +170,21 @@ def test_host_issue_rate_comes_from_single_process_passes(samples):
     assert any(s.tp > 1 for s in samples)
     assert refit.prefill["cpu_us_per_launch"] == base.prefill["cpu_us_per_launch"]
     assert refit.prefill["kernel_scale"] == base.prefill["kernel_scale"]
+    assert refit.prefill["cpu_us_per_launch_tp"] > base.prefill["cpu_us_per_launch_tp"]
+
+
+def test_tp_prefill_issues_launches_slower_than_a_single_process(samples):
+    """Measured host time per launch of the TP=2 prefills is about twice the TP=1 one (same
+    launches per rank), and the fit and the price of a host-bound pass follow it."""
+    rows = pd.DataFrame(ROWS)
+    timed = rows[(rows["pp"] == 1) & rows["prefill_host_ms"].notna() & (rows["prompt_tokens"] <= 512)
+                 & (rows["attention"].fillna("flashinfer") == "flashinfer")
+                 & (rows["moe_engine"].fillna("reference") == "reference")]
+    pairs = timed[timed["tp"] == 1].merge(timed[timed["tp"] == 2], on=["model", "prompt_lens"], suffixes=("_1", "_2"))
+    assert len(pairs) >= 8
+    assert (pairs["prefill_host_ms_2"] / pairs["prefill_host_ms_1"]).median() > 1.5
+    o = calibration.bundled_overhead()
+    assert o.prefill["cpu_us_per_launch_tp"] > 1.5 * o.prefill["cpu_us_per_launch"]
+    one, two = (o.pass_us("prefill", kernels_us=100.0, launches=1000, tokens=16, seqs=1, layers=8,
+                          layer_kind="dense", tp=tp) for tp in (1, 2))
+    assert two == pytest.approx(one * o.prefill["cpu_us_per_launch_tp"] / o.prefill["cpu_us_per_launch"])

@@ -8,7 +8,7 @@ attention planner, input preparation). ``EngineOverhead`` turns the modelled ker
 
 - prefill / mixed (eager):  ``max(K * kernel_scale + U * us_per_unmodelled_kernel
   + tokens * layers * us_per_token_layer,  (launches + U) * cpu_us_per_launch)``: the GPU's work
-  or the host's issue rate, whichever is slower;
+  or the host's issue rate, whichever is slower (``cpu_us_per_launch_tp`` under TP);
 - decode (one CUDA graph a step): ``K * kernel_scale + U * us_per_unmodelled_kernel
   + seqs * us_per_seq + us_fixed``.
 
@@ -16,8 +16,9 @@ attention planner, input preparation). ``EngineOverhead`` turns the modelled ker
 engine's unmodelled kernels per phase and layer kind (dense, qk_norm, moe), counted with CUPTI:
 a property of the engine's code, not of the timings.
 
-The host's issue rate is fitted on TP=1 passes only: a small TP>1 prefill also waits on the
-other ranks in its collectives, a skew that no launch count explains.
+The host's issue rate is fitted on TP=1 passes, and a rate of its own on TP>1 passes: there each
+rank's host issued its launches about twice as slowly (measured host time of the same passes) and
+waits on the other ranks in its collectives.
 
 The coefficients are fitted (non-negative least squares on relative error) on
 ``data/h200-system/e2e_reference.parquet``; ``python -m synperf.workloads.calibration`` refits
@@ -65,7 +66,7 @@ class EngineOverhead:
             + tokens * layers * p["us_per_token_layer"]
 
     def pass_us(self, phase: str, kernels_us: float, launches: int, tokens: int, seqs: int, layers: int,
-                layer_kind: str, attention: str | None = None) -> float:
+                layer_kind: str, attention: str | None = None, tp: int = 1) -> float:
         """Wall time of a pass: a decode step's host work (per sequence and fixed) comes before its
         graph replays; an eager prefill is bound by the GPU or by the host issuing its kernels. The
         decode step's kernel scale and per-sequence work are the decode attention's: FlashInfer plans
@@ -76,7 +77,8 @@ class EngineOverhead:
             per_seq = self.decode.get(f"us_per_seq_{attention}", self.decode["us_per_seq"])
             return gpu + seqs * per_seq + self.decode["us_fixed"]
         p = self.prefill
-        return max(gpu, (launches + self.unmodelled("prefill", layers, layer_kind)) * p["cpu_us_per_launch"])
+        rate = p.get("cpu_us_per_launch_tp", p["cpu_us_per_launch"]) if tp > 1 else p["cpu_us_per_launch"]
+        return max(gpu, (launches + self.unmodelled("prefill", layers, layer_kind)) * rate)
 
 
 @lru_cache(maxsize=1)
@@ -300,12 +302,21 @@ def fit(samples: list[PassSample], extra: dict) -> EngineOverhead:
     _, cpu, scale = best
     prefill = {"kernel_scale": round(scale, 6), "us_per_unmodelled_kernel": round(float(per_kernel), 4),
                "us_per_token_layer": round(float(per_token_layer), 6), "cpu_us_per_launch": round(float(cpu), 2)}
+    # Under TP each rank's host issues its launches about twice as slowly (host time measured per
+    # pass: 34-49 us a launch at TP=2 against 16-35 at TP=1), so TP>1 passes get a rate of their own,
+    # scanned on those passes with the kernel scale above.
+    multi = np.array([s.tp > 1 and s.attention != "flash_attn3" for s in pre])
+    if multi.sum() >= 4:
+        gpu_time = K[multi] * scale + offset[multi]
+        rates = np.arange(0.0, 120.0, 0.5)
+        errs = [float(np.mean((np.maximum(gpu_time, launches[multi] * r) / y[multi] - 1.0) ** 2)) for r in rates]
+        prefill["cpu_us_per_launch_tp"] = round(float(rates[int(np.argmin(errs))]), 2)
     return EngineOverhead(prefill, decode, extra)
 
 
 def _errors(overhead: EngineOverhead, samples: list[PassSample]) -> list[float]:
     return [overhead.pass_us(s.phase, s.kernels_us, s.modelled_launches, s.tokens, s.seqs, s.layers, s.layer_kind,
-                             s.attention)
+                             s.attention, s.tp)
             / s.measured_us - 1.0 for s in samples]
 
 
@@ -326,7 +337,7 @@ def validate(rows: list[dict], gpu) -> dict:
         else:
             pre, dec = (s for s in samples if s.batch_id == row_id)
             p_pre, p_dec = (overhead.pass_us(s.phase, s.kernels_us, s.modelled_launches, s.tokens, s.seqs, s.layers,
-                                             s.layer_kind, s.attention) / 1e3 for s in (pre, dec))
+                                             s.layer_kind, s.attention, s.tp) / 1e3 for s in (pre, dec))
             k_pre, k_dec = pre.kernels_us / 1e3, dec.kernels_us / 1e3
         steps = int(r["output_len"]) - 1
         label = r["model"] + ("" if moe_engine_of(r) == "reference" else f" [{moe_engine_of(r)} MoE]") \
