@@ -402,7 +402,7 @@ def extra_features(call: MoeCall) -> list[float]:
     elements = (cfg.block_m * cfg.block_k + cfg.block_k * cfg.block_n) / (cfg.num_warps * 32)
     k_of_pass = {"w13": call.hidden, "w2": call.intermediate}
     passes = ("w13", "w2") if call.stage == "all" else (call.stage,)
-    scalar_loads = max((elements for p in passes if triton_access_bytes(k_of_pass[p], b) < 16), default=1.0)
+    scalar_loads = elements if any(triton_access_bytes(k_of_pass[p], b) < 16 for p in passes) else 1.0
     return [*(math.log2(v) for v in (cfg.block_m, cfg.block_n, cfg.block_k, cfg.num_warps, cfg.num_stages)),
             call.tokens * call.topk / pad.padded_total, pad.exit_m / pad.grid_m, math.log2(scalar_loads)]
 
