@@ -41,6 +41,42 @@ def test_moe_layers_launch_many_more_unmodelled_kernels(samples):
         assert extra[phase]["moe_fused"] < 2 * extra[phase]["qk_norm"]
 
 
+def test_second_align_sorts_with_cub_past_the_small_sort_limit(samples):
+    """The reference engine aligns each MoE layer twice; past 4,096 routed pairs the second align's
+    argsort launches what CUB's radix sort does. Both MoE models show the step the count predicts,
+    on either side of the limit, and the overhead counts it only for the reference MoE."""
+    from synperf.kernels.moe import SMALL_SORT_MAX_KEYS, argsort_launches
+
+    step = argsort_launches(SMALL_SORT_MAX_KEYS + 1) - argsort_launches(SMALL_SORT_MAX_KEYS)
+    assert step > 10
+    prefill = [s for s in samples if s.phase == "prefill" and s.layer_kind == "moe"]
+    assert {s.group for s in prefill} == {"mixtral-8x7b", "qwen3-30b-a3b"}
+    for group in ("mixtral-8x7b", "qwen3-30b-a3b"):
+        def unmodelled_per_layer(large):
+            return np.median([(s.measured_launches - s.modelled_launches) / s.layers for s in prefill
+                              if s.group == group and (s.routed_pairs > SMALL_SORT_MAX_KEYS) == large])
+        assert unmodelled_per_layer(True) - unmodelled_per_layer(False) == pytest.approx(step, abs=1.5)
+    o = calibration.bundled_overhead()
+    small, large = (o.unmodelled("prefill", 8, "moe", pairs) for pairs in (4096, 4097))
+    assert large - small == 8 * step
+    assert o.unmodelled("prefill", 8, "dense", 4097) == o.unmodelled("prefill", 8, "dense", 0)
+
+
+def test_decode_graph_nodes_cost_what_the_host_measures():
+    """A decode step's graph replay costs per node: the MoE models' steps (about 750 nodes) spend
+    more host time than the dense ones' (about 130) at batch 1, and the fitted cost per node is
+    within a factor two of that measured slope."""
+    rows = pd.DataFrame(ROWS)
+    one = rows[(rows["batch"] == 1) & (rows["tp"] == 1) & (rows["pp"] == 1) & (rows["attention"] == "flashinfer")]
+    nodes = one["decode_kernels"].map(lambda b: sum(v["kernels"] for v in json.loads(b).values()))
+    moe = one["moe_engine"].eq("reference") & nodes.gt(500)
+    assert moe.any() and (~moe).any()
+    slope = (one.loc[moe, "decode_step_host_ms"].median() - one.loc[~moe, "decode_step_host_ms"].median()) * 1e3 \
+        / (nodes[moe].median() - nodes[~moe].median())
+    fitted = calibration.bundled_overhead().decode["us_per_graph_node"]
+    assert 0.5 * slope < fitted < 2.0 * slope
+
+
 def test_small_eager_prefill_is_host_bound():
     o = calibration.bundled_overhead()
     tiny = o.pass_us("prefill", kernels_us=100.0, launches=1000, tokens=16, seqs=1, layers=8, layer_kind="dense")

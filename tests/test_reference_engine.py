@@ -8,7 +8,7 @@ import pytest
 
 from synperf.profile.comm_bench import iterations, sizes
 from synperf.profile.counters import parse_raw_csv, select_metrics, split_by_marker
-from synperf.profile.engine import MAX_BATCH_TOKENS, batch_grid, kernel_class, slot_layout
+from synperf.profile.engine import MAX_BATCH_TOKENS, PassClocks, batch_grid, kernel_class, slot_layout
 from synperf.workloads.model import load_model, with_layers
 
 NCU_SAMPLE = Path(__file__).parent / "data" / "ncu_raw_sample.csv"
@@ -22,6 +22,40 @@ def test_batch_grid_respects_the_token_cap_and_is_stable():
     assert [512] * 64 in grid and [8192] in grid
     assert len({tuple(g) for g in grid}) == len(grid)
     assert batch_grid(batches=(2,), prompts=(100, 200), max_tokens=300) == [[100, 100]]
+
+
+class _FakeNvml:
+    """NVML's two calls PassClocks makes: the SM clock falls 10 MHz a sample, the power is 700 W."""
+    NVML_CLOCK_SM = 1
+
+    def __init__(self):
+        self.clock = 1980
+
+    def nvmlDeviceGetClockInfo(self, handle, which):
+        assert handle == "gpu0" and which == self.NVML_CLOCK_SM
+        self.clock -= 10
+        return self.clock
+
+    def nvmlDeviceGetPowerUsage(self, handle):
+        return 700_000          # milliwatts
+
+
+def test_pass_clocks_average_what_nvml_reports_while_the_passes_run():
+    import time
+
+    nvml = _FakeNvml()
+    with PassClocks(nvml, "gpu0", interval_s=0.001) as clocks:
+        time.sleep(0.05)
+    mhz, watts = clocks.means()
+    n = len(clocks.samples)
+    assert n >= 5 and watts == 700.0
+    assert mhz == pytest.approx(1980 - 10 * (n + 1) / 2, abs=0.1)
+    taken = len(clocks.samples)
+    time.sleep(0.01)
+    assert len(clocks.samples) == taken          # the thread stopped with the block
+    with PassClocks(None, None) as silent:       # no NVML: nothing recorded, no thread
+        pass
+    assert silent.means() == (None, None)
 
 
 def test_slot_layout_gives_each_request_its_own_run():

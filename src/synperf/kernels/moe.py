@@ -684,7 +684,7 @@ def align_launches(call: MoeCall) -> tuple[Launch, ...]:
 
 # cub's onesweep radix sort of 64-bit keys: 8 passes of 8 bits, each after a memset of its tile
 # state; ATen sorts up to this many keys in one in-place kernel instead.
-_SMALL_SORT_MAX_KEYS = 4096
+SMALL_SORT_MAX_KEYS = 4096
 _RADIX_PASSES = 8
 
 
@@ -693,7 +693,7 @@ def _stable_argsort_ops(n: int) -> list[tuple[str, int, float, float]]:
     copy of the keys, the index fill, two more device copies and one in-place sort kernel; beyond,
     a copy of the keys, the index fill, two memsets, cub's histogram and exclusive-sum kernels and
     per pass a memset and a onesweep kernel over all n keys and values."""
-    if n <= _SMALL_SORT_MAX_KEYS:
+    if n <= SMALL_SORT_MAX_KEYS:
         copies = [("argsort: copy keys", n, 8, 8), ("argsort: fill indices", n, 0, 8),
                   ("argsort: copy keys in", n, 8, 8), ("argsort: copy values in", n, 8, 8)]
         return copies if n == 1 else copies + [("argsort: small sort", n, 16, 16)]   # one key: nothing to sort
@@ -703,6 +703,12 @@ def _stable_argsort_ops(n: int) -> list[tuple[str, int, float, float]]:
     for i in range(_RADIX_PASSES):
         ops += [(f"argsort: memset pass {i}", 1, 0, 4), (f"argsort: radix onesweep pass {i}", n, 16, 16)]
     return ops
+
+
+def argsort_launches(keys: int) -> int:
+    """Launches of one stable argsort of ``keys`` int64 keys (what the reference align's sort costs
+    the host, and what an engine that aligns twice launches again)."""
+    return len(_stable_argsort_ops(keys))
 
 
 # vLLM's align: one CTA does it all below this many pairs when there are at most this many experts.

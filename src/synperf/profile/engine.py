@@ -498,6 +498,51 @@ class BatchRun:
         return {k: {"kernels": v["kernels"], "us": round(v["us"], 2)} for k, v in sorted(out.items())}
 
 
+class PassClocks:
+    """The SM clock and board power (NVML), sampled on a thread every ``interval_s`` while timed
+    passes run. A sustained pass can hold the GPU at its power cap, below the clocks of the isolated
+    kernels the models were fitted on. Without NVML (nvidia-ml-py) it records nothing. The thread
+    holds the GIL for a few microseconds a sample, so the host-bound passes it watches barely move."""
+
+    def __init__(self, nvml, handle, interval_s: float = 0.01):
+        import threading
+
+        self.nvml, self.handle, self.interval_s = nvml, handle, interval_s
+        self.samples: list[tuple[float, float]] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    @classmethod
+    def of_device(cls, device_index: int) -> "PassClocks":
+        from .harness import ClockReader
+
+        reader = ClockReader(device_index)
+        return cls(reader.nvml, reader.handle)
+
+    def _run(self) -> None:
+        nv, h = self.nvml, self.handle
+        while not self._stop.is_set():
+            self.samples.append((nv.nvmlDeviceGetClockInfo(h, nv.NVML_CLOCK_SM), nv.nvmlDeviceGetPowerUsage(h) / 1e3))
+            self._stop.wait(self.interval_s)
+
+    def __enter__(self) -> "PassClocks":
+        if self.nvml is not None:
+            self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self._thread.is_alive():
+            self._stop.set()
+            self._thread.join()
+
+    def means(self) -> tuple[float | None, float | None]:
+        """(SM clock MHz, board power W), mean over the samples; None without NVML."""
+        if not self.samples:
+            return None, None
+        return (round(statistics.fmean(c for c, _ in self.samples), 1),
+                round(statistics.fmean(w for _, w in self.samples), 1))
+
+
 def _stage(message: str) -> None:
     if os.environ.get("SYNPERF_ENGINE_TRACE"):
         print(f"[rank {os.environ.get('RANK', '0')} {time.strftime('%X')}] {message}", file=sys.stderr, flush=True)
@@ -525,7 +570,9 @@ def run_batch(engine: ReferenceEngine, prompt_lens: list[int], output_len: int, 
     run = BatchRun(engine, prompt_lens, output_len, stages, attention)
     _stage(f"batch {len(prompt_lens)} x {prompt_lens[0]}: warm-up prefill")
     run.prefill()                                   # warm-up: compiles Triton kernels, JIT modules
-    prefill_timed = [run.timed(run.prefill) for _ in range(prefill_reps)]
+    device = engine.torch.cuda.current_device()
+    with PassClocks.of_device(device) as prefill_clocks:
+        prefill_timed = [run.timed(run.prefill) for _ in range(prefill_reps)]
     prefill_ms = sorted(wall for wall, _ in prefill_timed)
     _stage("profiled prefill")
     prefill_kernels = _stage_sum(run.profile_kernels(run.prefill), stages, engine.tp)
@@ -536,9 +583,11 @@ def run_batch(engine: ReferenceEngine, prompt_lens: list[int], output_len: int, 
     run._reset_decode_state()
     run.prefill()                                   # fresh KV for the timed generation
     _stage("timed decode")
-    steps_timed = [run.timed(run.decode_step, s) for s in range(output_len - 1)]
+    with PassClocks.of_device(device) as decode_clocks:
+        steps_timed = [run.timed(run.decode_step, s) for s in range(output_len - 1)]
     steps = [wall for wall, _ in steps_timed]
     median_prefill = statistics.median(prefill_ms)
+    (prefill_mhz, prefill_w), (decode_mhz, decode_w) = prefill_clocks.means(), decode_clocks.means()
     return {
         "batch": len(prompt_lens), "prompt_lens": list(prompt_lens), "prompt_tokens": sum(prompt_lens),
         "output_len": output_len, "prefill_ms": median_prefill, "prefill_min_ms": prefill_ms[0],
@@ -548,6 +597,8 @@ def run_batch(engine: ReferenceEngine, prompt_lens: list[int], output_len: int, 
         "decode_step_median_ms": statistics.median(steps) if steps else 0.0,
         "total_ms": median_prefill + sum(steps), "cuda_graph": graph, "prefill_reps": prefill_reps,
         "prefill_kernels": json.dumps(prefill_kernels), "decode_kernels": json.dumps(decode_kernels),
+        "prefill_sm_mhz": prefill_mhz, "prefill_power_w": prefill_w,
+        "decode_sm_mhz": decode_mhz, "decode_power_w": decode_w,
     }
 
 

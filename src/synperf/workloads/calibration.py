@@ -10,11 +10,18 @@ attention planner, input preparation). ``EngineOverhead`` turns the modelled ker
   + tokens * layers * us_per_token_layer,  (launches + U) * cpu_us_per_launch)``: the GPU's work
   or the host's issue rate, whichever is slower (``cpu_us_per_launch_tp`` under TP);
 - decode (one CUDA graph a step): ``K * kernel_scale + U * us_per_unmodelled_kernel
-  + seqs * us_per_seq + us_fixed``.
+  + seqs * us_per_seq + us_fixed + (launches + U) * us_per_graph_node``: replaying a graph costs
+  the host and the GPU per node (the measured host time of a step with 750 nodes is about twice
+  that of one with 130).
 
 ``launches`` counts the modelled kernels' launches; ``U = layers * extra_launches_per_layer`` the
 engine's unmodelled kernels per phase and layer kind (dense, qk_norm, moe), counted with CUPTI:
-a property of the engine's code, not of the timings.
+a property of the engine's code, not of the timings. The reference engine aligns each MoE layer's
+routing twice (``MoEWorkspace`` aligns when built and again in ``full()``), and only the first align
+is modelled. Its argsort is one kernel up to 4,096 routed pairs and CUB's radix sort beyond
+(``kernels.moe.argsort_launches``), so the ``moe`` count is the one at a small sort, and a pass
+routing more pairs adds the radix sort's extra launches (17 a layer; measured: 17-18 on both MoE
+models).
 
 The host's issue rate is fitted on TP=1 passes, and a rate of its own on TP>1 passes: there each
 rank's host issued its launches about twice as slowly (measured host time of the same passes) and
@@ -42,6 +49,15 @@ DEFAULT_DATA = Path(__file__).resolve().parents[3] / "data" / "h200-system" / "e
 LAYER_KINDS = ("dense", "qk_norm", "moe", "moe_fused")
 
 
+def second_align_excess(layer_kind: str, routed_pairs: int) -> int:
+    """Launches the reference engine's second align of an MoE layer adds beyond those it launches at
+    a small sort (where the ``moe`` count is taken): its argsort's, by the sort's size."""
+    if layer_kind != "moe":
+        return 0
+    from synperf.kernels.moe import SMALL_SORT_MAX_KEYS, argsort_launches
+    return argsort_launches(routed_pairs) - argsort_launches(SMALL_SORT_MAX_KEYS)
+
+
 @dataclass(frozen=True)
 class EngineOverhead:
     prefill: dict
@@ -49,14 +65,15 @@ class EngineOverhead:
     extra_launches_per_layer: dict
     source: str = ""
 
-    def unmodelled(self, phase: str, layers: int, layer_kind: str) -> float:
-        return layers * self.extra_launches_per_layer[phase].get(layer_kind, 0.0)
+    def unmodelled(self, phase: str, layers: int, layer_kind: str, routed_pairs: int = 0) -> float:
+        per_layer = self.extra_launches_per_layer[phase].get(layer_kind, 0.0)
+        return layers * max(0.0, per_layer + second_align_excess(layer_kind, routed_pairs))
 
     def gpu_us(self, phase: str, kernels_us: float, tokens: int, layers: int, layer_kind: str,
-               attention: str | None = None) -> float:
+               attention: str | None = None, routed_pairs: int = 0) -> float:
         """The GPU's share of a pass: the modelled kernels scaled, plus the unmodelled ones."""
         phase = "decode" if phase == "decode" else "prefill"
-        extra = self.unmodelled(phase, layers, layer_kind)
+        extra = self.unmodelled(phase, layers, layer_kind, routed_pairs)
         if phase == "decode":
             d = self.decode
             scale = d.get(f"kernel_scale_{attention}", d["kernel_scale"])
@@ -66,19 +83,20 @@ class EngineOverhead:
             + tokens * layers * p["us_per_token_layer"]
 
     def pass_us(self, phase: str, kernels_us: float, launches: int, tokens: int, seqs: int, layers: int,
-                layer_kind: str, attention: str | None = None, tp: int = 1) -> float:
+                layer_kind: str, attention: str | None = None, tp: int = 1, routed_pairs: int = 0) -> float:
         """Wall time of a pass: a decode step's host work (per sequence and fixed) comes before its
         graph replays; an eager prefill is bound by the GPU or by the host issuing its kernels. The
         decode step's kernel scale and per-sequence work are the decode attention's: FlashInfer plans
         each step on the host, FlashAttention-3 only refreshes its lengths (``kernel_scale_<library>``,
         ``us_per_seq_<library>`` where fitted)."""
-        gpu = self.gpu_us(phase, kernels_us, tokens, layers, layer_kind, attention)
+        gpu = self.gpu_us(phase, kernels_us, tokens, layers, layer_kind, attention, routed_pairs)
         if phase == "decode":
             per_seq = self.decode.get(f"us_per_seq_{attention}", self.decode["us_per_seq"])
-            return gpu + seqs * per_seq + self.decode["us_fixed"]
+            nodes = launches + self.unmodelled(phase, layers, layer_kind, routed_pairs)
+            return gpu + seqs * per_seq + self.decode["us_fixed"] + nodes * self.decode["us_per_graph_node"]
         p = self.prefill
         rate = p.get("cpu_us_per_launch_tp", p["cpu_us_per_launch"]) if tp > 1 else p["cpu_us_per_launch"]
-        return max(gpu, (launches + self.unmodelled("prefill", layers, layer_kind)) * rate)
+        return max(gpu, (launches + self.unmodelled("prefill", layers, layer_kind, routed_pairs)) * rate)
 
 
 @lru_cache(maxsize=1)
@@ -118,6 +136,7 @@ class PassSample:
     other_kernels: int = 0      # CUPTI: kernels of no modelled family, and their time
     other_us: float = 0.0
     attention: str | None = None    # the pass's attention library (ForwardPass.attention_library)
+    routed_pairs: int = 0           # (token, expert) pairs an MoE layer routes (ForwardPass.routed_pairs)
 
 
 _BREAKDOWN_FIELDS = ("prefill_kernels", "decode_kernels")
@@ -229,17 +248,18 @@ def samples_from_rows(rows: list[dict], gpu) -> list[PassSample]:
             other = breakdown.get("other", {"kernels": 0, "us": 0.0})
             out.append(PassSample(phase, measured * 1e3, cost.kernels_us + cost.comm_us, cost.launches, counted,
                                   fp.num_tokens, fp.num_seqs, fp.num_layers, fp.layer_kind, r["model"], row_id,
-                                  int(r["tp"]), other["kernels"], other["us"], fp.attention_library))
+                                  int(r["tp"]), other["kernels"], other["us"], fp.attention_library, fp.routed_pairs))
     return out
 
 
 def launch_counts(samples: list[PassSample]) -> dict:
-    """Unmodelled kernels per layer, per phase and layer kind: median CUPTI count beyond the modelled launches."""
+    """Unmodelled kernels per layer, per phase and layer kind: median CUPTI count beyond the
+    modelled launches, the second align's sort counted as a small one (``second_align_excess``)."""
     extra: dict = {}
     for phase in ("prefill", "decode"):
         for kind in LAYER_KINDS:
-            per = [(s.measured_launches - s.modelled_launches) / s.layers for s in samples
-                   if s.layer_kind == kind and s.phase == phase]
+            per = [(s.measured_launches - s.modelled_launches) / s.layers - second_align_excess(kind, s.routed_pairs)
+                   for s in samples if s.layer_kind == kind and s.phase == phase]
             if per:
                 extra.setdefault(phase, {})[kind] = round(max(0.0, float(np.median(per))), 2)
     return extra
@@ -249,8 +269,10 @@ def fit(samples: list[PassSample], extra: dict) -> EngineOverhead:
     """Coefficients from ``samples``; ``extra``: the engine's unmodelled kernel counts. The
     unmodelled kernels' GPU time comes from their CUPTI durations (decode: a constant per kernel;
     prefill: per kernel plus per token and layer); the rest from the pass wall times."""
+    counted = EngineOverhead({}, {}, extra)
+
     def unmodelled(s):
-        return s.layers * extra[s.phase].get(s.layer_kind, 0.0)
+        return counted.unmodelled(s.phase, s.layers, s.layer_kind, s.routed_pairs)
 
     dec = [s for s in samples if s.phase == "decode"]
     per_kernel = sum(s.other_us for s in dec) / max(1, sum(s.other_kernels for s in dec))
@@ -260,11 +282,13 @@ def fit(samples: list[PassSample], extra: dict) -> EngineOverhead:
     # attention library measured (FlashAttention-3), the FlashInfer ones for every other library:
     # FlashInfer plans each step on the host and launches more unmodelled kernels as the batch grows.
     fa3 = np.array([s.attention == "flash_attn3" for s in dec])
-    A = np.array([[s.kernels_us * (not f), s.kernels_us * f, s.seqs * (not f), s.seqs * f, 1.0]
+    A = np.array([[s.kernels_us * (not f), s.kernels_us * f, s.seqs * (not f), s.seqs * f, 1.0,
+                   s.modelled_launches + unmodelled(s)]
                   for s, f in zip(dec, fa3)]) * w[:, None]
-    scale, scale_fa3, per_seq, per_seq_fa3, fixed = _nnls(A, y * w)
+    scale, scale_fa3, per_seq, per_seq_fa3, fixed, per_launch = _nnls(A, y * w)
     decode = {"kernel_scale": round(float(scale), 6), "us_per_unmodelled_kernel": round(per_kernel, 4),
-              "us_per_seq": round(float(per_seq), 4), "us_fixed": round(float(fixed), 4)}
+              "us_per_seq": round(float(per_seq), 4), "us_fixed": round(float(fixed), 4),
+              "us_per_graph_node": round(float(per_launch), 4)}
     if fa3.any():
         decode.update(kernel_scale_flash_attn3=round(float(scale_fa3), 6),
                       us_per_seq_flash_attn3=round(float(per_seq_fa3), 4))
@@ -316,7 +340,7 @@ def fit(samples: list[PassSample], extra: dict) -> EngineOverhead:
 
 def _errors(overhead: EngineOverhead, samples: list[PassSample]) -> list[float]:
     return [overhead.pass_us(s.phase, s.kernels_us, s.modelled_launches, s.tokens, s.seqs, s.layers, s.layer_kind,
-                             s.attention, s.tp)
+                             s.attention, s.tp, s.routed_pairs)
             / s.measured_us - 1.0 for s in samples]
 
 
@@ -337,7 +361,7 @@ def validate(rows: list[dict], gpu) -> dict:
         else:
             pre, dec = (s for s in samples if s.batch_id == row_id)
             p_pre, p_dec = (overhead.pass_us(s.phase, s.kernels_us, s.modelled_launches, s.tokens, s.seqs, s.layers,
-                                             s.layer_kind, s.attention, s.tp) / 1e3 for s in (pre, dec))
+                                             s.layer_kind, s.attention, s.tp, s.routed_pairs) / 1e3 for s in (pre, dec))
             k_pre, k_dec = pre.kernels_us / 1e3, dec.kernels_us / 1e3
         steps = int(r["output_len"]) - 1
         label = r["model"] + ("" if moe_engine_of(r) == "reference" else f" [{moe_engine_of(r)} MoE]") \

@@ -64,6 +64,7 @@ class ForwardPass:
     num_seqs: int
     num_layers: int = 0
     layer_kind: str = "dense"      # calibration.LAYER_KINDS: selects the engine's unmodelled launches per layer
+    routed_pairs: int = 0          # (token, expert) pairs each MoE layer routes: num_tokens x topk
     kernels: list[KernelOp] = field(default_factory=list)
     allreduces: list[AllReduce] = field(default_factory=list)
 
@@ -198,7 +199,7 @@ def mixed_pass(model: ModelConfig, gpu, tp: int, framework: str, chunks: list[tu
         kind = "moe" if moe_engine == "reference" else "moe_fused"
     else:
         kind = "qk_norm" if model.qk_norm else "dense"
-    fp = ForwardPass(framework, phase, tp, T, seqs, model.num_layers, kind)
+    fp = ForwardPass(framework, phase, tp, T, seqs, model.num_layers, kind, T * model.topk if model.num_moe_layers else 0)
     L, h = model.num_layers, model.hidden_size
     H = model.num_heads // tp
     KVH = max(1, model.num_kv_heads // tp)

@@ -146,11 +146,11 @@ def price_pass(fp: ForwardPass, gpu, allreduce_impl: str | None = None, overhead
 
     def wall(kernels_us: float) -> float:
         return overhead.pass_us(fp.phase, kernels_us + m.comm_us, m.launches, fp.num_tokens, fp.num_seqs,
-                                fp.num_layers, fp.layer_kind, fp.attention_library, fp.tp)
+                                fp.num_layers, fp.layer_kind, fp.attention_library, fp.tp, fp.routed_pairs)
 
     def gpu_part(kernels_us: float) -> float:
         return overhead.gpu_us(fp.phase, kernels_us + m.comm_us, fp.num_tokens, fp.num_layers, fp.layer_kind,
-                               fp.attention_library)
+                               fp.attention_library, fp.routed_pairs)
 
     latency = wall(m.kernels_us)
     fam = dict(m.by_family)
