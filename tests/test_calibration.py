@@ -25,9 +25,25 @@ def samples():
 
 def test_shipped_overhead_is_the_fit_of_the_committed_data(samples):
     shipped = json.loads((Path(calibration.__file__).with_name("engine_overhead.json")).read_text())
-    refit = calibration.fit(samples, calibration.launch_counts(samples))
+    extra = calibration.launch_counts(samples)
+    refit = calibration.with_interval(calibration.fit(samples, extra), samples, extra)
     assert refit.prefill == shipped["prefill"] and refit.decode == shipped["decode"]
     assert refit.extra_launches_per_layer == shipped["extra_launches_per_layer"]
+    assert refit.interval == shipped["interval"]
+
+
+def test_pass_interval_covers_held_out_models_near_its_nominal_share():
+    """The pass interval is widened to the 10th-90th percentile of what leave-one-model-out needed
+    on the other models; on the held-out model's batches about 80 % of measurements fall inside."""
+    overall = calibration.validate(ROWS, H200)["overall"]
+    for metric in ("prefill_ms", "decode_step_ms", "total_ms"):
+        assert 0.65 <= overall[f"{metric}_in_interval"] <= 0.95
+    o = calibration.bundled_overhead()
+    lo, hi = o.interval["prefill"]
+    assert lo < 0 < hi
+    # a kernel interval narrower than the measured spread is widened to it, a wider one is kept
+    assert o.widen("prefill", 100.0, 99.0, 101.0) == pytest.approx((100 * np.exp(lo), 100 * np.exp(hi)))
+    assert o.widen("prefill", 100.0, 50.0, 200.0) == (50.0, 200.0)
 
 
 def test_moe_layers_launch_many_more_unmodelled_kernels(samples):

@@ -167,10 +167,14 @@ def price_pipeline(model: ModelConfig, gpu, tp: int, pp: int, framework: str, ph
     in bench_one_batch). Every stage's host issues its work at once and waits on the GPU for its
     input, so the host time overlaps the stages before: the pass is the first stage's wall time,
     then each later stage's activation transfer (hidden state and residual) and GPU time, then the
-    sampled ids' way back to the first stage. ``moe_engine``: see ``engines.mixed_pass``."""
+    sampled ids' way back to the first stage. ``moe_engine``: see ``engines.mixed_pass``. The
+    interval is widened to what leave-one-model-out needed (``EngineOverhead.widen``)."""
+    overhead = overhead or bundled_overhead()
     if pp == 1:
-        return price_pass(forward_pass(model, gpu, tp, framework, phase, lens, moe_engine=moe_engine), gpu,
+        cost = price_pass(forward_pass(model, gpu, tp, framework, phase, lens, moe_engine=moe_engine), gpu,
                           allreduce_impl, overhead)
+        cost.low_us, cost.high_us = overhead.widen(phase, cost.latency_us, cost.low_us, cost.high_us)
+        return cost
     stage_model = with_layers(model, model.num_layers // pp)
     ends = [(True, False)] + [(False, False)] * (pp - 2) + [(False, True)]
     stages = {}
@@ -186,6 +190,7 @@ def price_pipeline(model: ModelConfig, gpu, tp: int, pp: int, framework: str, ph
     for st in later:
         bounds = [b + g for b, g in zip(bounds, st.gpu_us)]
     latency, low, high = (b + p2p for b in bounds)
+    low, high = overhead.widen(phase, latency, low, high)
     fam: dict[str, float] = defaultdict(float)
     for st in [first] + later:
         for k, v in st.by_family.items():
