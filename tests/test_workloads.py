@@ -190,6 +190,27 @@ def test_simulate_batch_totals_and_growth():
     assert one.decode_steps_us == [] and one.total_ms == pytest.approx(one.prefill_ms)
 
 
+def test_simulate_batch_says_whether_the_host_or_the_gpu_sets_the_prefill():
+    """An eager prefill takes the longer of the GPU's work and the host's issuing of its kernels; the
+    result names which, with the host's time (a short prompt on a small model waits on the host, a
+    long batch on an 8B model on the GPU)."""
+    from synperf.workloads.model import with_layers
+    from synperf.workloads.static_batch import format_result
+
+    short = simulate_batch(load_model("llama-3.2-1b"), H100, 1, "sglang", [16], 2)
+    long = simulate_batch(load_model("llama-3.1-8b"), H100, 1, "sglang", [4096] * 4, 2)
+    s, l = short.as_dict(), long.as_dict()
+    assert s["prefill_bound"] == "host" and s["prefill_host_issue_ms"] == pytest.approx(s["prefill_ms"], rel=1e-3)
+    assert l["prefill_bound"] == "gpu" and 0 < l["prefill_host_issue_ms"] < 0.5 * l["prefill_ms"]
+    # the issue time follows the launches (the layers), not the tokens
+    base = load_model("llama-3.1-8b")
+    eight, sixteen = (simulate_batch(with_layers(base, n), H100, 1, "sglang", [16], 2).prefill.issue_us for n in (8, 16))
+    assert 1.8 < sixteen / eight <= 2.0
+    more_tokens = simulate_batch(with_layers(base, 8), H100, 1, "sglang", [2048], 2).prefill.issue_us
+    assert more_tokens == pytest.approx(eight, rel=0.05)
+    assert "host-bound" in format_result(short) and "GPU-bound" in format_result(long)
+
+
 def test_simulate_batch_tp2_adds_comm():
     r = simulate_batch(load_model("llama-3.1-8b"), H100, 2, "vllm", [256] * 2, 3)
     assert r.prefill.comm_us > 0 and "all_reduce" in r.median_decode.by_family

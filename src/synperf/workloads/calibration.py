@@ -108,9 +108,13 @@ class EngineOverhead:
             per_seq = self.decode.get(f"us_per_seq_{attention}", self.decode["us_per_seq"])
             nodes = launches + self.unmodelled(phase, layers, layer_kind, routed_pairs)
             return gpu + seqs * per_seq + self.decode["us_fixed"] + nodes * self.decode["us_per_graph_node"]
+        return max(gpu, self.issue_us(launches, layers, layer_kind, tp, routed_pairs))
+
+    def issue_us(self, launches: int, layers: int, layer_kind: str, tp: int = 1, routed_pairs: int = 0) -> float:
+        """The host's time to issue an eager pass's kernels, modelled and unmodelled."""
         p = self.prefill
         rate = p.get("cpu_us_per_launch_tp", p["cpu_us_per_launch"]) if tp > 1 else p["cpu_us_per_launch"]
-        return max(gpu, (launches + self.unmodelled("prefill", layers, layer_kind, routed_pairs)) * rate)
+        return (launches + self.unmodelled("prefill", layers, layer_kind, routed_pairs)) * rate
 
 
 @lru_cache(maxsize=1)
