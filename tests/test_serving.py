@@ -116,6 +116,10 @@ def test_cli_serve_json_and_text(capsys, tmp_path):
     code = main(["simulate", "serve", "--model", "llama-3.2-1b", "--gpu", "h100-sxm", "--framework", "sglang",
                  "--trace", str(trace)])
     assert code == 0 and "TTFT" in capsys.readouterr().out
+    # a slower host lengthens the eager (prefill) steps, so the first token comes later
+    ttft = [json.loads(_cli(capsys, "--json", "--host-us-per-launch", rate)[1].out)["ttft_ms"]["mean"]
+            for rate in ("10", "80")]
+    assert ttft[1] > ttft[0]
 
 
 @pytest.mark.parametrize("flags, flag", [
@@ -126,6 +130,7 @@ def test_cli_serve_json_and_text(capsys, tmp_path):
     (["--gpu-memory-utilization", "1.5"], "--gpu-memory-utilization"), (["--seed", "a"], "--seed"),
     (["--trace", "x.jsonl"], "--trace"), (["--tp", "3"], "--tp"), (["--framework", "trt"], "--framework"),
     (["--model", "nope"], "--model"), (["--gpu", "nope"], "--gpu"),
+    (["--host-us-per-launch", "-1"], "--host-us-per-launch"),
 ])
 def test_cli_serve_bad_flags_one_line(capsys, flags, flag):
     code, out = _cli(capsys, *flags)

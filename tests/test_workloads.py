@@ -211,6 +211,26 @@ def test_simulate_batch_says_whether_the_host_or_the_gpu_sets_the_prefill():
     assert "host-bound" in format_result(short) and "GPU-bound" in format_result(long)
 
 
+def test_host_issue_rate_can_be_set_for_another_host(capsys):
+    """--host-us-per-launch prices the eager prefill's kernel issue at the given rate: a host-bound
+    prefill scales with it, a GPU-bound one and the CUDA-graph decode steps do not move; the TP rate
+    keeps its fitted ratio to the TP=1 rate."""
+    from synperf.workloads.calibration import bundled_overhead
+
+    base = bundled_overhead()
+    slow = base.with_host_rate(2 * base.prefill["cpu_us_per_launch"])
+    assert slow.prefill["cpu_us_per_launch_tp"] == pytest.approx(2 * base.prefill["cpu_us_per_launch_tp"])
+    m = load_model("llama-3.2-1b")
+    fast_r, slow_r = (simulate_batch(m, H100, 1, "sglang", [16], 3, overhead=o) for o in (base, slow))
+    assert slow_r.prefill_ms == pytest.approx(2 * fast_r.prefill_ms, rel=1e-6)
+    assert slow_r.decode_steps_us == fast_r.decode_steps_us
+    big = [simulate_batch(load_model("llama-3.1-8b"), H100, 1, "sglang", [4096] * 4, 2, overhead=o).prefill_ms
+           for o in (base, slow)]
+    assert big[0] == big[1]
+    code, out = _cli(capsys, "--json", "--host-us-per-launch", "50")
+    assert code == 0 and json.loads(out.out)["host_us_per_launch"] == 50.0
+
+
 def test_simulate_batch_tp2_adds_comm():
     r = simulate_batch(load_model("llama-3.1-8b"), H100, 2, "vllm", [256] * 2, 3)
     assert r.prefill.comm_us > 0 and "all_reduce" in r.median_decode.by_family
@@ -235,6 +255,8 @@ def test_cli_simulate_batch_json(capsys):
     (["--prompt-lens", "1,,2"], "--prompt-lens"), (["--prompt-lens", "0"], "--prompt-lens"),
     (["--prompt-lens", "99999999"], "--prompt-lens"), (["--output-len", "-1"], "--output-len"),
     (["--model", "nope"], "--model"), (["--gpu", "nope"], "--gpu"), (["--framework", "trt"], "--framework"),
+    (["--host-us-per-launch", "0"], "--host-us-per-launch"), (["--host-us-per-launch", "nan"], "--host-us-per-launch"),
+    (["--host-us-per-launch", "fast"], "--host-us-per-launch"),
 ])
 def test_cli_bad_flags_one_line(capsys, flags, flag):
     code, out = _cli(capsys, *flags)

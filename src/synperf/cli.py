@@ -370,6 +370,10 @@ def cmd_eval(args) -> int:
     return 0
 
 
+HOST_RATE_HELP = ("microseconds the host takes to issue one kernel of an eager pass at TP=1 (default: the "
+                  "reference engine's fit, engine_overhead.json; measured 16-43 us between hosts)")
+
+
 def cmd_simulate_batch(args) -> int:
     from synperf.workloads.cli_support import run_simulate_batch
     return run_simulate_batch(args, _registry)
@@ -510,6 +514,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--framework", required=True, help="sglang or vllm")
     p.add_argument("--prompt-lens", required=True, help="comma-separated prompt lengths, e.g. 2648,3740")
     p.add_argument("--output-len", required=True, help="output tokens per request")
+    p.add_argument("--host-us-per-launch", help=HOST_RATE_HELP)
     p.add_argument("--json", action="store_true", help="print a JSON object")
     p.set_defaults(func=cmd_simulate_batch)
     p = sim_sub.add_parser("validate", help="synperf against measured reference-engine batches (docs/end-to-end.md)")
@@ -532,6 +537,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-num-batched-tokens", default="8192")
     p.add_argument("--gpu-memory-utilization", default="0.9")
     p.add_argument("--seed", default="0")
+    p.add_argument("--host-us-per-launch", help=HOST_RATE_HELP)
     p.add_argument("--json", action="store_true", help="print a JSON object (with the timeline)")
     p.set_defaults(func=cmd_simulate_serve)
 

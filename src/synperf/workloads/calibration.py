@@ -110,6 +110,15 @@ class EngineOverhead:
             return gpu + seqs * per_seq + self.decode["us_fixed"] + nodes * self.decode["us_per_graph_node"]
         return max(gpu, self.issue_us(launches, layers, layer_kind, tp, routed_pairs))
 
+    def with_host_rate(self, us_per_launch: float) -> "EngineOverhead":
+        """The same overhead on a host that issues an eager pass's kernels at ``us_per_launch`` each
+        (TP=1; under TP the fitted TP / TP=1 ratio of the rates applies). The measured rate ranged
+        16-43 us between hosts and runs, the largest uncertainty of a small prefill."""
+        p = self.prefill
+        ratio = p.get("cpu_us_per_launch_tp", p["cpu_us_per_launch"]) / p["cpu_us_per_launch"]
+        return replace(self, prefill={**p, "cpu_us_per_launch": us_per_launch,
+                                      "cpu_us_per_launch_tp": us_per_launch * ratio})
+
     def issue_us(self, launches: int, layers: int, layer_kind: str, tp: int = 1, routed_pairs: int = 0) -> float:
         """The host's time to issue an eager pass's kernels, modelled and unmodelled."""
         p = self.prefill

@@ -67,12 +67,23 @@ def run_simulate_batch(args, registry) -> int:
     model, gpu = _model_and_gpu(args, registry, tp)
     if model.num_layers % pp:
         raise SynperfError(f"--pp: {pp} does not divide {model.name}'s {model.num_layers} layers")
-    result = simulate_batch(model, gpu, tp, args.framework, prompts, output_len, pp=pp)
+    result = simulate_batch(model, gpu, tp, args.framework, prompts, output_len, pp=pp,
+                            overhead=_overhead(args.host_us_per_launch))
     if args.json:
         print(json.dumps(result.as_dict(), indent=1))
     else:
         print(format_result(result))
     return 0
+
+
+def _overhead(host_us_per_launch):
+    """The bundled engine overhead, at the host issue rate given by ``--host-us-per-launch``."""
+    from synperf.workloads.calibration import bundled_overhead
+
+    overhead = bundled_overhead()
+    if host_us_per_launch is None:
+        return overhead
+    return overhead.with_host_rate(_float_flag(host_us_per_launch, "--host-us-per-launch", 0.0, 10_000.0))
 
 
 def run_simulate_validate(args, registry) -> int:
@@ -172,8 +183,9 @@ def run_simulate_serve(args, registry) -> int:
         output = _len_range(args.output_len, args.output_len_range, "--output-len", MAX_OUTPUT)
         requests = poisson_requests(num, rate, prompt, output, seed)
     model, gpu = _model_and_gpu(args, registry, tp)
+    overhead = _overhead(args.host_us_per_launch)
     result = simulate_serving(model, gpu, tp, args.framework, requests, max_num_seqs=max_seqs,
-                              max_num_batched_tokens=max_tokens, gpu_memory_utilization=util)
+                              max_num_batched_tokens=max_tokens, gpu_memory_utilization=util, overhead=overhead)
     if args.json:
         print(json.dumps(result.as_dict(), indent=1))
     else:

@@ -199,8 +199,8 @@ def representative(key: tuple) -> tuple[list[tuple[int, int]], list[int]]:
 
 
 class StepPricer:
-    def __init__(self, model: ModelConfig, gpu, tp: int, framework: str):
-        self.model, self.gpu, self.tp, self.framework = model, gpu, tp, framework
+    def __init__(self, model: ModelConfig, gpu, tp: int, framework: str, overhead=None):
+        self.model, self.gpu, self.tp, self.framework, self.overhead = model, gpu, tp, framework, overhead
         self.cache: dict[tuple, float] = {}
         self.ood = 0
 
@@ -209,7 +209,8 @@ class StepPricer:
         us = self.cache.get(key)
         if us is None:
             c, d = representative(key)
-            cost = price_pass(mixed_pass(self.model, self.gpu, self.tp, self.framework, c, d), self.gpu)
+            cost = price_pass(mixed_pass(self.model, self.gpu, self.tp, self.framework, c, d), self.gpu,
+                              overhead=self.overhead)
             us = self.cache[key] = cost.latency_us
             self.ood += cost.ood_cases
         return us
@@ -276,8 +277,10 @@ class ServeResult:
 
 def simulate_serving(model: ModelConfig, gpu, tp: int, framework: str, requests: list[Request], *,
                      max_num_seqs: int = 256, max_num_batched_tokens: int = 8192,
-                     gpu_memory_utilization: float = 0.9, kv_blocks: int | None = None) -> ServeResult:
-    """``kv_blocks`` overrides the capacity computed from the GPU memory (tests)."""
+                     gpu_memory_utilization: float = 0.9, kv_blocks: int | None = None,
+                     overhead=None) -> ServeResult:
+    """``kv_blocks`` overrides the capacity computed from the GPU memory (tests); ``overhead`` the
+    bundled engine overhead (``calibration.EngineOverhead``)."""
     if gpu.cc_major < 8:
         raise InputError(f"{gpu.id} (sm{gpu.compute_capability.replace('.', '')}) has no bf16 tensor cores;"
                          " end-to-end simulation is bf16 only")
@@ -291,7 +294,7 @@ def simulate_serving(model: ModelConfig, gpu, tp: int, framework: str, requests:
             raise InputError(f"request {i + 1}: {r.prompt_tokens} + {r.output_tokens} tokens need {need} KV blocks;"
                              f" the cache holds {capacity} ({capacity * BLOCK_TOKENS} tokens)")
     requests = sorted(requests, key=lambda r: r.arrival_s)
-    price = StepPricer(model, gpu, tp, framework)
+    price = StepPricer(model, gpu, tp, framework, overhead)
     reqs = [_Req(i, r) for i, r in enumerate(requests)]
     waiting: deque[_Req] = deque()
     running: list[_Req] = []

@@ -57,6 +57,7 @@ class BatchResult:
     prefill: StepCost
     decode_steps_us: list[float] = field(default_factory=list)
     pp: int = 1
+    host_us_per_launch: float = 0.0     # the host's issue rate the prefill was priced at (TP=1)
     decode_low_us: float = 0.0
     decode_high_us: float = 0.0
     median_decode: StepCost | None = None
@@ -90,6 +91,7 @@ class BatchResult:
             # first pipeline stage's host, which overlaps the stages after it)
             "prefill_bound": "host" if self.prefill.issue_us >= self.prefill.gpu_us[0] else "gpu",
             "prefill_host_issue_ms": round(self.prefill.issue_us / 1e3, 4),
+            "host_us_per_launch": self.host_us_per_launch,
             "decode_step_median_ms": round(self.decode_step_median_ms, 4),
             "decode_steps": len(self.decode_steps_us),
             "total_ms": round(self.total_ms, 4),
@@ -212,7 +214,11 @@ def price_pipeline(model: ModelConfig, gpu, tp: int, pp: int, framework: str, ph
 
 
 def simulate_batch(model: ModelConfig, gpu, tp: int, framework: str, prompt_lens: list[int],
-                   output_len: int, allreduce_impl: str | None = None, pp: int = 1) -> BatchResult:
+                   output_len: int, allreduce_impl: str | None = None, pp: int = 1,
+                   overhead: EngineOverhead | None = None) -> BatchResult:
+    """``overhead``: the engine overhead model (default the bundled fit; ``EngineOverhead.with_host_rate``
+    for another host)."""
+    overhead = overhead or bundled_overhead()
     if gpu.cc_major < 8:
         raise InputError(f"{gpu.id} (sm{gpu.compute_capability.replace('.', '')}) has no bf16 tensor cores;"
                          " end-to-end simulation is bf16 only")
@@ -221,16 +227,17 @@ def simulate_batch(model: ModelConfig, gpu, tp: int, framework: str, prompt_lens
     prompts = [int(p) for p in prompt_lens]
     if not isinstance(pp, int) or pp < 1 or model.num_layers % pp:
         raise InputError(f"pp: {pp} does not divide {model.name}'s {model.num_layers} layers")
-    prefill = price_pipeline(model, gpu, tp, pp, framework, "prefill", prompts, allreduce_impl)
+    prefill = price_pipeline(model, gpu, tp, pp, framework, "prefill", prompts, allreduce_impl, overhead)
     result = BatchResult(model.name.removesuffix(".json"), gpu.id, tp, framework, len(prompts), sum(prompts),
-                         output_len, prefill, pp=pp)
+                         output_len, prefill, pp=pp, host_us_per_launch=overhead.prefill["cpu_us_per_launch"])
     n_steps = output_len - 1
     ood, priced = prefill.ood_cases, prefill.cases
     if n_steps > 0:
         anchors = sorted(set(range(0, n_steps, DECODE_STRIDE)) | {n_steps - 1})
         costs = {}
         for i in anchors:
-            costs[i] = price_pipeline(model, gpu, tp, pp, framework, "decode", [p + 1 + i for p in prompts], allreduce_impl)
+            costs[i] = price_pipeline(model, gpu, tp, pp, framework, "decode", [p + 1 + i for p in prompts], allreduce_impl,
+                                      overhead)
             ood += costs[i].ood_cases
             priced += costs[i].cases
         xs = np.array(anchors, dtype=float)
