@@ -510,3 +510,20 @@ def test_scalar_load_input_counts_only_unaligned_passes():
     assert moe.extra_features(call(hidden=128, intermediate=64, stage="all", config=cfg()))[column] == 0.0
     assert moe.extra_features(call(hidden=128, intermediate=72, stage="all", config=cfg()))[column] == math.log2(per_thread)
     assert moe.extra_features(call(hidden=136, intermediate=64, stage="w2", config=cfg()))[column] == 0.0
+
+
+@pytest.mark.parametrize("pairs", [1024, 4096, 16384])
+def test_reference_align_issues_one_host_call_per_torch_op(h100, pairs):
+    """The reference align is a run of torch ops: each is one host call, but a cumsum launches its
+    scan inside its call and an argsort its copies and sort passes (cub's radix sort past 4,096
+    keys): those launches are marked ``within_call`` and counted by ``align_launches_in_call``."""
+    c = call(tokens=pairs // 8, e=128, topk=8, stage="all", config=cfg(), routing="random")
+    align = moe.align_launches(c)
+    inside = [launch.name for launch in align if launch.within_call]
+    assert len(inside) == moe.align_launches_in_call(pairs)
+    assert sum(name.endswith(": scan") for name in inside) == 2
+    assert len(align) - len(inside) == len(moe.align_launches(call(tokens=1, e=128, topk=8, stage="all", config=cfg(),
+                                                                   routing="random"))) - moe.align_launches_in_call(8)
+    engine = moe.engine_align_launches(call(tokens=pairs // 8, e=128, topk=8, stage="all", config=cfg(),
+                                            routing="random", engine="vllm"))
+    assert [launch.within_call for launch in engine] == [False, True]

@@ -213,13 +213,14 @@ def test_simulate_batch_says_whether_the_host_or_the_gpu_sets_the_prefill():
 
 def test_host_issue_rate_can_be_set_for_another_host(capsys):
     """--host-us-per-launch prices the eager prefill's kernel issue at the given rate: a host-bound
-    prefill scales with it, a GPU-bound one and the CUDA-graph decode steps do not move; the TP rate
-    keeps its fitted ratio to the TP=1 rate."""
+    prefill scales with it, a GPU-bound one and the CUDA-graph decode steps do not move; a launch
+    inside a call keeps its measured ratio to a call, and several ranks their fitted slowdown."""
     from synperf.workloads.calibration import bundled_overhead
 
     base = bundled_overhead()
     slow = base.with_host_rate(2 * base.prefill["cpu_us_per_launch"])
-    assert slow.prefill["cpu_us_per_launch_tp"] == pytest.approx(2 * base.prefill["cpu_us_per_launch_tp"])
+    assert slow.prefill["cpu_us_per_launch_in_call"] == pytest.approx(2 * base.prefill["cpu_us_per_launch_in_call"])
+    assert slow.prefill["multi_rank_host_slowdown"] == base.prefill["multi_rank_host_slowdown"]
     m = load_model("llama-3.2-1b")
     fast_r, slow_r = (simulate_batch(m, H100, 1, "sglang", [16], 3, overhead=o) for o in (base, slow))
     assert slow_r.prefill_ms == pytest.approx(2 * fast_r.prefill_ms, rel=1e-6)
@@ -274,3 +275,24 @@ def test_huge_numbers_in_a_model_config_are_refused_by_field():
     raw["rms_norm_eps"] = 10 ** 400   # found by the fuzzer: overflowed math.isfinite
     with pytest.raises(InputError, match="rms_norm_eps"):
         model_from_dict(raw, "mixtral.json")
+
+
+def test_a_library_call_is_one_host_call_whatever_it_launches():
+    """cuBLAS's workspace memset and GEMM, FA3's prepare and main kernel, vLLM's align kernels: one
+    call from the engine's Python each, however many kernels it launches; the engine's MoE layer is
+    several calls (align, two Triton launches, SiLU, sum)."""
+    from synperf.predict import predict
+
+    seen = set()
+    for model, moe_engine in (("llama-3.1-8b", None), ("qwen3-30b-a3b", "vllm")):
+        fp = forward_pass(load_model(model), resolve_gpu("h200"), 1, "sglang", "prefill", [2048, 2048],
+                          moe_engine=moe_engine)
+        for case, _count, _tag in fp.kernels:
+            p = predict(parse_case(case), resolve_gpu("h200"))
+            if case["family"] == "moe":
+                assert p.host_calls == p.launches - 1 == 5    # the align's two kernels: one call
+            else:
+                assert p.host_calls == 1
+            if p.launches > 1:
+                seen.add(case["family"])
+    assert {"gemm", "attention", "moe"} <= seen

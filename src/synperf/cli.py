@@ -370,8 +370,9 @@ def cmd_eval(args) -> int:
     return 0
 
 
-HOST_RATE_HELP = ("microseconds the host takes to issue one kernel of an eager pass at TP=1 (default: the "
-                  "reference engine's fit, engine_overhead.json; measured 16-43 us between hosts)")
+HOST_RATE_HELP = ("microseconds the host takes to issue one kernel of an eager pass with a call of its own, one "
+                  "rank (default: the reference engine's fit, engine_overhead.json; measured 16-43 us a launch "
+                  "between hosts); launches inside a call and several ranks keep their ratios to it")
 
 
 def cmd_simulate_batch(args) -> int:

@@ -40,6 +40,7 @@ class Prediction:
     model: str
     ood: bool = False
     launches: int = 1       # kernel launches of the call (split-K reduce, memset, combine, ...)
+    host_calls: int = 1     # of which the engine's host issues with calls of its own (Launch.within_call)
 
     def as_dict(self) -> dict:
         return {
@@ -101,6 +102,10 @@ def interval_margin(card: dict, silicon: str) -> float:
     return float(card.get("unseen_silicon_interval", {}).get("margin", 0.0))
 
 
+def _host_calls(demand: KernelDemand) -> int:
+    return sum(not ld.launch.within_call for ld in demand.launches)
+
+
 @lru_cache(maxsize=200_000)
 def predict(case: KernelCase, gpu: GpuSpec) -> Prediction:
     """Cached: serving and end-to-end workloads repeat the same kernel shapes many times."""
@@ -120,7 +125,7 @@ def predict(case: KernelCase, gpu: GpuSpec) -> Prediction:
             ood=bool(model.out_of_range(x)[0]) or case_variant(case) not in card["variants"]
             or (case.cache == "cold_dirty" and case.library not in aware)
             or (case.cache == "warm" and case.library not in warm_aware),
-            launches=len(demand.launches),
+            launches=len(demand.launches), host_calls=_host_calls(demand),
         )
     prior = efficiency_prior(case.family, case.library)
     # Efficiency = ceiling / latency, so the high-efficiency quantile gives the low latency.
@@ -131,5 +136,5 @@ def predict(case: KernelCase, gpu: GpuSpec) -> Prediction:
         ceiling_us=ceiling,
         bound=demand.bound,
         model=f"analytical (ceiling / typical efficiency {prior['median']:.2f}; {prior['source']})",
-        launches=len(demand.launches),
+        launches=len(demand.launches), host_calls=_host_calls(demand),
     )

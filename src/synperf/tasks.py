@@ -61,6 +61,10 @@ class Launch:
     # Registers per thread the code needs beyond the 255 a thread can hold: the compiler spills
     # them to local memory (per-thread stack traffic through L1/L2 that no operand count shows).
     spilled_registers: int = 0
+    # Issued by the library inside the host call that issued the launch before it (cuBLAS's workspace
+    # memset and GEMM, the passes of cub's radix sort, FA3's prepare and main kernel): the host pays
+    # a launch for it, not another call from the engine's Python.
+    within_call: bool = False
     notes: tuple[str, ...] = field(default=())
 
     def __post_init__(self) -> None:

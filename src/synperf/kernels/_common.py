@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import math
+from dataclasses import replace
 from functools import lru_cache
 from importlib import resources
 from typing import Any, Iterable, Mapping
@@ -36,6 +37,12 @@ def triton_num_warps(elements: int) -> int:
     while warps < 16 and warps * 256 < elements:
         warps *= 2
     return warps
+
+
+def one_call(*launches: Launch) -> tuple[Launch, ...]:
+    """Launches a library issues from one host call (a cuBLAS GEMM and its workspace memset, FA3's
+    prepare, main and combine kernels): every launch after the first is marked ``within_call``."""
+    return launches[:1] + tuple(replace(launch, within_call=True) for launch in launches[1:])
 
 
 def rowwise_launch(name: str, rows: int, cols: int, *, threads: int, bytes_in_per_col: float,

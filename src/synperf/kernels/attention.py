@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from synperf.errors import InputError
-from synperf.kernels._common import DTYPE_BYTES, TENSOR_DTYPE, ceil_div
+from synperf.kernels._common import DTYPE_BYTES, TENSOR_DTYPE, ceil_div, one_call
 from synperf.schedule import occupancy
 from synperf.tasks import Launch, Resources, task_demand
 from synperf.validate import MAX_TOKENS, get_bool, get_choice, get_int, get_int_list
@@ -554,7 +554,7 @@ def _fa3(call: AttentionCall, gpu) -> tuple[Launch, ...]:
     order = np.argsort(cta, kind="stable")                  # tasks grouped by CTA, in plan order
     main = _launch(name, all_rows[order], res, dram_r, dram_w, call, _grid_note(n_sm, 1, 1, (threads,)) + notes,
                    path="wgmma", persistent=n_sm, task_cta=cta[order])
-    return ((_page_offsets_launch(call, n_sm), main) if paged else (main,))
+    return one_call(_page_offsets_launch(call, n_sm), main) if paged else (main,)
 
 
 def _page_offsets_launch(call: AttentionCall, n_sm: int) -> Launch:
@@ -680,12 +680,12 @@ def _flash_attn3(call: AttentionCall, gpu) -> tuple[Launch, ...]:
     after = (_flash_attn3_combine(call, splits),) if split else ()
     if call.engine == "sglang":
         # No scheduler metadata made ahead: FA3 prepares the per-request tile counts itself.
-        return (_flash_attn3_prepare(call), main) + after
+        return one_call(_flash_attn3_prepare(call), main, *after)
     if not split:
         # With the metadata made ahead, an unsplit call resets the tile semaphore in a fill kernel.
         after = (Launch("vectorized_elementwise_kernel<FillFunctor<int>>", task_demand(l2_bytes=4.0), [1],
                         Resources(128, 16, 0), 0.0, 4.0, notes=_grid_note(1)),)
-    return (main,) + after
+    return one_call(main, *after)
 
 
 def _flash_attn3_outputs(call: AttentionCall, splits: np.ndarray) -> tuple[float, float]:

@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from synperf.errors import InputError
-from synperf.kernels._common import DTYPE_BYTES, TENSOR_DTYPE, ceil_div, round_up
+from synperf.kernels._common import DTYPE_BYTES, TENSOR_DTYPE, ceil_div, one_call, round_up
 from synperf.tasks import Launch, Resources, task_demand
 from synperf.validate import MAX_TOKENS, get_int
 
@@ -490,7 +490,7 @@ def launches_for(call: GemmCall, cfg: TileConfig, gpu, *, cluster_padding: bool 
             counts=[ceil_div(elems, per_cta)], resources=Resources(256, 32, 0),
             dram_read_bytes=4.0 * elems * pieces, dram_write_bytes=OUT_BYTES * elems,
         ))
-    return tuple(launches)
+    return one_call(*launches)
 
 
 def flops(call: GemmCall) -> float:

@@ -48,6 +48,7 @@ import numpy as np
 
 from synperf.errors import InputError
 from synperf.kernels._common import (DTYPE_BYTES, TENSOR_DTYPE, built_registers, ceil_div, elementwise_launch, next_pow2,
+                                     one_call,
                                      rowwise_launch, triton_access_bytes)
 from synperf.tasks import Launch, Resources, task_demand
 from synperf.validate import MAX_TOKENS, get_choice, get_int
@@ -647,20 +648,22 @@ def align_launches(call: MoeCall) -> tuple[Launch, ...]:
     """The launches of ``profile.moe_align.moe_align_block_size``, in the order the profiles list
     them (CUPTI kernels, memcpys and memsets alike): one small launch per torch op, two for a cumsum
     (cub's scan init and scan), and the stable argsort's own (element counts and bytes per element;
-    index tensors are int64 unless noted)."""
+    index tensors are int64 unless noted). Each group below is one torch op: one host call."""
     n, e, bm = call.tokens * call.topk, call.num_experts, call.config.block_m
     mp = max_padded_len(n, e, bm)
     nb = ceil_div(mp, bm)
-    ops: list[tuple[str, int, float, float]] = [
-        ("topk_ids to int64", n, 4, 8),
-        ("counts: zeros", e, 0, 8), ("ones_like", n, 0, 8),
-        ("counts: scatter_add_", n, 16, 8),             # atomics: read-modify-write of the counts
-        ("padded: add", e, 8, 8), ("padded: sub", e, 8, 8), ("padded: floor_divide", e, 8, 8), ("padded: mul", e, 8, 8),
-        ("cumsum padded: scan init", 1, 0, 8), ("cumsum padded: scan", e, 8, 8), ("padded_start: sub", e, 16, 8),
-        ("cumsum counts: scan init", 1, 0, 8), ("cumsum counts: scan", e, 8, 8), ("unpadded_start: sub", e, 16, 8),
-    ]
-    ops += _stable_argsort_ops(n)
-    ops += [
+    single = [("topk_ids to int64", n, 4, 8),
+              ("counts: zeros", e, 0, 8), ("ones_like", n, 0, 8),
+              ("counts: scatter_add_", n, 16, 8),             # atomics: read-modify-write of the counts
+              ("padded: add", e, 8, 8), ("padded: sub", e, 8, 8), ("padded: floor_divide", e, 8, 8),
+              ("padded: mul", e, 8, 8)]
+    ops: list[list[tuple[str, int, float, float]]] = [[op] for op in single]
+    ops += [[("cumsum padded: scan init", 1, 0, 8), ("cumsum padded: scan", e, 8, 8)],
+            [("padded_start: sub", e, 16, 8)],
+            [("cumsum counts: scan init", 1, 0, 8), ("cumsum counts: scan", e, 8, 8)],
+            [("unpadded_start: sub", e, 16, 8)],
+            _stable_argsort_ops(n)]
+    ops += [[op] for op in [
         ("flat[order]", n, 16, 8),
         ("arange(numel)", n, 0, 8),
         ("unpadded_start[sorted_experts]", n, 16, 8),
@@ -676,10 +679,10 @@ def align_launches(call: MoeCall) -> tuple[Launch, ...]:
         ("expert_ids: clamp_", nb, 8, 8),
         ("expert_ids to int32", nb, 8, 4),
         ("num_post to int32", 1, 8, 4),
-    ]
-    return tuple(elementwise_launch(f"moe_align: {name}", max(1, count), bytes_in_per_elem=bin_,
-                                    bytes_out_per_elem=bout, fma_per_elem=0.0)
-                 for name, count, bin_, bout in ops)
+    ]]
+    return tuple(launch for op in ops for launch in one_call(*(
+        elementwise_launch(f"moe_align: {name}", max(1, count), bytes_in_per_elem=bin_, bytes_out_per_elem=bout,
+                           fma_per_elem=0.0) for name, count, bin_, bout in op)))
 
 
 # cub's onesweep radix sort of 64-bit keys: 8 passes of 8 bits, each after a memset of its tile
@@ -709,6 +712,12 @@ def argsort_launches(keys: int) -> int:
     """Launches of one stable argsort of ``keys`` int64 keys (what the reference align's sort costs
     the host, and what an engine that aligns twice launches again)."""
     return len(_stable_argsort_ops(keys))
+
+
+def align_launches_in_call(pairs: int) -> int:
+    """Launches of the reference align (``align_launches``) issued inside another's host call: its two
+    cumsums' scans and its argsort's launches after the first."""
+    return 2 + argsort_launches(pairs) - 1
 
 
 # vLLM's align: one CTA does it all below this many pairs when there are at most this many experts.
@@ -749,7 +758,7 @@ def engine_align_launches(call: MoeCall) -> tuple[Launch, ...]:
     sort = Launch("count_and_sort_expert_tokens_kernel", task_demand(fma_ops=n / ctas, l2_bytes=12.0 * n / ctas),
                   [ctas], Resources(_SORT_THREADS, 18, 0), dram_read_bytes=4.0 * n, dram_write_bytes=4.0 * n,
                   access_bytes=4)
-    return align, sort
+    return one_call(align, sort)
 
 
 def engine_sum_launches(call: MoeCall) -> tuple[Launch, ...]:

@@ -7,8 +7,12 @@ attention planner, input preparation). ``EngineOverhead`` turns the modelled ker
 (kernels + collectives, in us) of a pass into its wall time:
 
 - prefill / mixed (eager):  ``max(K * kernel_scale + U * us_per_unmodelled_kernel
-  + tokens * layers * us_per_token_layer,  (launches + U) * cpu_us_per_launch)``: the GPU's work
-  or the host's issue rate, whichever is slower (``cpu_us_per_launch_tp`` under TP);
+  + tokens * layers * us_per_token_layer,  issue)``: the GPU's work or the host's issue time,
+  whichever is slower. ``issue = calls * cpu_us_per_launch + inside * cpu_us_per_launch_in_call``,
+  times ``multi_rank_host_slowdown`` when the pass is one of several ranks (TP or PP): a launch the
+  engine's Python issues with a call of its own (a torch op, a Triton kernel, a library call) costs
+  the host far more than one a library issues inside such a call (cub's radix-sort passes, cuBLAS's
+  workspace memset, FA3's main kernel after its prepare: ``Launch.within_call``);
 - decode (one CUDA graph a step): ``K * kernel_scale + U * us_per_unmodelled_kernel
   + seqs * us_per_seq + us_fixed + (launches + U) * us_per_graph_node``: replaying a graph costs
   the host and the GPU per node (the measured host time of a step with 750 nodes is about twice
@@ -23,9 +27,11 @@ is modelled. Its argsort is one kernel up to 4,096 routed pairs and CUB's radix 
 routing more pairs adds the radix sort's extra launches (17 a layer; measured: 17-18 on both MoE
 models).
 
-The host's issue rate is fitted on TP=1 passes, and a rate of its own on TP>1 passes: there each
-rank's host issued its launches about twice as slowly (measured host time of the same passes) and
-waits on the other ranks in its collectives.
+The launch inside a call is priced at its measured host cost (``launch_in_call_us``: the align
+timed on its own at a small and at a radix sort, ``data/h200-system/host_cost.parquet``). The rate
+per call is fitted on the measured host time (the pass's call returning after issuing every kernel)
+of the TP=1 prefills the host bounds, and the multi-rank slowdown on that of the TP>1 ones: there
+each rank's host issued its launches about twice as slowly.
 
 The coefficients are fitted (non-negative least squares on relative error) on
 ``data/h200-system/e2e_reference.parquet``; ``python -m synperf.workloads.calibration`` refits
@@ -83,6 +89,14 @@ class EngineOverhead:
         per_layer = self.extra_launches_per_layer[phase].get(layer_kind, 0.0)
         return layers * max(0.0, per_layer + second_align_excess(layer_kind, routed_pairs))
 
+    def unmodelled_in_call(self, phase: str, layers: int, layer_kind: str, routed_pairs: int = 0) -> float:
+        """Of the unmodelled launches, those issued inside another's host call: the second align's
+        cumsum scans and argsort passes (the same code as the modelled first align)."""
+        if layer_kind != "moe":
+            return 0.0
+        from synperf.kernels.moe import align_launches_in_call
+        return min(layers * align_launches_in_call(routed_pairs), self.unmodelled(phase, layers, layer_kind, routed_pairs))
+
     def gpu_us(self, phase: str, kernels_us: float, tokens: int, layers: int, layer_kind: str,
                attention: str | None = None, routed_pairs: int = 0) -> float:
         """The GPU's share of a pass: the modelled kernels scaled, plus the unmodelled ones."""
@@ -97,33 +111,48 @@ class EngineOverhead:
             + tokens * layers * p["us_per_token_layer"]
 
     def pass_us(self, phase: str, kernels_us: float, launches: int, tokens: int, seqs: int, layers: int,
-                layer_kind: str, attention: str | None = None, tp: int = 1, routed_pairs: int = 0) -> float:
+                layer_kind: str, attention: str | None = None, ranks: int = 1, routed_pairs: int = 0,
+                host_calls: int | None = None) -> float:
         """Wall time of a pass: a decode step's host work (per sequence and fixed) comes before its
         graph replays; an eager prefill is bound by the GPU or by the host issuing its kernels. The
         decode step's kernel scale and per-sequence work are the decode attention's: FlashInfer plans
         each step on the host, FlashAttention-3 only refreshes its lengths (``kernel_scale_<library>``,
-        ``us_per_seq_<library>`` where fitted)."""
+        ``us_per_seq_<library>`` where fitted). ``launches``: the modelled kernels' launches, of which
+        ``host_calls`` (default all) the host issues with calls of its own; ``ranks``: processes of
+        the run (TP x PP)."""
         gpu = self.gpu_us(phase, kernels_us, tokens, layers, layer_kind, attention, routed_pairs)
         if phase == "decode":
             per_seq = self.decode.get(f"us_per_seq_{attention}", self.decode["us_per_seq"])
             nodes = launches + self.unmodelled(phase, layers, layer_kind, routed_pairs)
             return gpu + seqs * per_seq + self.decode["us_fixed"] + nodes * self.decode["us_per_graph_node"]
-        return max(gpu, self.issue_us(launches, layers, layer_kind, tp, routed_pairs))
+        return max(gpu, self.issue_us(launches, layers, layer_kind, ranks, routed_pairs, host_calls))
 
     def with_host_rate(self, us_per_launch: float) -> "EngineOverhead":
-        """The same overhead on a host that issues an eager pass's kernels at ``us_per_launch`` each
-        (TP=1; under TP the fitted TP / TP=1 ratio of the rates applies). The measured rate ranged
-        16-43 us between hosts and runs, the largest uncertainty of a small prefill."""
+        """The same overhead on a host that issues an eager pass's kernels at ``us_per_launch`` a host
+        call (one rank; a launch inside a call and several ranks keep their fitted ratios to it). The
+        measured rate ranged 16-43 us between hosts and runs, the largest uncertainty of a small prefill."""
         p = self.prefill
-        ratio = p.get("cpu_us_per_launch_tp", p["cpu_us_per_launch"]) / p["cpu_us_per_launch"]
+        ratio = p["cpu_us_per_launch_in_call"] / p["cpu_us_per_launch"]
         return replace(self, prefill={**p, "cpu_us_per_launch": us_per_launch,
-                                      "cpu_us_per_launch_tp": us_per_launch * ratio})
+                                      "cpu_us_per_launch_in_call": us_per_launch * ratio})
 
-    def issue_us(self, launches: int, layers: int, layer_kind: str, tp: int = 1, routed_pairs: int = 0) -> float:
-        """The host's time to issue an eager pass's kernels, modelled and unmodelled."""
+    def issue_us(self, launches: int, layers: int, layer_kind: str, ranks: int = 1, routed_pairs: int = 0,
+                 host_calls: int | None = None) -> float:
+        """The host's time to issue an eager pass's kernels, modelled and unmodelled: a rate per
+        launch the engine issues with a call of its own, another per launch issued inside a call."""
         p = self.prefill
-        rate = p.get("cpu_us_per_launch_tp", p["cpu_us_per_launch"]) if tp > 1 else p["cpu_us_per_launch"]
-        return (launches + self.unmodelled("prefill", layers, layer_kind, routed_pairs)) * rate
+        calls, inside = self.issued(launches, layers, layer_kind, routed_pairs, host_calls)
+        slowdown = p["multi_rank_host_slowdown"] if ranks > 1 else 1.0
+        return (calls * p["cpu_us_per_launch"] + inside * p["cpu_us_per_launch_in_call"]) * slowdown
+
+    def issued(self, launches: int, layers: int, layer_kind: str, routed_pairs: int = 0,
+               host_calls: int | None = None) -> tuple[float, float]:
+        """(launches issued with host calls of their own, launches issued inside a call) of an eager
+        pass, modelled and unmodelled."""
+        extra = self.unmodelled("prefill", layers, layer_kind, routed_pairs)
+        extra_inside = self.unmodelled_in_call("prefill", layers, layer_kind, routed_pairs)
+        calls = launches if host_calls is None else host_calls
+        return calls + extra - extra_inside, launches - calls + extra_inside
 
 
 @lru_cache(maxsize=1)
@@ -164,6 +193,8 @@ class PassSample:
     other_us: float = 0.0
     attention: str | None = None    # the pass's attention library (ForwardPass.attention_library)
     routed_pairs: int = 0           # (token, expert) pairs an MoE layer routes (ForwardPass.routed_pairs)
+    modelled_host_calls: int | None = None  # of the modelled launches, those the host issues with calls of their own
+    host_us: float = 0.0            # measured: the host's time to issue the pass (its call returning)
 
 
 _BREAKDOWN_FIELDS = ("prefill_kernels", "decode_kernels")
@@ -219,6 +250,10 @@ def check_rows(rows: list[dict]) -> list[dict]:
                "prompt_tokens": positive(r.get("prompt_tokens"), "prompt_tokens", i, int)}
         for field in ("prefill_ms", "decode_step_median_ms", "total_ms"):
             row[field] = positive(r.get(field), field, i)
+        for field in ("prefill_host_ms", "decode_step_host_ms"):     # optional: rows before they were timed
+            value = r.get(field)
+            if value is not None and not (isinstance(value, float) and np.isnan(value)):
+                row[field] = positive(value, field, i)
         try:
             prompts = json.loads(r["prompt_lens"])
             breakdowns = [json.loads(r[f]) for f in _BREAKDOWN_FIELDS]
@@ -236,6 +271,10 @@ def check_rows(rows: list[dict]) -> list[dict]:
                    decode_kernels=r["decode_kernels"], gpu_name=r.get("gpu_name"))
         clean.append(row)
     return clean
+
+
+def _is_number(value) -> bool:
+    return isinstance(value, (int, float)) and math.isfinite(value) and value > 0
 
 
 def moe_engine_of(row: dict) -> str:
@@ -273,9 +312,11 @@ def samples_from_rows(rows: list[dict], gpu) -> list[PassSample]:
             breakdown = json.loads(kernels)
             counted = sum(v["kernels"] for k, v in breakdown.items() if k != "all_reduce")
             other = breakdown.get("other", {"kernels": 0, "us": 0.0})
+            host_ms = r.get(f"{'prefill' if phase == 'prefill' else 'decode_step'}_host_ms")
             out.append(PassSample(phase, measured * 1e3, cost.kernels_us + cost.comm_us, cost.launches, counted,
                                   fp.num_tokens, fp.num_seqs, fp.num_layers, fp.layer_kind, r["model"], row_id,
-                                  int(r["tp"]), other["kernels"], other["us"], fp.attention_library, fp.routed_pairs))
+                                  int(r["tp"]), other["kernels"], other["us"], fp.attention_library, fp.routed_pairs,
+                                  cost.host_calls, float(host_ms) * 1e3 if _is_number(host_ms) else 0.0))
     return out
 
 
@@ -292,16 +333,47 @@ def launch_counts(samples: list[PassSample]) -> dict:
     return extra
 
 
-def fit(samples: list[PassSample], extra: dict) -> EngineOverhead:
-    """Coefficients from ``samples``; ``extra``: the engine's unmodelled kernel counts. The
-    unmodelled kernels' GPU time comes from their CUPTI durations (decode: a constant per kernel;
+# Passes whose measured host time is at least this share of their wall time fit the issue rate:
+# there the host sets, or nearly sets, the pass. In long GPU-bound passes the host's time also holds
+# waits (a full launch queue) and overstates the rate (30 us a call fitted on every TP=1 pass, 27 on these).
+HOST_BOUND_SHARE = 0.5
+HOST_COST_DATA = DEFAULT_DATA.with_name("host_cost.parquet")
+
+
+@lru_cache(maxsize=1)
+def launch_in_call_us(path: Path = HOST_COST_DATA) -> float:
+    """The host time of a launch a library issues inside a call, measured: the reference align
+    (``profile.host_cost``, timed on its own) at a small sort and at cub's radix sort differ only by
+    the sort's launches inside the one argsort call."""
+    import pandas as pd
+
+    align = pd.read_parquet(path).query("kind == 'moe_align_block_size'").sort_values("shape_tokens")
+    if len(align) < 2:
+        raise ValueError(f"{path}: needs the align timed at two token counts")
+    from synperf.kernels.moe import argsort_launches
+    small, big = align.iloc[0], align.iloc[-1]
+    launches = [argsort_launches(int(r.shape_tokens * r.shape_topk)) for r in (small, big)]
+    if launches[1] <= launches[0]:
+        raise ValueError(f"{path}: the align's two token counts sort alike; no launches to divide by")
+    return float((big.host_us - small.host_us) / (launches[1] - launches[0]))
+
+
+def fit(samples: list[PassSample], extra: dict, in_call_us: float | None = None) -> EngineOverhead:
+    """Coefficients from ``samples``; ``extra``: the engine's unmodelled kernel counts;
+    ``in_call_us``: the host time of a launch issued inside a call (default ``launch_in_call_us()``).
+    The unmodelled kernels' GPU time comes from their CUPTI durations (decode: a constant per kernel;
     prefill: per kernel plus per token and layer); the rest from the pass wall times."""
+    in_call_us = launch_in_call_us() if in_call_us is None else in_call_us
     counted = EngineOverhead({}, {}, extra)
 
     def unmodelled(s):
         return counted.unmodelled(s.phase, s.layers, s.layer_kind, s.routed_pairs)
 
+    from synperf.errors import SynperfError
+
     dec = [s for s in samples if s.phase == "decode"]
+    if len(dec) < 6:
+        raise SynperfError(f"{len(dec)} decode steps: too few to fit the engine overhead's six decode terms")
     per_kernel = sum(s.other_us for s in dec) / max(1, sum(s.other_kernels for s in dec))
     y = np.array([s.measured_us - unmodelled(s) * per_kernel for s in dec])
     w = 1.0 / np.array([s.measured_us for s in dec])
@@ -328,40 +400,34 @@ def fit(samples: list[PassSample], extra: dict) -> EngineOverhead:
     y = np.array([s.measured_us for s in pre])
     offset = np.array([unmodelled(s) * per_kernel + s.tokens * s.layers * per_token_layer for s in pre])
     K = np.array([s.kernels_us for s in pre])
-    launches = np.array([s.modelled_launches + unmodelled(s) for s in pre])
-    # The issue rate is one process's: under TP the small passes also wait on the other ranks
-    # in their collectives (skew no launch count explains), so the rate is fitted on TP=1 passes;
-    # and on FlashInfer passes: a FlashAttention-3 call costs the host more than its two launches
-    # (it sizes its split and allocates its outputs in the call), which would raise every pass's rate.
-    single = np.array([s.tp == 1 and s.attention != "flash_attn3" for s in pre])
-    if single.sum() < 8:
-        single[:] = True
-    best = None
-    # The host-issue rate splits the rows into host-bound and GPU-bound ones: scan it, fit the
-    # kernel scale on the GPU-bound rows, keep the split with the least relative error overall.
-    for cpu in np.arange(0.0, 80.0, 0.5):
-        gpu_bound = (launches * cpu < y * 0.98) & single
-        if gpu_bound.sum() < 4:
-            continue
-        r = (y[gpu_bound] - offset[gpu_bound]) / y[gpu_bound]
-        k = K[gpu_bound] / y[gpu_bound]
-        scale = max(0.0, float(np.dot(k, r) / np.dot(k, k)))
-        pred = np.maximum(K * scale + offset, launches * cpu)
-        err = float(np.mean((pred[single] / y[single] - 1.0) ** 2))
-        if best is None or err < best[0]:
-            best = (err, cpu, scale)
-    _, cpu, scale = best
+    # The issue rate from the measured host time of the passes the host bounds (the call returning
+    # after issuing every kernel), less what the launches inside calls cost (measured apart); fitted
+    # on the single-process passes, and under TP a slowdown of its own.
+    issued = np.array([counted.issued(s.modelled_launches, s.layers, s.layer_kind, s.routed_pairs,
+                                      s.modelled_host_calls) for s in pre])
+    host = np.array([s.host_us for s in pre])
+    timed = (host > 0) & (host >= HOST_BOUND_SHARE * y)
+    single = np.array([s.tp == 1 for s in pre]) & timed
+    if single.sum() < 4:
+        raise SynperfError(f"{int(single.sum())} TP=1 prefills bound by the host (measured host time at least"
+                           f" {HOST_BOUND_SHARE:.0%} of the pass): at least four are needed to fit the issue rate")
+    w = 1.0 / host[single]
+    calls, inside = issued[single, 0] * w, issued[single, 1] * w
+    rate_call = float(np.dot(calls, host[single] * w - inside * in_call_us) / np.dot(calls, calls))
+    one_rank = issued @ np.array([rate_call, in_call_us])
+    multi = np.array([s.tp > 1 for s in pre]) & timed
+    slowdown = float(np.median(host[multi] / one_rank[multi])) if multi.any() else 1.0
+    issue = one_rank * np.where([s.tp > 1 for s in pre], slowdown, 1.0)
+    # The kernel scale on the single-process passes the GPU bounds (a TP>1 pass also waits on the
+    # other ranks in its collectives: skew no kernel explains).
+    gpu_bound = (issue < y * 0.98) & np.array([s.tp == 1 for s in pre])
+    r = (y[gpu_bound] - offset[gpu_bound]) / y[gpu_bound]
+    k = K[gpu_bound] / y[gpu_bound]
+    scale = max(0.0, float(np.dot(k, r) / np.dot(k, k)))
     prefill = {"kernel_scale": round(scale, 6), "us_per_unmodelled_kernel": round(float(per_kernel), 4),
-               "us_per_token_layer": round(float(per_token_layer), 6), "cpu_us_per_launch": round(float(cpu), 2)}
-    # Under TP each rank's host issues its launches about twice as slowly (host time measured per
-    # pass: 34-49 us a launch at TP=2 against 16-35 at TP=1), so TP>1 passes get a rate of their own,
-    # scanned on those passes with the kernel scale above.
-    multi = np.array([s.tp > 1 and s.attention != "flash_attn3" for s in pre])
-    if multi.sum() >= 4:
-        gpu_time = K[multi] * scale + offset[multi]
-        rates = np.arange(0.0, 120.0, 0.5)
-        errs = [float(np.mean((np.maximum(gpu_time, launches[multi] * r) / y[multi] - 1.0) ** 2)) for r in rates]
-        prefill["cpu_us_per_launch_tp"] = round(float(rates[int(np.argmin(errs))]), 2)
+               "us_per_token_layer": round(float(per_token_layer), 6), "cpu_us_per_launch": round(float(rate_call), 3),
+               "cpu_us_per_launch_in_call": round(float(in_call_us), 3),
+               "multi_rank_host_slowdown": round(max(1.0, slowdown), 4)}
     return EngineOverhead(prefill, decode, extra)
 
 
@@ -393,7 +459,7 @@ def with_interval(overhead: EngineOverhead, samples: list[PassSample], extra: di
 
 def _errors(overhead: EngineOverhead, samples: list[PassSample]) -> list[float]:
     return [overhead.pass_us(s.phase, s.kernels_us, s.modelled_launches, s.tokens, s.seqs, s.layers, s.layer_kind,
-                             s.attention, s.tp, s.routed_pairs)
+                             s.attention, s.tp, s.routed_pairs, s.modelled_host_calls)
             / s.measured_us - 1.0 for s in samples]
 
 
@@ -401,7 +467,11 @@ def validate(rows: list[dict], gpu) -> dict:
     """synperf against the measured batches, the engine overhead fitted without the batch's model
     (leave-one-model-out). Per (model, tp): MAPE of prefill, median decode step and total
     (prefill + (output_len - 1) x the median step), plus the kernel-only error (no overhead model)."""
+    from synperf.errors import SynperfError
+
     samples = samples_from_rows(rows, gpu)
+    if len({s.group for s in samples}) < 2:
+        raise SynperfError("leave-one-model-out needs the PP=1 batches of at least two models")
     extra = launch_counts(samples)
 
     def fold(without: str | None) -> EngineOverhead:

@@ -106,9 +106,9 @@ def run_simulate_validate(args, registry) -> int:
     try:
         rows = calibration.check_rows(rows)
         gpu = registry(args).get(str(rows[0]["gpu_name"]))
+        report = calibration.validate(rows, gpu)
     except SynperfError as exc:
         raise SynperfError(f"--data {path}: {exc}") from None
-    report = calibration.validate(rows, gpu)
     if args.json:
         print(json.dumps({k: v for k, v in report.items() if k != "per_row"} | {"per_row": report["per_row"]}, indent=1))
     else:

@@ -57,7 +57,7 @@ class BatchResult:
     prefill: StepCost
     decode_steps_us: list[float] = field(default_factory=list)
     pp: int = 1
-    host_us_per_launch: float = 0.0     # the host's issue rate the prefill was priced at (TP=1)
+    host_us_per_launch: float = 0.0     # the host's cost per call the prefill was priced at (one rank)
     decode_low_us: float = 0.0
     decode_high_us: float = 0.0
     median_decode: StepCost | None = None
@@ -112,6 +112,7 @@ class ModelledPass:
     kernels_high_us: float
     comm_us: float
     launches: int
+    host_calls: int     # of the launches, those the host issues with calls of their own (Launch.within_call)
     by_family: dict[str, float]
     ood_cases: int
     cases: int
@@ -122,7 +123,7 @@ def model_pass(fp: ForwardPass, gpu, allreduce_impl: str | None = None) -> Model
     """Kernels via predict (cached), all-reduces via comm (``allreduce_impl``: default the
     framework's custom all-reduce, graph or eager as the pass runs)."""
     lat = low = high = 0.0
-    launches = ood = 0
+    launches = host_calls = ood = 0
     fam: dict[str, float] = defaultdict(float)
     for case, count, _tag in fp.kernels:
         p = predict(parse_case(case), gpu)
@@ -131,6 +132,7 @@ def model_pass(fp: ForwardPass, gpu, allreduce_impl: str | None = None) -> Model
         high += p.latency_high_us * count
         fam[case["family"]] += p.latency_us * count
         launches += p.launches * count
+        host_calls += p.host_calls * count
         ood += bool(p.ood)
     impl = allreduce_impl or f"{fp.framework}_{'graph' if fp.phase == 'decode' else 'eager'}"
     comm_us, models = 0.0, set()
@@ -140,20 +142,23 @@ def model_pass(fp: ForwardPass, gpu, allreduce_impl: str | None = None) -> Model
         models.add(which)
     if comm_us:
         fam["all_reduce"] += comm_us
-    return ModelledPass(lat, low, high, comm_us, launches, dict(fam), ood, len(fp.kernels), ", ".join(sorted(models)))
+    return ModelledPass(lat, low, high, comm_us, launches, host_calls, dict(fam), ood, len(fp.kernels),
+                        ", ".join(sorted(models)))
 
 
-def price_pass(fp: ForwardPass, gpu, allreduce_impl: str | None = None, overhead: EngineOverhead | None = None
-               ) -> StepCost:
+def price_pass(fp: ForwardPass, gpu, allreduce_impl: str | None = None, overhead: EngineOverhead | None = None,
+               ranks: int | None = None) -> StepCost:
     """The pass's wall time: modelled kernels and collectives turned into a step by the engine
     overhead model (``calibration.EngineOverhead``, default the bundled fit), applied alike to the
-    low/high interval ends."""
+    low/high interval ends. ``ranks``: the run's processes (default the pass's TP ranks)."""
     m = model_pass(fp, gpu, allreduce_impl)
     overhead = overhead or bundled_overhead()
+    ranks = fp.tp if ranks is None else ranks
 
     def wall(kernels_us: float) -> float:
         return overhead.pass_us(fp.phase, kernels_us + m.comm_us, m.launches, fp.num_tokens, fp.num_seqs,
-                                fp.num_layers, fp.layer_kind, fp.attention_library, fp.tp, fp.routed_pairs)
+                                fp.num_layers, fp.layer_kind, fp.attention_library, ranks, fp.routed_pairs,
+                                m.host_calls)
 
     def gpu_part(kernels_us: float) -> float:
         return overhead.gpu_us(fp.phase, kernels_us + m.comm_us, fp.num_tokens, fp.num_layers, fp.layer_kind,
@@ -162,8 +167,8 @@ def price_pass(fp: ForwardPass, gpu, allreduce_impl: str | None = None, overhead
     latency = wall(m.kernels_us)
     fam = dict(m.by_family)
     fam["overhead"] = latency - m.kernels_us - m.comm_us
-    issue = 0.0 if fp.phase == "decode" else overhead.issue_us(m.launches, fp.num_layers, fp.layer_kind, fp.tp,
-                                                                fp.routed_pairs)
+    issue = 0.0 if fp.phase == "decode" else overhead.issue_us(m.launches, fp.num_layers, fp.layer_kind, ranks,
+                                                                fp.routed_pairs, m.host_calls)
     return StepCost(latency, wall(m.kernels_low_us), wall(m.kernels_high_us), m.comm_us, fam["overhead"], fam,
                     m.ood_cases, m.cases, m.comm_model,
                     (gpu_part(m.kernels_us), gpu_part(m.kernels_low_us), gpu_part(m.kernels_high_us)), issue)
@@ -173,11 +178,12 @@ def price_pipeline(model: ModelConfig, gpu, tp: int, pp: int, framework: str, ph
                    allreduce_impl: str | None = None, overhead: EngineOverhead | None = None,
                    moe_engine: str | None = None) -> StepCost:
     """One pass of a batch through ``pp`` pipeline stages, one after another (no micro-batching, as
-    in bench_one_batch). Every stage's host issues its work at once and waits on the GPU for its
-    input, so the host time overlaps the stages before: the pass is the first stage's wall time,
-    then each later stage's activation transfer (hidden state and residual) and GPU time, then the
-    sampled ids' way back to the first stage. ``moe_engine``: see ``engines.mixed_pass``. The
-    interval is widened to what leave-one-model-out needed (``EngineOverhead.widen``)."""
+    in bench_one_batch). Every stage's host starts issuing its work at once (each rank at the
+    multi-rank issue rate) and its GPU waits for its input: the pass is the first stage's wall time,
+    then per later stage its activation transfer (hidden state and residual) and GPU time, or that
+    stage's own issue time if its host is still issuing, then the sampled ids' way back to the first
+    stage. ``moe_engine``: see ``engines.mixed_pass``. The interval is widened to what
+    leave-one-model-out needed (``EngineOverhead.widen``)."""
     overhead = overhead or bundled_overhead()
     if pp == 1:
         cost = price_pass(forward_pass(model, gpu, tp, framework, phase, lens, moe_engine=moe_engine), gpu,
@@ -189,7 +195,7 @@ def price_pipeline(model: ModelConfig, gpu, tp: int, pp: int, framework: str, ph
     stages = {}
     for end in set(ends):
         stages[end] = price_pass(forward_pass(stage_model, gpu, tp, framework, phase, lens, *end, moe_engine),
-                                 gpu, allreduce_impl, overhead)
+                                 gpu, allreduce_impl, overhead, ranks=tp * pp)
     tokens = sum(lens) if phase == "prefill" else len(lens)
     hop, _ = comm.send_recv_us(2 * tokens * model.hidden_size * 2, gpu)
     ids_back, _ = comm.send_recv_us(8 * len(lens), gpu)
@@ -197,8 +203,8 @@ def price_pipeline(model: ModelConfig, gpu, tp: int, pp: int, framework: str, ph
     first, later = stages[ends[0]], [stages[end] for end in ends[1:]]
     bounds = [first.latency_us, first.low_us, first.high_us]
     for st in later:
-        bounds = [b + g for b, g in zip(bounds, st.gpu_us)]
-    latency, low, high = (b + p2p for b in bounds)
+        bounds = [max(b + hop + g, st.issue_us) for b, g in zip(bounds, st.gpu_us)]
+    latency, low, high = (b + ids_back for b in bounds)
     low, high = overhead.widen(phase, latency, low, high)
     fam: dict[str, float] = defaultdict(float)
     for st in [first] + later:
@@ -210,7 +216,8 @@ def price_pipeline(model: ModelConfig, gpu, tp: int, pp: int, framework: str, ph
     fam["overhead"] = latency - sum(fam.values())
     return StepCost(latency, low, high, comm_us, fam["overhead"], dict(fam), sum(st.ood_cases for st in stages.values()),
                     sum(st.cases for st in stages.values()), first.comm_model,
-                    tuple(sum(st.gpu_us[i] for st in [first] + later) + p2p for i in range(3)), first.issue_us)
+                    tuple(sum(st.gpu_us[i] for st in [first] + later) + p2p for i in range(3)),
+                    max(st.issue_us for st in [first] + later))
 
 
 def simulate_batch(model: ModelConfig, gpu, tp: int, framework: str, prompt_lens: list[int],
