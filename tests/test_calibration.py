@@ -230,7 +230,7 @@ def test_fuzzer_finds_fixed(tmp_path):
 
 def test_host_issue_rate_comes_from_single_process_passes(samples):
     """Under TP each rank's host issues its launches more slowly: slowing the TP>1 prefills (wall and
-    host time) moves only the multi-rank slowdown, not the rate per call or the kernel scale."""
+    host time) moves only the TP slowdown, not the rate per call or the kernel scale."""
     extra = calibration.launch_counts(samples)
     base = calibration.fit(samples, extra)
     skewed = [calibration.PassSample(**{**s.__dict__, "measured_us": s.measured_us * 1.5, "host_us": s.host_us * 1.5})
@@ -239,7 +239,7 @@ def test_host_issue_rate_comes_from_single_process_passes(samples):
     assert any(s.tp > 1 for s in samples)
     assert refit.prefill["cpu_us_per_launch"] == base.prefill["cpu_us_per_launch"]
     assert refit.prefill["kernel_scale"] == base.prefill["kernel_scale"]
-    assert refit.prefill["multi_rank_host_slowdown"] == pytest.approx(1.5 * base.prefill["multi_rank_host_slowdown"],
+    assert refit.prefill["tp_host_slowdown"] == pytest.approx(1.5 * base.prefill["tp_host_slowdown"],
                                                                       rel=0.02)
 
 
@@ -254,10 +254,10 @@ def test_tp_prefill_issues_launches_slower_than_a_single_process(samples):
     assert len(pairs) >= 8
     assert (pairs["prefill_host_ms_2"] / pairs["prefill_host_ms_1"]).median() > 1.5
     o = calibration.bundled_overhead()
-    assert o.prefill["multi_rank_host_slowdown"] > 1.5
+    assert o.prefill["tp_host_slowdown"] > 1.5
     one, two = (o.pass_us("prefill", kernels_us=100.0, launches=1000, tokens=16, seqs=1, layers=8,
-                          layer_kind="dense", ranks=ranks) for ranks in (1, 2))
-    assert two == pytest.approx(one * o.prefill["multi_rank_host_slowdown"])
+                          layer_kind="dense", tp=tp) for tp in (1, 2))
+    assert two == pytest.approx(one * o.prefill["tp_host_slowdown"])
 
 
 def test_a_launch_inside_a_call_costs_the_host_a_fraction_of_a_call():
@@ -285,22 +285,21 @@ def test_a_launch_inside_a_call_costs_the_host_a_fraction_of_a_call():
     assert radix - small == pytest.approx(8 * 2 * extra * inside)
 
 
-def test_pipeline_host_bound_prefill_waits_on_the_later_stage_issuing():
-    """Each pipeline stage's host issues its own layers from the pass's start, at the multi-rank
-    rate; in a host-bound prefill the last stage's issue, not the first stage plus the GPU time of the
-    rest, sets the pass. Measured (qwen3-30b-a3b, prompts up to 2,048 tokens): every PP=2 prefill took
-    longer than the TP=1 one of the same batch, and so does the prediction."""
-    from synperf.workloads.engines import REFERENCE
+def test_pipeline_pass_waits_for_every_stage_to_issue():
+    """Every pipeline stage's host issues its own layers from the pass's start, so a pass cannot end
+    before the slowest stage's host has issued its kernels. On a slow host a small PP=2 prefill is
+    the last stage's issue (it adds the final norm, lm_head and sampling to its layers) plus the
+    ids' way back, more than the first stage's wall time plus the last stage's transfer and GPU time."""
+    from synperf.workloads.engines import forward_pass
     from synperf.workloads.model import with_layers
-    from synperf.workloads.static_batch import price_pipeline
+    from synperf.workloads.static_batch import price_pass, price_pipeline
 
-    rows = pd.DataFrame(ROWS)
-    q = rows[(rows["model"] == "qwen3-30b-a3b") & (rows["tp"] == 1) & (rows["moe_engine"] == "reference")
-             & (rows["attention"] == "flashinfer") & (rows["prompt_tokens"] <= 2048)]
-    pairs = q[q["pp"] == 1].merge(q[q["pp"] == 2], on="prompt_lens", suffixes=("_1", "_2"))
-    assert len(pairs) >= 4 and (pairs["prefill_ms_2"] > pairs["prefill_ms_1"]).all()
-    model = with_layers(load_model("qwen3-30b-a3b"), 8)
-    for lens in pairs["prompt_lens"]:
-        one, two = (price_pipeline(model, H200, 1, pp, REFERENCE, "prefill", json.loads(lens), "nccl",
-                                   moe_engine="reference") for pp in (1, 2))
-        assert two.latency_us > one.latency_us
+    slow = calibration.bundled_overhead().with_host_rate(2000.0)
+    model = load_model("llama-3.1-8b")
+    cost = price_pipeline(model, H200, 1, 2, "sglang", "prefill", [16], "nccl", slow)
+    half = with_layers(model, model.num_layers // 2)
+    first, last = (price_pass(forward_pass(half, H200, 1, "sglang", "prefill", [16], *end), H200, "nccl", slow)
+                   for end in ((True, False), (False, True)))
+    transfers = cost.by_family["send_recv"]
+    assert last.issue_us > first.issue_us and cost.issue_us == last.issue_us
+    assert first.latency_us + last.gpu_us[0] + transfers < cost.latency_us <= last.issue_us + transfers

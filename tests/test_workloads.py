@@ -214,13 +214,13 @@ def test_simulate_batch_says_whether_the_host_or_the_gpu_sets_the_prefill():
 def test_host_issue_rate_can_be_set_for_another_host(capsys):
     """--host-us-per-launch prices the eager prefill's kernel issue at the given rate: a host-bound
     prefill scales with it, a GPU-bound one and the CUDA-graph decode steps do not move; a launch
-    inside a call keeps its measured ratio to a call, and several ranks their fitted slowdown."""
+    inside a call keeps its measured ratio to a call, and TP ranks their fitted slowdown."""
     from synperf.workloads.calibration import bundled_overhead
 
     base = bundled_overhead()
     slow = base.with_host_rate(2 * base.prefill["cpu_us_per_launch"])
     assert slow.prefill["cpu_us_per_launch_in_call"] == pytest.approx(2 * base.prefill["cpu_us_per_launch_in_call"])
-    assert slow.prefill["multi_rank_host_slowdown"] == base.prefill["multi_rank_host_slowdown"]
+    assert slow.prefill["tp_host_slowdown"] == base.prefill["tp_host_slowdown"]
     m = load_model("llama-3.2-1b")
     fast_r, slow_r = (simulate_batch(m, H100, 1, "sglang", [16], 3, overhead=o) for o in (base, slow))
     assert slow_r.prefill_ms == pytest.approx(2 * fast_r.prefill_ms, rel=1e-6)

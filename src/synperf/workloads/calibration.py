@@ -9,7 +9,7 @@ attention planner, input preparation). ``EngineOverhead`` turns the modelled ker
 - prefill / mixed (eager):  ``max(K * kernel_scale + U * us_per_unmodelled_kernel
   + tokens * layers * us_per_token_layer,  issue)``: the GPU's work or the host's issue time,
   whichever is slower. ``issue = calls * cpu_us_per_launch + inside * cpu_us_per_launch_in_call``,
-  times ``multi_rank_host_slowdown`` when the pass is one of several ranks (TP or PP): a launch the
+  times ``tp_host_slowdown`` when the pass is one of several TP ranks: a launch the
   engine's Python issues with a call of its own (a torch op, a Triton kernel, a library call) costs
   the host far more than one a library issues inside such a call (cub's radix-sort passes, cuBLAS's
   workspace memset, FA3's main kernel after its prepare: ``Launch.within_call``);
@@ -30,7 +30,7 @@ models).
 The launch inside a call is priced at its measured host cost (``launch_in_call_us``: the align
 timed on its own at a small and at a radix sort, ``data/h200-system/host_cost.parquet``). The rate
 per call is fitted on the measured host time (the pass's call returning after issuing every kernel)
-of the TP=1 prefills the host bounds, and the multi-rank slowdown on that of the TP>1 ones: there
+of the TP=1 prefills the host bounds, and the TP slowdown on that of the TP>1 ones: there
 each rank's host issued its launches about twice as slowly.
 
 The coefficients are fitted (non-negative least squares on relative error) on
@@ -111,38 +111,37 @@ class EngineOverhead:
             + tokens * layers * p["us_per_token_layer"]
 
     def pass_us(self, phase: str, kernels_us: float, launches: int, tokens: int, seqs: int, layers: int,
-                layer_kind: str, attention: str | None = None, ranks: int = 1, routed_pairs: int = 0,
+                layer_kind: str, attention: str | None = None, tp: int = 1, routed_pairs: int = 0,
                 host_calls: int | None = None) -> float:
         """Wall time of a pass: a decode step's host work (per sequence and fixed) comes before its
         graph replays; an eager prefill is bound by the GPU or by the host issuing its kernels. The
         decode step's kernel scale and per-sequence work are the decode attention's: FlashInfer plans
         each step on the host, FlashAttention-3 only refreshes its lengths (``kernel_scale_<library>``,
         ``us_per_seq_<library>`` where fitted). ``launches``: the modelled kernels' launches, of which
-        ``host_calls`` (default all) the host issues with calls of its own; ``ranks``: processes of
-        the run (TP x PP)."""
+        ``host_calls`` (default all) the host issues with calls of its own."""
         gpu = self.gpu_us(phase, kernels_us, tokens, layers, layer_kind, attention, routed_pairs)
         if phase == "decode":
             per_seq = self.decode.get(f"us_per_seq_{attention}", self.decode["us_per_seq"])
             nodes = launches + self.unmodelled(phase, layers, layer_kind, routed_pairs)
             return gpu + seqs * per_seq + self.decode["us_fixed"] + nodes * self.decode["us_per_graph_node"]
-        return max(gpu, self.issue_us(launches, layers, layer_kind, ranks, routed_pairs, host_calls))
+        return max(gpu, self.issue_us(launches, layers, layer_kind, tp, routed_pairs, host_calls))
 
     def with_host_rate(self, us_per_launch: float) -> "EngineOverhead":
         """The same overhead on a host that issues an eager pass's kernels at ``us_per_launch`` a host
-        call (one rank; a launch inside a call and several ranks keep their fitted ratios to it). The
+        call (TP=1; a launch inside a call and TP ranks keep their fitted ratios to it). The
         measured rate ranged 16-43 us between hosts and runs, the largest uncertainty of a small prefill."""
         p = self.prefill
         ratio = p["cpu_us_per_launch_in_call"] / p["cpu_us_per_launch"]
         return replace(self, prefill={**p, "cpu_us_per_launch": us_per_launch,
                                       "cpu_us_per_launch_in_call": us_per_launch * ratio})
 
-    def issue_us(self, launches: int, layers: int, layer_kind: str, ranks: int = 1, routed_pairs: int = 0,
+    def issue_us(self, launches: int, layers: int, layer_kind: str, tp: int = 1, routed_pairs: int = 0,
                  host_calls: int | None = None) -> float:
         """The host's time to issue an eager pass's kernels, modelled and unmodelled: a rate per
         launch the engine issues with a call of its own, another per launch issued inside a call."""
         p = self.prefill
         calls, inside = self.issued(launches, layers, layer_kind, routed_pairs, host_calls)
-        slowdown = p["multi_rank_host_slowdown"] if ranks > 1 else 1.0
+        slowdown = p["tp_host_slowdown"] if tp > 1 else 1.0
         return (calls * p["cpu_us_per_launch"] + inside * p["cpu_us_per_launch_in_call"]) * slowdown
 
     def issued(self, launches: int, layers: int, layer_kind: str, routed_pairs: int = 0,
@@ -427,7 +426,7 @@ def fit(samples: list[PassSample], extra: dict, in_call_us: float | None = None)
     prefill = {"kernel_scale": round(scale, 6), "us_per_unmodelled_kernel": round(float(per_kernel), 4),
                "us_per_token_layer": round(float(per_token_layer), 6), "cpu_us_per_launch": round(float(rate_call), 3),
                "cpu_us_per_launch_in_call": round(float(in_call_us), 3),
-               "multi_rank_host_slowdown": round(max(1.0, slowdown), 4)}
+               "tp_host_slowdown": round(max(1.0, slowdown), 4)}
     return EngineOverhead(prefill, decode, extra)
 
 

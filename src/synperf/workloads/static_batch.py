@@ -146,18 +146,17 @@ def model_pass(fp: ForwardPass, gpu, allreduce_impl: str | None = None) -> Model
                         ", ".join(sorted(models)))
 
 
-def price_pass(fp: ForwardPass, gpu, allreduce_impl: str | None = None, overhead: EngineOverhead | None = None,
-               ranks: int | None = None) -> StepCost:
+def price_pass(fp: ForwardPass, gpu, allreduce_impl: str | None = None, overhead: EngineOverhead | None = None
+               ) -> StepCost:
     """The pass's wall time: modelled kernels and collectives turned into a step by the engine
     overhead model (``calibration.EngineOverhead``, default the bundled fit), applied alike to the
-    low/high interval ends. ``ranks``: the run's processes (default the pass's TP ranks)."""
+    low/high interval ends."""
     m = model_pass(fp, gpu, allreduce_impl)
     overhead = overhead or bundled_overhead()
-    ranks = fp.tp if ranks is None else ranks
 
     def wall(kernels_us: float) -> float:
         return overhead.pass_us(fp.phase, kernels_us + m.comm_us, m.launches, fp.num_tokens, fp.num_seqs,
-                                fp.num_layers, fp.layer_kind, fp.attention_library, ranks, fp.routed_pairs,
+                                fp.num_layers, fp.layer_kind, fp.attention_library, fp.tp, fp.routed_pairs,
                                 m.host_calls)
 
     def gpu_part(kernels_us: float) -> float:
@@ -167,7 +166,7 @@ def price_pass(fp: ForwardPass, gpu, allreduce_impl: str | None = None, overhead
     latency = wall(m.kernels_us)
     fam = dict(m.by_family)
     fam["overhead"] = latency - m.kernels_us - m.comm_us
-    issue = 0.0 if fp.phase == "decode" else overhead.issue_us(m.launches, fp.num_layers, fp.layer_kind, ranks,
+    issue = 0.0 if fp.phase == "decode" else overhead.issue_us(m.launches, fp.num_layers, fp.layer_kind, fp.tp,
                                                                 fp.routed_pairs, m.host_calls)
     return StepCost(latency, wall(m.kernels_low_us), wall(m.kernels_high_us), m.comm_us, fam["overhead"], fam,
                     m.ood_cases, m.cases, m.comm_model,
@@ -178,11 +177,12 @@ def price_pipeline(model: ModelConfig, gpu, tp: int, pp: int, framework: str, ph
                    allreduce_impl: str | None = None, overhead: EngineOverhead | None = None,
                    moe_engine: str | None = None) -> StepCost:
     """One pass of a batch through ``pp`` pipeline stages, one after another (no micro-batching, as
-    in bench_one_batch). Every stage's host starts issuing its work at once (each rank at the
-    multi-rank issue rate) and its GPU waits for its input: the pass is the first stage's wall time,
-    then per later stage its activation transfer (hidden state and residual) and GPU time, or that
-    stage's own issue time if its host is still issuing, then the sampled ids' way back to the first
-    stage. ``moe_engine``: see ``engines.mixed_pass``. The interval is widened to what
+    in bench_one_batch). Every stage's host starts issuing its work at once and its GPU waits for
+    its input: the pass is the first stage's wall time, then per later stage its activation transfer
+    (hidden state and residual) and GPU time, or that stage's own issue time if its host is still
+    issuing, then the sampled ids' way back to the first stage. A stage's host issues at the rate of
+    its TP ranks: the PP ranks' host slowdown differed between hosts (1.4-2.8 x per launch,
+    docs/reference-engine.md) and is not applied. ``moe_engine``: see ``engines.mixed_pass``. The interval is widened to what
     leave-one-model-out needed (``EngineOverhead.widen``)."""
     overhead = overhead or bundled_overhead()
     if pp == 1:
@@ -195,7 +195,7 @@ def price_pipeline(model: ModelConfig, gpu, tp: int, pp: int, framework: str, ph
     stages = {}
     for end in set(ends):
         stages[end] = price_pass(forward_pass(stage_model, gpu, tp, framework, phase, lens, *end, moe_engine),
-                                 gpu, allreduce_impl, overhead, ranks=tp * pp)
+                                 gpu, allreduce_impl, overhead)
     tokens = sum(lens) if phase == "prefill" else len(lens)
     hop, _ = comm.send_recv_us(2 * tokens * model.hidden_size * 2, gpu)
     ids_back, _ = comm.send_recv_us(8 * len(lens), gpu)
