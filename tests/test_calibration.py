@@ -303,3 +303,27 @@ def test_pipeline_pass_waits_for_every_stage_to_issue():
     transfers = cost.by_family["send_recv"]
     assert last.issue_us > first.issue_us and cost.issue_us == last.issue_us
     assert first.latency_us + last.gpu_us[0] + transfers < cost.latency_us <= last.issue_us + transfers
+
+
+def test_pipeline_stage_gpu_pays_a_share_of_the_power_cap():
+    """A dense GPU-bound prefill ran faster at PP=2 than at TP=1 (the same kernels plus two
+    transfers): each stage's GPU idles half the pass and held higher clocks (measured). The stage is
+    priced with the prefill kernel scale's excess over 1 halved, and so comes out faster too."""
+    from synperf.workloads.engines import REFERENCE
+    from synperf.workloads.model import with_layers
+    from synperf.workloads.static_batch import price_pipeline
+
+    rows = pd.DataFrame(ROWS)
+    dense = rows[rows["model"].isin(["llama-3.1-8b", "qwen3-8b", "phi-4"]) & (rows["tp"] == 1)
+                 & (rows["attention"] == "flashinfer") & (rows["prompt_tokens"] >= 8192)]
+    pairs = dense[dense["pp"] == 1].merge(dense[dense["pp"] == 2], on=["model", "prompt_lens"], suffixes=("_1", "_2"))
+    assert len(pairs) >= 12 and (pairs["prefill_ms_2"] / pairs["prefill_ms_1"]).median() < 0.95
+    checks = pd.read_parquet(calibration.DEFAULT_DATA.with_name("e2e_host_check.parquet"))
+    clocks = checks[checks["prefill_sm_mhz"].notna() & (checks["prompt_tokens"] >= 8192) & (checks["tp"] == 1)]
+    assert clocks.loc[clocks["pp"] == 2, "prefill_sm_mhz"].median() > clocks.loc[clocks["pp"] == 1, "prefill_sm_mhz"].median() + 150
+    o = calibration.bundled_overhead()
+    assert o.at_duty(0.5).prefill["kernel_scale"] - 1 == pytest.approx((o.prefill["kernel_scale"] - 1) / 2)
+    for model, lens in pairs[["model", "prompt_lens"]].head(4).itertuples(index=False):
+        m = with_layers(load_model(model), 8)
+        one, two = (price_pipeline(m, H200, 1, pp, REFERENCE, "prefill", json.loads(lens), "nccl") for pp in (1, 2))
+        assert two.latency_us < one.latency_us

@@ -135,6 +135,14 @@ class EngineOverhead:
         return replace(self, prefill={**p, "cpu_us_per_launch": us_per_launch,
                                       "cpu_us_per_launch_in_call": us_per_launch * ratio})
 
+    def at_duty(self, duty: float) -> "EngineOverhead":
+        """The same overhead for a GPU that computes only ``duty`` of each eager pass and idles the
+        rest (a pipeline stage: 1 / PP). The prefill kernel scale is mostly the power cap's toll on a
+        GPU computing the whole pass (TP=1 dense prefills ran at 1,450-1,670 MHz, PP=2 stages at
+        1,740-1,980 MHz, measured on two hosts), so its excess over 1 is scaled by the duty."""
+        p = self.prefill
+        return replace(self, prefill={**p, "kernel_scale": 1.0 + (p["kernel_scale"] - 1.0) * duty})
+
     def issue_us(self, launches: int, layers: int, layer_kind: str, tp: int = 1, routed_pairs: int = 0,
                  host_calls: int | None = None) -> float:
         """The host's time to issue an eager pass's kernels, modelled and unmodelled: a rate per

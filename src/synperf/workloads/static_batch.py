@@ -192,10 +192,11 @@ def price_pipeline(model: ModelConfig, gpu, tp: int, pp: int, framework: str, ph
         return cost
     stage_model = with_layers(model, model.num_layers // pp)
     ends = [(True, False)] + [(False, False)] * (pp - 2) + [(False, True)]
+    stage_overhead = overhead.at_duty(1.0 / pp)
     stages = {}
     for end in set(ends):
         stages[end] = price_pass(forward_pass(stage_model, gpu, tp, framework, phase, lens, *end, moe_engine),
-                                 gpu, allreduce_impl, overhead)
+                                 gpu, allreduce_impl, stage_overhead)
     tokens = sum(lens) if phase == "prefill" else len(lens)
     hop, _ = comm.send_recv_us(2 * tokens * model.hidden_size * 2, gpu)
     ids_back, _ = comm.send_recv_us(8 * len(lens), gpu)
