@@ -26,7 +26,8 @@ def samples():
 def test_shipped_overhead_is_the_fit_of_the_committed_data(samples):
     shipped = json.loads((Path(calibration.__file__).with_name("engine_overhead.json")).read_text())
     extra = calibration.launch_counts(samples)
-    refit = calibration.with_interval(calibration.fit(samples, extra), samples, extra)
+    repeats = calibration.samples_from_rows(calibration.bundled_repeat_rows(), H200)
+    refit = calibration.with_interval(calibration.fit(samples, extra), samples, extra, repeats)
     assert refit.prefill == shipped["prefill"] and refit.decode == shipped["decode"]
     assert refit.extra_launches_per_layer == shipped["extra_launches_per_layer"]
     assert refit.interval == shipped["interval"]
@@ -34,10 +35,20 @@ def test_shipped_overhead_is_the_fit_of_the_committed_data(samples):
 
 def test_pass_interval_covers_held_out_models_near_its_nominal_share():
     """The pass interval is widened to the 10th-90th percentile of what leave-one-model-out needed
-    on the other models; on the held-out model's batches about 80 % of measurements fall inside."""
-    overall = calibration.validate(ROWS, H200)["overall"]
+    on the other models and on their repeats from other hosts; on the held-out model's batches about
+    80 % of measurements fall inside, and so on a host none of it came from (the fresh two-GPU host
+    of 2026-11-30 03:20, not used to fit anything)."""
+    overall = calibration.validate(ROWS, H200, calibration.bundled_repeat_rows())["overall"]
     for metric in ("prefill_ms", "decode_step_ms", "total_ms"):
         assert 0.65 <= overall[f"{metric}_in_interval"] <= 0.95
+    checks = pd.read_parquet(calibration.REPEAT_DATA)
+    fresh = calibration.check_rows(checks[checks["session"].str.startswith("2026-11-30 03:20")].to_dict("records"))
+    assert len(fresh) > 100
+    o = calibration.bundled_overhead()
+    inside = np.array([[lo <= r[m] <= hi for (_, _, lo, hi), m in zip(calibration._priced(r, H200, o),
+                                                                       ("prefill_ms", "decode_step_median_ms"))]
+                       for r in fresh])
+    assert (0.65 <= inside.mean(axis=0)).all() and (inside.mean(axis=0) <= 0.95).all()
     o = calibration.bundled_overhead()
     lo, hi = o.interval["prefill"]
     assert lo < 0 < hi

@@ -345,6 +345,16 @@ def launch_counts(samples: list[PassSample]) -> dict:
 # waits (a full launch queue) and overstates the rate (30 us a call fitted on every TP=1 pass, 27 on these).
 HOST_BOUND_SHARE = 0.5
 HOST_COST_DATA = DEFAULT_DATA.with_name("host_cost.parquet")
+REPEAT_DATA = DEFAULT_DATA.with_name("e2e_host_check.parquet")
+
+
+def bundled_repeat_rows(path: Path = REPEAT_DATA) -> list[dict]:
+    """The validation batches measured again on other hosts and runs with the validation protocol
+    (10 timed prefills, ranks started together: ``interval_repeat``), checked like the validation rows."""
+    import pandas as pd
+
+    frame = pd.read_parquet(path)
+    return check_rows(frame[frame["interval_repeat"]].to_dict("records"))
 
 
 @lru_cache(maxsize=1)
@@ -441,23 +451,33 @@ def fit(samples: list[PassSample], extra: dict, in_call_us: float | None = None)
 INTERVAL_QUANTILES = (0.1, 0.9)
 
 
-def _held_out_errors(samples: list[PassSample], extra: dict) -> list[tuple[PassSample, float]]:
-    """Every pass with its relative error (predicted / measured - 1) under a fit without its model."""
-    out = []
+def _held_out_errors(samples: list[PassSample], extra: dict, repeats: list[PassSample] = ()
+                     ) -> tuple[list[tuple[PassSample, float]], list[tuple[PassSample, float]]]:
+    """Every pass, and every repeat measurement of a pass, with its relative error (predicted /
+    measured - 1) under a fit without its model: (the samples', the repeats')."""
+    out: tuple[list, list] = ([], [])
     for group in sorted({s.group for s in samples}):
-        held = [s for s in samples if s.group == group]
         others = [s for s in samples if s.group != group]
-        if others:
-            out += list(zip(held, _errors(fit(others, extra), held)))
+        if not others:
+            continue
+        fitted = fit(others, extra)
+        for errors, passes in zip(out, (samples, repeats)):
+            held = [s for s in passes if s.group == group]
+            errors += list(zip(held, _errors(fitted, held)))
     return out
 
 
 def with_interval(overhead: EngineOverhead, samples: list[PassSample], extra: dict,
-                  held_out: list[tuple[PassSample, float]] | None = None) -> EngineOverhead:
-    """``overhead`` with the interval leave-one-model-out needs on ``samples`` (``held_out``: their
-    ``_held_out_errors``, computed if not given): the quantiles of log(measured / predicted) per phase."""
+                  repeats: list[PassSample] = (),
+                  held_out: tuple[list[tuple[PassSample, float]], list[tuple[PassSample, float]]] | None = None
+                  ) -> EngineOverhead:
+    """``overhead`` with the interval leave-one-model-out needs on ``samples`` and on ``repeats``
+    (the same batches measured again on other hosts and runs, which a user's host is one more of;
+    ``held_out``: their ``_held_out_errors``, computed if not given): the quantiles of
+    log(measured / predicted) per phase."""
     logs: dict = {"prefill": [], "decode": []}
-    for s, e in held_out if held_out is not None else _held_out_errors(samples, extra):
+    errors = held_out if held_out is not None else _held_out_errors(samples, extra, repeats)
+    for s, e in errors[0] + errors[1]:
         logs[s.phase].append(-math.log1p(e))
     interval = {phase: [round(float(np.quantile(v, q)), 4) for q in INTERVAL_QUANTILES]
                 for phase, v in logs.items() if v}
@@ -470,20 +490,22 @@ def _errors(overhead: EngineOverhead, samples: list[PassSample]) -> list[float]:
             / s.measured_us - 1.0 for s in samples]
 
 
-def validate(rows: list[dict], gpu) -> dict:
+def validate(rows: list[dict], gpu, repeat_rows: list[dict] = ()) -> dict:
     """synperf against the measured batches, the engine overhead fitted without the batch's model
     (leave-one-model-out). Per (model, tp): MAPE of prefill, median decode step and total
-    (prefill + (output_len - 1) x the median step), plus the kernel-only error (no overhead model)."""
+    (prefill + (output_len - 1) x the median step), plus the kernel-only error (no overhead model).
+    ``repeat_rows``: the same batches measured again elsewhere, which widen the interval only."""
     from synperf.errors import SynperfError
 
     samples = samples_from_rows(rows, gpu)
+    repeats = samples_from_rows(repeat_rows, gpu)
     if len({s.group for s in samples}) < 2:
         raise SynperfError("leave-one-model-out needs the PP=1 batches of at least two models")
     extra = launch_counts(samples)
 
     def fold(without: str | None) -> EngineOverhead:
         train = [s for s in samples if s.group != without]
-        return with_interval(fit(train, extra), train, extra)
+        return with_interval(fit(train, extra), train, extra, [s for s in repeats if s.group != without])
 
     fits = {g: fold(g) for g in sorted({s.group for s in samples})}
     per_row = []
@@ -580,12 +602,15 @@ def main(argv: list[str] | None = None) -> int:
     args = sys.argv[1:] if argv is None else argv
     path = Path(args[0]) if args else DEFAULT_DATA
     rows = pd.read_parquet(path).to_dict("records")
-    samples = samples_from_rows(rows, resolve_gpu("h200"))
+    gpu = resolve_gpu("h200")
+    samples = samples_from_rows(rows, gpu)
+    repeats = samples_from_rows(bundled_repeat_rows() if path == DEFAULT_DATA else [], gpu)
     extra = launch_counts(samples)
-    held_out = _held_out_errors(samples, extra)
-    overhead = with_interval(fit(samples, extra), samples, extra, held_out)
+    held_out = _held_out_errors(samples, extra, repeats)
+    overhead = with_interval(fit(samples, extra), samples, extra, repeats, held_out)
     result = {**asdict(overhead), "source": f"{path.name}: {len(rows)} batches on {rows[0]['gpu_name']} "
-              f"(synperf reference engine)", "leave_one_model_out_mape": leave_one_model_out(held_out)}
+              f"(synperf reference engine); interval also from {len(repeats) // 2} repeats in {REPEAT_DATA.name}",
+              "leave_one_model_out_mape": leave_one_model_out(held_out[0])}
     out = Path(__file__).with_name("engine_overhead.json")
     out.write_text(json.dumps(result, indent=1) + "\n")
     print(json.dumps(result, indent=1))

@@ -106,7 +106,9 @@ def run_simulate_validate(args, registry) -> int:
     try:
         rows = calibration.check_rows(rows)
         gpu = registry(args).get(str(rows[0]["gpu_name"]))
-        report = calibration.validate(rows, gpu)
+        # the bundled repeats widen the interval of the bundled batches only
+        repeats = calibration.bundled_repeat_rows() if args.data is None else []
+        report = calibration.validate(rows, gpu, repeats)
     except SynperfError as exc:
         raise SynperfError(f"--data {path}: {exc}") from None
     if args.json:
