@@ -48,8 +48,7 @@ import numpy as np
 
 from synperf.errors import InputError
 from synperf.kernels._common import (DTYPE_BYTES, TENSOR_DTYPE, built_registers, ceil_div, elementwise_launch, next_pow2,
-                                     one_call,
-                                     rowwise_launch, triton_access_bytes)
+                                     one_call, rowwise_launch, triton_access_bytes)
 from synperf.tasks import Launch, Resources, task_demand
 from synperf.validate import MAX_TOKENS, get_choice, get_int
 

@@ -57,7 +57,7 @@ class BatchResult:
     prefill: StepCost
     decode_steps_us: list[float] = field(default_factory=list)
     pp: int = 1
-    host_us_per_launch: float = 0.0     # the host's cost per call the prefill was priced at (one rank)
+    host_us_per_launch: float = 0.0     # the host's cost per call the prefill was priced at (TP=1)
     decode_low_us: float = 0.0
     decode_high_us: float = 0.0
     median_decode: StepCost | None = None
