@@ -587,12 +587,15 @@ def run_batch(engine: ReferenceEngine, prompt_lens: list[int], output_len: int, 
         steps_timed = [run.timed(run.decode_step, s) for s in range(output_len - 1)]
     steps = [wall for wall, _ in steps_timed]
     median_prefill = statistics.median(prefill_ms)
+    prefill_host = statistics.median(host for _, host in prefill_timed)
     (prefill_mhz, prefill_w), (decode_mhz, decode_w) = prefill_clocks.means(), decode_clocks.means()
     return {
         "batch": len(prompt_lens), "prompt_lens": list(prompt_lens), "prompt_tokens": sum(prompt_lens),
         "output_len": output_len, "prefill_ms": median_prefill, "prefill_min_ms": prefill_ms[0],
         "prefill_max_ms": prefill_ms[-1], "decode_steps_ms": steps,
-        "prefill_host_ms": statistics.median(host for _, host in prefill_timed),
+        "prefill_host_ms": prefill_host,
+        # Under TP or PP the pass can wait on another rank's host: the slowest rank's median.
+        "prefill_host_max_ms": _max_over_ranks(engine.torch, prefill_host),
         "decode_step_host_ms": statistics.median(host for _, host in steps_timed) if steps else 0.0,
         "decode_step_median_ms": statistics.median(steps) if steps else 0.0,
         "total_ms": median_prefill + sum(steps), "cuda_graph": graph, "prefill_reps": prefill_reps,
@@ -626,6 +629,15 @@ def _versions() -> dict:
         except Exception:                       # noqa: BLE001 - recorded, not fatal
             info[mod] = None
     return info
+
+
+def _max_over_ranks(torch, value: float) -> float:
+    """``value``'s maximum over the ranks of the run (every rank calls this; one rank: ``value``)."""
+    if not torch.distributed.is_initialized():
+        return value
+    t = torch.tensor([value], device="cuda", dtype=torch.float64)
+    torch.distributed.all_reduce(t, op=torch.distributed.ReduceOp.MAX)
+    return float(t.item())
 
 
 def _budget_spent(spent_here: bool, world: int) -> bool:
