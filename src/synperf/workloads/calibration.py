@@ -55,6 +55,8 @@ from pathlib import Path
 
 import numpy as np
 
+from synperf.errors import InputError, SynperfError
+
 DEFAULT_DATA = Path(__file__).resolve().parents[3] / "data" / "h200-system" / "e2e_reference.parquet"
 # moe: the reference engine's own MoE layers; moe_fused: MoE layers run as vLLM does (fused routing,
 # one CUDA align), measured with ``profile.engine --moe-engine vllm``.
@@ -210,7 +212,6 @@ _BREAKDOWN_FIELDS = ("prefill_kernels", "decode_kernels")
 def check_rows(rows: list[dict]) -> list[dict]:
     """Reference-engine rows as ``samples_from_rows`` needs them, numbers converted; the first bad
     row raises an InputError naming it (1-based) and its field."""
-    from synperf.errors import InputError
     from synperf.workloads.model import load_model
 
     def positive(value, field, i, kind=float):
@@ -386,8 +387,6 @@ def fit(samples: list[PassSample], extra: dict, in_call_us: float | None = None)
     def unmodelled(s):
         return counted.unmodelled(s.phase, s.layers, s.layer_kind, s.routed_pairs)
 
-    from synperf.errors import SynperfError
-
     dec = [s for s in samples if s.phase == "decode"]
     if len(dec) < 6:
         raise SynperfError(f"{len(dec)} decode steps: too few to fit the engine overhead's six decode terms")
@@ -495,8 +494,6 @@ def validate(rows: list[dict], gpu, repeat_rows: list[dict] = ()) -> dict:
     (leave-one-model-out). Per (model, tp): MAPE of prefill, median decode step and total
     (prefill + (output_len - 1) x the median step), plus the kernel-only error (no overhead model).
     ``repeat_rows``: the same batches measured again elsewhere, which widen the interval only."""
-    from synperf.errors import SynperfError
-
     samples = samples_from_rows(rows, gpu)
     repeats = samples_from_rows(repeat_rows, gpu)
     if len({s.group for s in samples}) < 2:
