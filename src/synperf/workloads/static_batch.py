@@ -23,7 +23,7 @@ from synperf.cases import parse_case
 from synperf.errors import InputError
 from synperf.predict import predict
 from synperf.workloads import comm
-from synperf.workloads.calibration import EngineOverhead, bundled_overhead
+from synperf.workloads.calibration import EngineOverhead, bundled_overhead, sum_interval
 from synperf.workloads.engines import ForwardPass, forward_pass
 from synperf.workloads.model import ModelConfig, with_layers
 
@@ -95,8 +95,9 @@ class BatchResult:
             "decode_step_median_ms": round(self.decode_step_median_ms, 4),
             "decode_steps": len(self.decode_steps_us),
             "total_ms": round(self.total_ms, 4),
-            "total_low_ms": round((self.prefill.low_us + self.decode_low_us) / 1e3, 4),
-            "total_high_ms": round((self.prefill.high_us + self.decode_high_us) / 1e3, 4),
+            **dict(zip(("total_low_ms", "total_high_ms"), (round(v / 1e3, 4) for v in sum_interval(
+                (self.prefill.latency_us, self.prefill.low_us, self.prefill.high_us),
+                (self.decode_total_ms * 1e3, self.decode_low_us, self.decode_high_us))))),
             "breakdown_ms": {"prefill": fam(self.prefill), "decode_step_median": fam(self.median_decode)},
             "ood_kernels": self.ood_kernels, "kernels_priced": self.kernels_priced,
             "comm_model": self.prefill.comm_model or (self.median_decode.comm_model if self.median_decode else ""),
@@ -117,6 +118,7 @@ class ModelledPass:
     ood_cases: int
     cases: int
     comm_model: str
+    call_us: tuple[tuple[float, int], ...] = ()    # kernel calls: (time, times called); collectives not
 
 
 def model_pass(fp: ForwardPass, gpu, allreduce_impl: str | None = None) -> ModelledPass:
@@ -125,8 +127,10 @@ def model_pass(fp: ForwardPass, gpu, allreduce_impl: str | None = None) -> Model
     lat = low = high = 0.0
     launches = host_calls = ood = 0
     fam: dict[str, float] = defaultdict(float)
+    calls = []
     for case, count, _tag in fp.kernels:
         p = predict(parse_case(case), gpu)
+        calls.append((p.latency_us, count))
         lat += p.latency_us * count
         low += p.latency_low_us * count
         high += p.latency_high_us * count
@@ -143,7 +147,7 @@ def model_pass(fp: ForwardPass, gpu, allreduce_impl: str | None = None) -> Model
     if comm_us:
         fam["all_reduce"] += comm_us
     return ModelledPass(lat, low, high, comm_us, launches, host_calls, dict(fam), ood, len(fp.kernels),
-                        ", ".join(sorted(models)))
+                        ", ".join(sorted(models)), tuple(calls))
 
 
 def price_pass(fp: ForwardPass, gpu, allreduce_impl: str | None = None, overhead: EngineOverhead | None = None
@@ -157,11 +161,11 @@ def price_pass(fp: ForwardPass, gpu, allreduce_impl: str | None = None, overhead
     def wall(kernels_us: float) -> float:
         return overhead.pass_us(fp.phase, kernels_us + m.comm_us, m.launches, fp.num_tokens, fp.num_seqs,
                                 fp.num_layers, fp.layer_kind, fp.attention_library, fp.tp, fp.routed_pairs,
-                                m.host_calls)
+                                m.host_calls, m.call_us)
 
     def gpu_part(kernels_us: float) -> float:
         return overhead.gpu_us(fp.phase, kernels_us + m.comm_us, fp.num_tokens, fp.num_layers, fp.layer_kind,
-                               fp.attention_library, fp.routed_pairs)
+                               fp.attention_library, fp.routed_pairs, m.call_us)
 
     latency = wall(m.kernels_us)
     fam = dict(m.by_family)
