@@ -21,7 +21,9 @@ vLLM installed) over the same page-size-1 cache, prefill and decode alike.
 Timing follows SGLang's ``bench_one_batch``: all prompts are prefilled as one eager batch, then
 ``output_len - 1`` decode steps of the whole batch, each replaying one CUDA graph of the full step;
 every phase is wall-clock between device synchronisations. One profiled prefill and one profiled
-decode step add a per-kernel breakdown (CUPTI) so errors can be attributed.
+decode step add a per-kernel breakdown (CUPTI) so errors can be attributed. ``--piecewise`` also
+times each prefill as vLLM V1 runs steps of up to 512 tokens: piecewise CUDA graphs split at each
+attention call, attention eager between them (``BatchRun.capture_pieces``).
 
 Run on a GPU (one process per GPU for TP and PP, e.g. ``torchrun --nproc-per-node 2``; ``--pp N``
 splits the processes into N pipeline stages of TP ranks each)::
@@ -394,6 +396,72 @@ class BatchRun:
                              self.prefill_last, carry)
         return self._hand_on(out, self.ids)
 
+    # --------------------------------------------------- vLLM's piecewise CUDA graphs (prefill)
+    def capture_pieces(self) -> int:
+        """Capture the prefill as vLLM V1 runs a step of up to 512 tokens: CUDA graphs split at each
+        attention call (its splitting op), replayed one after another with attention run eagerly
+        between them into a static output buffer. Returns the number of pieces (layers + 1); 0 when
+        capture is refused. One stage only: vLLM's PP ranks run their own pieces the same way."""
+        torch = self.torch
+        if self.stages.size != 1:
+            raise ValueError("piecewise prefill is measured at PP=1")
+        side = torch.cuda.Stream()
+        side.wait_stream(torch.cuda.current_stream())
+        with torch.cuda.stream(side):
+            for _ in range(2):
+                self.prefill()
+        torch.cuda.current_stream().wait_stream(side)
+        torch.cuda.synchronize()
+        pool = torch.cuda.graph_pool_handle()
+        pieces, calls = [], []
+
+        def begin():
+            graph = torch.cuda.CUDAGraph()
+            # thread_local: NCCL's watchdog thread may touch CUDA while this thread captures
+            graph.capture_begin(pool=pool, capture_error_mode="thread_local")
+            pieces.append(graph)
+
+        def split(q, k, v, li):
+            pieces[-1].capture_end()
+            out = torch.empty(q.shape[0], q.shape[1], v.shape[-1], dtype=q.dtype, device=q.device)
+            calls.append((q, k, v, li, out))
+            begin()
+            return out
+
+        try:
+            with torch.cuda.stream(side):
+                begin()
+                result = self.e.forward(self.prefill_ids, self.prefill_pos, self.prefill_loc, split,
+                                        self.prefill_last)
+                pieces[-1].capture_end()
+        except RuntimeError as exc:
+            print(f"engine: piecewise capture refused ({exc}); prefill stays eager", file=sys.stderr)
+            self.pieces = None
+            return 0
+        torch.cuda.synchronize()
+        self.pieces, self.piece_calls, self.piece_out = pieces, calls, result
+        return len(pieces)
+
+    def prefill_piecewise(self):
+        """One prefill through the captured pieces (``capture_pieces``)."""
+        for graph, call in itertools.zip_longest(self.pieces, self.piece_calls):
+            graph.replay()
+            if call is not None:
+                q, k, v, li, out = call
+                self._attend_into(q, k, v, li, out)
+        return self._hand_on(self.piece_out, self.ids)
+
+    def _attend_into(self, q, k, v, li, out):
+        """Prefill attention written into ``out``, as vLLM's attention op writes its output buffer:
+        FlashInfer writes it in place; FA3's call returns a tensor, copied (one small kernel)."""
+        if getattr(self, "prefill_wrapper", None) is not None:
+            try:
+                self.prefill_wrapper.run(q, k, v, out=out)
+                return
+            except TypeError:           # a FlashInfer without ``out``: copied as for FA3
+                pass
+        out.copy_(self._prefill_attend(q, k, v, li))
+
     def _plan_decode(self, step: int) -> None:
         torch = self.torch
         lens = [p + 1 + step for p in self.prompts]
@@ -566,7 +634,10 @@ def _stage_sum(breakdown: dict, stages: Stages, tp: int) -> dict:
 
 
 def run_batch(engine: ReferenceEngine, prompt_lens: list[int], output_len: int, prefill_reps: int = 10,
-              cuda_graph: bool = True, stages: Stages = Stages(), attention: str = "flashinfer") -> dict:
+              cuda_graph: bool = True, stages: Stages = Stages(), attention: str = "flashinfer",
+              piecewise: bool = False) -> dict:
+    """``piecewise``: the prefill is also timed through vLLM-style piecewise CUDA graphs
+    (``BatchRun.capture_pieces``), in the same row (``piecewise_*`` columns)."""
     run = BatchRun(engine, prompt_lens, output_len, stages, attention)
     _stage(f"batch {len(prompt_lens)} x {prompt_lens[0]}: warm-up prefill")
     run.prefill()                                   # warm-up: compiles Triton kernels, JIT modules
@@ -576,6 +647,19 @@ def run_batch(engine: ReferenceEngine, prompt_lens: list[int], output_len: int, 
     prefill_ms = sorted(wall for wall, _ in prefill_timed)
     _stage("profiled prefill")
     prefill_kernels = _stage_sum(run.profile_kernels(run.prefill), stages, engine.tp)
+    pieces = {}
+    if piecewise:
+        _stage("piecewise capture")
+        count = run.capture_pieces()
+        if count:
+            run.prefill_piecewise()
+            timed = [run.timed(run.prefill_piecewise) for _ in range(prefill_reps)]
+            pieces = {"piecewise_pieces": count,
+                      "piecewise_prefill_ms": statistics.median(wall for wall, _ in timed),
+                      "piecewise_prefill_host_ms": statistics.median(host for _, host in timed),
+                      "piecewise_prefill_kernels": json.dumps(
+                          _stage_sum(run.profile_kernels(run.prefill_piecewise), stages, engine.tp))}
+            run.pieces = run.piece_calls = run.piece_out = None
     _stage("decode capture")
     graph = run.capture() if cuda_graph else False
     _stage("profiled decode step")
@@ -601,7 +685,7 @@ def run_batch(engine: ReferenceEngine, prompt_lens: list[int], output_len: int, 
         "total_ms": median_prefill + sum(steps), "cuda_graph": graph, "prefill_reps": prefill_reps,
         "prefill_kernels": json.dumps(prefill_kernels), "decode_kernels": json.dumps(decode_kernels),
         "prefill_sm_mhz": prefill_mhz, "prefill_power_w": prefill_w,
-        "decode_sm_mhz": decode_mhz, "decode_power_w": decode_w,
+        "decode_sm_mhz": decode_mhz, "decode_power_w": decode_w, **pieces,
     }
 
 
@@ -660,7 +744,8 @@ def main(argv=None) -> int:
     p.add_argument("--batches", default=",".join(map(str, DEFAULT_BATCHES)))
     p.add_argument("--prompts", default=",".join(map(str, DEFAULT_PROMPTS)))
     p.add_argument("--max-batch-tokens", type=int, default=MAX_BATCH_TOKENS)
-    p.add_argument("--time-budget-s", type=float, default=None, help="per model")
+    p.add_argument("--time-budget-s", type=float, default=None,
+                   help="per model, counted from the end of its first batch (which pays the JIT builds)")
     p.add_argument("--eager-decode", action="store_true", help="decode without CUDA graphs")
     p.add_argument("--pp", type=int, default=1, help="pipeline stages (TP = processes / pp)")
     p.add_argument("--moe-engine", choices=("reference", "vllm"), default="reference",
@@ -668,6 +753,8 @@ def main(argv=None) -> int:
     p.add_argument("--attention", choices=("flashinfer", "flash_attn3"), default="flashinfer",
                    help="FlashInfer (SM90 prefill, CUDA-core decode), or FlashAttention-3 as SGLang's FA3 "
                         "backend calls it (needs $SYNPERF_VLLM_FA3_LIB or vLLM)")
+    p.add_argument("--piecewise", action="store_true",
+                   help="also time each prefill through vLLM-style piecewise CUDA graphs (PP=1)")
     p.add_argument("--out", required=True, help="output .jsonl (rank 0 writes; parquet is made from it)")
     args = p.parse_args(argv)
     if args.prefill_reps < 1:
@@ -696,22 +783,24 @@ def main(argv=None) -> int:
     env = _versions()
     out = Path(args.out)
     for name in args.models.split(","):
-        start = time.time()
+        start = None
         model = scaled_model(name, args.layers or None)
         engine = ReferenceEngine(model, torch.device("cuda"), rank % tp, tp, group,
                                  max_slots=args.max_batch_tokens + 64 * args.output_len,
                                  pp_rank=rank // tp, pp_size=args.pp, moe_engine=args.moe_engine)
         for prompts in grid:
-            if _budget_spent(args.time_budget_s and time.time() - start > args.time_budget_s, world):
+            if _budget_spent(bool(args.time_budget_s and start and time.time() - start > args.time_budget_s), world):
                 print("engine: time budget spent", file=sys.stderr)
                 break
             try:
                 row = run_batch(engine, prompts, args.output_len, args.prefill_reps,
-                                cuda_graph=not args.eager_decode, stages=stages, attention=args.attention)
+                                cuda_graph=not args.eager_decode, stages=stages, attention=args.attention,
+                                piecewise=args.piecewise)
             except torch.cuda.OutOfMemoryError as exc:
                 print(f"engine: {name} batch {len(prompts)} out of memory ({exc})", file=sys.stderr)
                 torch.cuda.empty_cache()
                 continue
+            start = start or time.time()
             row.update(model=name, num_layers=model.num_layers, full_layers=load_model(name).num_layers,
                        tp=tp, pp=args.pp, framework_kernels="sglang", moe_engine=args.moe_engine,
                        attention=args.attention, **env)
@@ -719,7 +808,9 @@ def main(argv=None) -> int:
                 with out.open("a") as f:
                     f.write(json.dumps(row) + "\n")
                 print(f"{name} tp{tp} pp{args.pp} B={row['batch']} tokens={row['prompt_tokens']}: prefill {row['prefill_ms']:.2f} ms,"
-                      f" step {row['decode_step_median_ms']:.3f} ms, graph {row['cuda_graph']}", flush=True)
+                      f" step {row['decode_step_median_ms']:.3f} ms, graph {row['cuda_graph']}"
+                      + (f", piecewise prefill {row['piecewise_prefill_ms']:.2f} ms" if "piecewise_prefill_ms" in row else ""),
+                      flush=True)
         del engine
         torch.cuda.empty_cache()
     if world > 1:

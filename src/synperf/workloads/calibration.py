@@ -16,6 +16,12 @@ attention planner, input preparation). ``EngineOverhead`` turns the modelled ker
   (``scaled_share``): the part of ``K`` in kernel calls short enough to have been profiled at the
   boost clock; the scale is mostly the power cap's toll on them, which calls lasting tens of
   milliseconds paid while they were profiled, and collectives, measured bandwidth, never pay;
+- piecewise (vLLM V1's prefill / mixed steps of up to 512 tokens: CUDA graphs split at each
+  attention call, attention eager between them): ``max(K * piecewise.kernel_scale + U *
+  us_per_unmodelled_kernel + N * us_per_graph_node,  layers * cpu_us_per_launch + N *
+  us_per_graph_node)``, N = launches + U graph nodes; the host issues one eager attention call a
+  layer and the graph launches. Only the scale is fitted, on the reference engine's piecewise
+  prefills (``data/h200-system/e2e_piecewise.parquet``); the rest are the eager and graph terms;
 - decode (one CUDA graph a step): ``K * kernel_scale + U * us_per_unmodelled_kernel
   + seqs * us_per_seq + us_fixed + (launches + U) * us_per_graph_node``: replaying a graph costs
   the host and the GPU per node (the measured host time of a step with 750 nodes is about twice
@@ -83,6 +89,7 @@ class EngineOverhead:
     source: str = ""
     # phase -> [10th, 90th percentile] of log(measured / predicted), held-out models' passes
     interval: dict = field(default_factory=dict)
+    piecewise: dict = field(default_factory=dict)   # piecewise CUDA-graph passes: their kernel scale
 
     def widen(self, phase: str, latency_us: float, low_us: float, high_us: float) -> tuple[float, float]:
         """The pass interval: the kernels' (``low_us``, ``high_us``), at least as wide as the spread
@@ -118,11 +125,15 @@ class EngineOverhead:
 
     def gpu_us(self, phase: str, kernels_us: float, tokens: int, layers: int, layer_kind: str,
                attention: str | None = None, routed_pairs: int = 0,
-               call_us: tuple[tuple[float, int], ...] = ()) -> float:
+               call_us: tuple[tuple[float, int], ...] = (), graph_launches: int | None = None) -> float:
         """The GPU's share of a pass: the modelled kernels scaled, plus the unmodelled ones
-        (``call_us``: the modelled calls' times and counts, ``scaled_share``)."""
+        (``call_us``: the modelled calls' times and counts, ``scaled_share``). ``graph_launches``:
+        a piecewise CUDA-graph pass, with that many modelled launches (module docstring)."""
         phase = "decode" if phase == "decode" else "prefill"
         extra = self.unmodelled(phase, layers, layer_kind, routed_pairs)
+        if graph_launches is not None:
+            return kernels_us * self.piecewise["kernel_scale"] + extra * self.prefill["us_per_unmodelled_kernel"] \
+                + (graph_launches + extra) * self.decode["us_per_graph_node"]
         if phase == "decode":
             d = self.decode
             scale = d.get(f"kernel_scale_{attention}", d["kernel_scale"])
@@ -133,13 +144,19 @@ class EngineOverhead:
 
     def pass_us(self, phase: str, kernels_us: float, launches: int, tokens: int, seqs: int, layers: int,
                 layer_kind: str, attention: str | None = None, tp: int = 1, routed_pairs: int = 0,
-                host_calls: int | None = None, call_us: tuple[tuple[float, int], ...] = ()) -> float:
+                host_calls: int | None = None, call_us: tuple[tuple[float, int], ...] = (),
+                piecewise: bool = False) -> float:
         """Wall time of a pass: a decode step's host work (per sequence and fixed) comes before its
         graph replays; an eager prefill is bound by the GPU or by the host issuing its kernels. The
         decode step's kernel scale and per-sequence work are the decode attention's: FlashInfer plans
         each step on the host, FlashAttention-3 only refreshes its lengths (``kernel_scale_<library>``,
         ``us_per_seq_<library>`` where fitted). ``launches``: the modelled kernels' launches, of which
-        ``host_calls`` (default all) the host issues with calls of its own."""
+        ``host_calls`` (default all) the host issues with calls of its own. ``piecewise``: a
+        prefill or mixed pass replayed as piecewise CUDA graphs (module docstring)."""
+        if piecewise:
+            return max(self.gpu_us(phase, kernels_us, tokens, layers, layer_kind, attention, routed_pairs,
+                                   graph_launches=launches),
+                       self.piecewise_issue_us(launches, layers, layer_kind, tp, routed_pairs))
         gpu = self.gpu_us(phase, kernels_us, tokens, layers, layer_kind, attention, routed_pairs, call_us)
         if phase == "decode":
             per_seq = self.decode.get(f"us_per_seq_{attention}", self.decode["us_per_seq"])
@@ -164,6 +181,15 @@ class EngineOverhead:
         p = self.prefill
         return replace(self, prefill={**p, "kernel_scale": 1.0 + (p["kernel_scale"] - 1.0) * duty})
 
+    def piecewise_issue_us(self, launches: int, layers: int, layer_kind: str, tp: int = 1,
+                           routed_pairs: int = 0) -> float:
+        """The host's time to issue a piecewise CUDA-graph pass: one eager attention call a layer
+        and every graph node's launch."""
+        p = self.prefill
+        nodes = launches + self.unmodelled("prefill", layers, layer_kind, routed_pairs)
+        slowdown = p["tp_host_slowdown"] if tp > 1 else 1.0
+        return layers * p["cpu_us_per_launch"] * slowdown + nodes * self.decode["us_per_graph_node"]
+
     def issue_us(self, launches: int, layers: int, layer_kind: str, tp: int = 1, routed_pairs: int = 0,
                  host_calls: int | None = None) -> float:
         """The host's time to issue an eager pass's kernels, modelled and unmodelled: a rate per
@@ -186,7 +212,8 @@ class EngineOverhead:
 @lru_cache(maxsize=1)
 def bundled_overhead() -> EngineOverhead:
     raw = json.loads((resources.files("synperf.workloads") / "engine_overhead.json").read_text())
-    return EngineOverhead(raw["prefill"], raw["decode"], raw["extra_launches_per_layer"], raw["source"], raw["interval"])
+    return EngineOverhead(raw["prefill"], raw["decode"], raw["extra_launches_per_layer"], raw["source"], raw["interval"],
+                          raw["piecewise"])
 
 
 # ------------------------------------------------------------------------------ fitting
@@ -224,14 +251,16 @@ class PassSample:
     modelled_host_calls: int | None = None  # of the modelled launches, those the host issues with calls of their own
     host_us: float = 0.0            # measured: the host's time to issue the pass (its call returning)
     call_us: tuple[tuple[float, int], ...] = ()   # modelled calls: (time, count) (ModelledPass.call_us)
+    piecewise: bool = False         # a prefill replayed as piecewise CUDA graphs
 
 
 _BREAKDOWN_FIELDS = ("prefill_kernels", "decode_kernels")
 
 
-def check_rows(rows: list[dict]) -> list[dict]:
+def check_rows(rows: list[dict], piecewise: bool = False) -> list[dict]:
     """Reference-engine rows as ``samples_from_rows`` needs them, numbers converted; the first bad
-    row raises an InputError naming it (1-based) and its field."""
+    row raises an InputError naming it (1-based) and its field. ``piecewise``: the rows must also
+    carry the piecewise prefill's time, host time and kernels (``profile.engine --piecewise``)."""
     from synperf.workloads.model import load_model
 
     def positive(value, field, i, kind=float):
@@ -278,25 +307,28 @@ def check_rows(rows: list[dict]) -> list[dict]:
                "prompt_tokens": positive(r.get("prompt_tokens"), "prompt_tokens", i, int)}
         for field in ("prefill_ms", "decode_step_median_ms", "total_ms"):
             row[field] = positive(r.get(field), field, i)
+        for field in ("piecewise_prefill_ms", "piecewise_prefill_host_ms") if piecewise else ():
+            row[field] = positive(r.get(field), field, i)
         for field in ("prefill_host_ms", "decode_step_host_ms"):     # optional: rows before they were timed
             value = r.get(field)
             if value is not None and not (isinstance(value, float) and np.isnan(value)):
                 row[field] = positive(value, field, i)
+        breakdown_fields = _BREAKDOWN_FIELDS + (("piecewise_prefill_kernels",) if piecewise else ())
         try:
             prompts = json.loads(r["prompt_lens"])
-            breakdowns = [json.loads(r[f]) for f in _BREAKDOWN_FIELDS]
+            breakdowns = [json.loads(r[f]) for f in breakdown_fields]
         except (KeyError, TypeError, ValueError) as exc:
             raise InputError(f"not a JSON field ({exc.__class__.__name__})", "prompt_lens/kernels", i) from None
         if not isinstance(prompts, list) or not prompts:
             raise InputError("must be a non-empty JSON list", "prompt_lens", i)
         for p in prompts:
             positive(p, "prompt_lens", i, int)
-        for field, b in zip(_BREAKDOWN_FIELDS, breakdowns):
+        for field, b in zip(breakdown_fields, breakdowns):
             if not isinstance(b, dict) or not all(isinstance(v, dict) and isinstance(v.get("kernels"), int)
                                                   and isinstance(v.get("us"), (int, float)) for v in b.values()):
                 raise InputError("must map family -> {kernels, us}", field, i)
-        row.update(prompt_lens=r["prompt_lens"], prefill_kernels=r["prefill_kernels"],
-                   decode_kernels=r["decode_kernels"], gpu_name=r.get("gpu_name"))
+        row.update(prompt_lens=r["prompt_lens"], gpu_name=r.get("gpu_name"),
+                   **{field: r[field] for field in breakdown_fields})
         clean.append(row)
     return clean
 
@@ -318,9 +350,10 @@ def kernels_of(row: dict) -> str:
     return "sglang" if row.get("attention") == "flash_attn3" else REFERENCE
 
 
-def samples_from_rows(rows: list[dict], gpu) -> list[PassSample]:
+def samples_from_rows(rows: list[dict], gpu, piecewise: bool = False) -> list[PassSample]:
     """The prefill pass and the median decode step of each measured batch, with synperf's kernel
-    time for them (``static_batch.model_pass``)."""
+    time for them (``static_batch.model_pass``); ``piecewise``: only the prefill, timed through
+    piecewise CUDA graphs (the ``piecewise_*`` columns of ``profile.engine --piecewise``)."""
     from synperf.workloads.engines import forward_pass
     from synperf.workloads.model import load_model, with_layers
     from synperf.workloads.static_batch import model_pass
@@ -332,20 +365,22 @@ def samples_from_rows(rows: list[dict], gpu) -> list[PassSample]:
         model = with_layers(load_model(r["model"]), int(r["num_layers"]))
         prompts = json.loads(r["prompt_lens"])
         mid = (int(r["output_len"]) - 2) // 2
-        for phase, lens, measured, kernels in (
-                ("prefill", prompts, r["prefill_ms"], r["prefill_kernels"]),
-                ("decode", [p + 1 + mid for p in prompts], r["decode_step_median_ms"], r["decode_kernels"])):
-            fp = forward_pass(model, gpu, int(r["tp"]), kernels_of(r), phase, lens, moe_engine=moe_engine_of(r))
+        passes = ((("prefill", prompts, r["piecewise_prefill_ms"], r["piecewise_prefill_kernels"]),) if piecewise else
+                  (("prefill", prompts, r["prefill_ms"], r["prefill_kernels"]),
+                   ("decode", [p + 1 + mid for p in prompts], r["decode_step_median_ms"], r["decode_kernels"])))
+        for phase, lens, measured, kernels in passes:
+            fp = forward_pass(model, gpu, int(r["tp"]), kernels_of(r), phase, lens, moe_engine=moe_engine_of(r),
+                              piecewise=piecewise or None)
             cost = model_pass(fp, gpu, allreduce_impl="nccl")
             breakdown = json.loads(kernels)
             counted = sum(v["kernels"] for k, v in breakdown.items() if k != "all_reduce")
             other = breakdown.get("other", {"kernels": 0, "us": 0.0})
-            host_ms = r.get(f"{'prefill' if phase == 'prefill' else 'decode_step'}_host_ms")
+            host_ms = r.get(f"{'piecewise_' if piecewise else ''}{'prefill' if phase == 'prefill' else 'decode_step'}_host_ms")
             out.append(PassSample(phase, measured * 1e3, cost.kernels_us + cost.comm_us, cost.launches, counted,
                                   fp.num_tokens, fp.num_seqs, fp.num_layers, fp.layer_kind, r["model"], row_id,
                                   int(r["tp"]), other["kernels"], other["us"], fp.attention_library, fp.routed_pairs,
                                   cost.host_calls, float(host_ms) * 1e3 if _is_number(host_ms) else 0.0,
-                                  cost.call_us))
+                                  cost.call_us, piecewise))
     return out
 
 
@@ -373,6 +408,7 @@ HOST_BOUND_SHARE = 0.5
 POWER_SETTLE_CANDIDATES_US = (None, 1e4, 2e4, 5e4, 1e5)
 HOST_COST_DATA = DEFAULT_DATA.with_name("host_cost.parquet")
 REPEAT_DATA = DEFAULT_DATA.with_name("e2e_host_check.parquet")
+PIECEWISE_DATA = DEFAULT_DATA.with_name("e2e_piecewise.parquet")
 
 
 def bundled_repeat_rows(path: Path = REPEAT_DATA) -> list[dict]:
@@ -497,6 +533,53 @@ def sum_interval(*parts: tuple[float, float, float]) -> tuple[float, float]:
     return point - below, point + above
 
 
+def bundled_piecewise_rows(path: Path = PIECEWISE_DATA) -> list[dict]:
+    """The reference engine's prefills timed through piecewise CUDA graphs (checked rows)."""
+    import pandas as pd
+
+    return check_rows(pd.read_parquet(path).to_dict("records"), piecewise=True)
+
+
+def fit_piecewise(overhead: EngineOverhead, samples: list[PassSample]) -> EngineOverhead:
+    """``overhead`` with the kernel scale of piecewise CUDA-graph passes fitted on ``samples``
+    (least squares on relative error, over the passes the GPU bounds); every other term is the
+    eager prefill's or the CUDA-graph decode's."""
+    base = replace(overhead, piecewise={"kernel_scale": 0.0})
+    bound = [s for s in samples
+             if base.piecewise_issue_us(s.modelled_launches, s.layers, s.layer_kind, s.tp, s.routed_pairs)
+             < 0.98 * s.measured_us]
+    if len(bound) < 4:
+        raise SynperfError(f"{len(bound)} piecewise passes bound by the GPU: at least four are needed to fit their scale")
+    y = np.array([s.measured_us for s in bound])
+    offset = np.array([base.gpu_us(s.phase, 0.0, s.tokens, s.layers, s.layer_kind, s.attention, s.routed_pairs,
+                                   graph_launches=s.modelled_launches) for s in bound])
+    k = np.array([s.kernels_us for s in bound]) / y
+    r = (y - offset) / y
+    return replace(overhead, piecewise={"kernel_scale": round(float(np.dot(k, r) / np.dot(k, k)), 6)})
+
+
+def validate_piecewise(samples: list[PassSample], overhead: EngineOverhead) -> dict:
+    """synperf against the piecewise prefills, the scale fitted without the pass's model
+    (leave-one-model-out), the other terms ``overhead``'s; and the same passes priced as eager
+    ones, as synperf priced vLLM's small steps before."""
+    per_model: dict = {}
+    for group in sorted({s.group for s in samples}):
+        fitted = fit_piecewise(overhead, [s for s in samples if s.group != group])
+        held = [s for s in samples if s.group == group]
+        eager = [replace(s, piecewise=False) for s in held]
+        for s, e, e_eager in zip(held, _errors(fitted, held), _errors(fitted, eager)):
+            per_model.setdefault((group, s.tp), []).append((e, e_eager))
+    summary = [{"model": m, "tp": tp, "batches": len(v),
+                "prefill_ms_mape": round(float(np.mean([abs(e) for e, _ in v])), 4),
+                "prefill_ms_bias": round(float(np.median([e for e, _ in v])), 4),
+                "priced_eager_mape": round(float(np.mean([abs(x) for _, x in v])), 4)}
+               for (m, tp), v in sorted(per_model.items())]
+    every = [x for v in per_model.values() for x in v]
+    return {"rows": len(every), "summary": summary,
+            "prefill_ms_mape": round(float(np.mean([abs(e) for e, _ in every])), 4),
+            "priced_eager_mape": round(float(np.mean([abs(x) for _, x in every])), 4)}
+
+
 INTERVAL_QUANTILES = (0.1, 0.9)
 
 
@@ -535,15 +618,17 @@ def with_interval(overhead: EngineOverhead, samples: list[PassSample], extra: di
 
 def _errors(overhead: EngineOverhead, samples: list[PassSample]) -> list[float]:
     return [overhead.pass_us(s.phase, s.kernels_us, s.modelled_launches, s.tokens, s.seqs, s.layers, s.layer_kind,
-                             s.attention, s.tp, s.routed_pairs, s.modelled_host_calls, s.call_us)
+                             s.attention, s.tp, s.routed_pairs, s.modelled_host_calls, s.call_us, s.piecewise)
             / s.measured_us - 1.0 for s in samples]
 
 
-def validate(rows: list[dict], gpu, repeat_rows: list[dict] = ()) -> dict:
+def validate(rows: list[dict], gpu, repeat_rows: list[dict] = (), piecewise_rows: list[dict] = ()) -> dict:
     """synperf against the measured batches, the engine overhead fitted without the batch's model
     (leave-one-model-out). Per (model, tp): MAPE of prefill, median decode step and total
     (prefill + (output_len - 1) x the median step), plus the kernel-only error (no overhead model).
-    ``repeat_rows``: the same batches measured again elsewhere, which widen the interval only."""
+    ``repeat_rows``: the same batches measured again elsewhere, which widen the interval only;
+    ``piecewise_rows``: prefills timed through piecewise CUDA graphs (``validate_piecewise``, the
+    eager terms fitted on all of ``rows``)."""
     samples = samples_from_rows(rows, gpu)
     repeats = samples_from_rows(repeat_rows, gpu)
     if len({s.group for s in samples}) < 2:
@@ -586,7 +671,11 @@ def validate(rows: list[dict], gpu, repeat_rows: list[dict] = ()) -> dict:
         summary.append(entry)
     overall = {m + "_mape": round(float(np.mean([abs(r[m][0] / r[m][1] - 1.0) for r in per_row])), 4) for m in metrics}
     overall.update(_coverage(per_row))
-    return {"rows": len(rows), "summary": summary, "overall": overall, "per_row": per_row}
+    report = {"rows": len(rows), "summary": summary, "overall": overall, "per_row": per_row}
+    if piecewise_rows:
+        report["piecewise"] = validate_piecewise(samples_from_rows(piecewise_rows, gpu, piecewise=True),
+                                                 fit(samples, extra))
+    return report
 
 
 def _coverage(per_row: list[dict]) -> dict:
@@ -639,6 +728,15 @@ def format_validation(report: dict) -> str:
                  f" {o['kernels_only_decode_step_ms_mape']:>6.1%}")
     lines.append(f"measured inside the predicted 10-90 % interval: prefill {o['prefill_ms_in_interval']:.0%},"
                  f" decode step {o['decode_step_ms_in_interval']:.0%}, total {o['total_ms_in_interval']:.0%}")
+    if "piecewise" in report:
+        pw = report["piecewise"]
+        lines.append(f"prefills through piecewise CUDA graphs (vLLM V1, <= 512 tokens): {pw['rows']} batches,"
+                     " their kernel scale fitted without the batch's model")
+        for e in pw["summary"]:
+            lines.append(f"{e['model']:<{width}}{e['tp']:>3}{1:>3}{e['batches']:>8}{e['prefill_ms_mape']:>9.1%}"
+                         f"   priced as eager passes: {e['priced_eager_mape']:.1%}")
+        lines.append(f"{'all':<{width}}{'':>6}{pw['rows']:>8}{pw['prefill_ms_mape']:>9.1%}"
+                     f"   priced as eager passes: {pw['priced_eager_mape']:.1%}")
     return "\n".join(lines)
 
 
@@ -656,8 +754,11 @@ def main(argv: list[str] | None = None) -> int:
     extra = launch_counts(samples)
     held_out = _held_out_errors(samples, extra, repeats)
     overhead = with_interval(fit(samples, extra), samples, extra, repeats, held_out)
+    piecewise = bundled_piecewise_rows()
+    overhead = fit_piecewise(overhead, samples_from_rows(piecewise, gpu, piecewise=True))
     result = {**asdict(overhead), "source": f"{path.name}: {len(rows)} batches on {rows[0]['gpu_name']} "
-              f"(synperf reference engine); interval also from {len(repeats) // 2} repeats in {REPEAT_DATA.name}",
+              f"(synperf reference engine); interval also from {len(repeats) // 2} repeats in {REPEAT_DATA.name};"
+              f" piecewise scale from {len(piecewise)} prefills in {PIECEWISE_DATA.name}",
               "leave_one_model_out_mape": leave_one_model_out(held_out[0])}
     out = Path(__file__).with_name("engine_overhead.json")
     out.write_text(json.dumps(result, indent=1) + "\n")

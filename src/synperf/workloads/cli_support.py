@@ -108,7 +108,8 @@ def run_simulate_validate(args, registry) -> int:
         gpu = registry(args).get(str(rows[0]["gpu_name"]))
         # the bundled repeats widen the interval of the bundled batches only
         repeats = calibration.bundled_repeat_rows() if args.data is None else []
-        report = calibration.validate(rows, gpu, repeats)
+        piecewise = calibration.bundled_piecewise_rows() if args.data is None else []
+        report = calibration.validate(rows, gpu, repeats, piecewise)
     except SynperfError as exc:
         raise SynperfError(f"--data {path}: {exc}") from None
     if args.json:

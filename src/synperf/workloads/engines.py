@@ -24,6 +24,12 @@ Library mappings (the closest modelled library; docs/end-to-end.md):
   the same one-CTA-per-row / element-wise shape); fused MoE ``triton_fused_moe`` with the engine's
   own align and sum kernels and the config it picks on that GPU: its shipped tuned config for
   (E, N, device) where it has one, else its default rule (``kernels.moe.engine_config``).
+
+Execution: SGLang runs prefill and mixed passes eagerly and decode-only steps as one CUDA graph.
+vLLM V1 does the same above 512 tokens; a prefill or mixed step of up to 512 tokens (its largest
+CUDA-graph capture size) replays piecewise CUDA graphs split at each attention call, which runs
+eagerly between them (``ForwardPass.piecewise``; priced by ``EngineOverhead``). vLLM pads such a step to
+its next capture size; the padding is not priced.
 """
 
 from __future__ import annotations
@@ -41,6 +47,7 @@ REFERENCE = "reference"      # the reference engine's kernel choices (not a CLI 
 DTYPE = "bf16"
 _ROPE_FLASHINFER_DIMS = (64, 128, 256, 512)
 MLA_DECODE_HEAD_DIM = 256       # MLA decode priced as MQA at this head dim (see _mla_attention)
+VLLM_PIECEWISE_MAX_TOKENS = 512  # vLLM V1's largest CUDA-graph capture size (its default)
 
 
 class KernelOp(NamedTuple):
@@ -65,6 +72,7 @@ class ForwardPass:
     num_layers: int = 0
     layer_kind: str = "dense"      # calibration.LAYER_KINDS: selects the engine's unmodelled launches per layer
     routed_pairs: int = 0          # (token, expert) pairs each MoE layer routes: num_tokens x topk
+    piecewise: bool = False        # a prefill / mixed pass replayed as piecewise CUDA graphs (vLLM V1)
     kernels: list[KernelOp] = field(default_factory=list)
     allreduces: list[AllReduce] = field(default_factory=list)
 
@@ -157,19 +165,25 @@ def _attention_parts(framework: str, gpu, chunks: list[tuple[int, int]], decode_
 
 
 def forward_pass(model: ModelConfig, gpu, tp: int, framework: str, phase: str, lens: list[int],
-                 embed: bool = True, head: bool = True, moe_engine: str | None = None) -> ForwardPass:
+                 embed: bool = True, head: bool = True, moe_engine: str | None = None,
+                 piecewise: bool | None = None) -> ForwardPass:
     if phase not in ("prefill", "decode"):
         raise InputError(f"phase must be prefill or decode, got {phase!r}")
     if not lens or any(not isinstance(x, int) or x < 1 for x in lens):
         raise InputError("lengths must be a non-empty list of positive integers")
     if phase == "prefill":
-        return mixed_pass(model, gpu, tp, framework, [(x, x) for x in lens], [], embed, head, moe_engine)
+        return mixed_pass(model, gpu, tp, framework, [(x, x) for x in lens], [], embed, head, moe_engine, piecewise)
     return mixed_pass(model, gpu, tp, framework, [], list(lens), embed, head, moe_engine)
+
+
+def runs_piecewise(framework: str, phase: str, tokens: int) -> bool:
+    """Whether the framework replays this pass as piecewise CUDA graphs (module docstring)."""
+    return framework == "vllm" and phase != "decode" and tokens <= VLLM_PIECEWISE_MAX_TOKENS
 
 
 def mixed_pass(model: ModelConfig, gpu, tp: int, framework: str, chunks: list[tuple[int, int]],
                decode_lens: list[int], embed: bool = True, head: bool = True,
-               moe_engine: str | None = None) -> ForwardPass:
+               moe_engine: str | None = None, piecewise: bool | None = None) -> ForwardPass:
     """One forward pass over a continuous batch: prefill ``chunks`` as (new tokens, kv length with
     them) pairs (chunked prefill: kv >= new tokens) plus ``decode_lens`` (kv lengths of the decoding
     sequences, new token included). GEMMs, norms and activations run over all the tokens; attention
@@ -178,7 +192,9 @@ def mixed_pass(model: ModelConfig, gpu, tp: int, framework: str, chunks: list[tu
     other than the first has no embedding (``embed``) and starts from the previous stage's
     residual; only the last has the final norm and lm_head (``head``). ``moe_engine`` (default: the
     framework) says whose MoE align, sum and tuned configs price the experts; ``reference`` is
-    synperf's reference engine (docs/reference-engine.md)."""
+    synperf's reference engine (docs/reference-engine.md). ``piecewise`` (default: as the framework
+    runs the pass, ``runs_piecewise``) marks a prefill or mixed pass replayed as piecewise CUDA
+    graphs; the reference engine's measured piecewise prefills set it."""
     if framework not in (*FRAMEWORKS, REFERENCE):
         raise InputError(f"framework must be one of {', '.join(FRAMEWORKS)}, got {framework!r}")
     moe_engine = moe_engine or framework
@@ -199,7 +215,12 @@ def mixed_pass(model: ModelConfig, gpu, tp: int, framework: str, chunks: list[tu
         kind = "moe" if moe_engine == "reference" else "moe_fused"
     else:
         kind = "qk_norm" if model.qk_norm else "dense"
-    fp = ForwardPass(framework, phase, tp, T, seqs, model.num_layers, kind, T * model.topk if model.num_moe_layers else 0)
+    if piecewise is None:
+        piecewise = runs_piecewise(framework, phase, T)
+    elif piecewise and phase == "decode":
+        raise InputError("a decode-only step runs as one CUDA graph, not piecewise")
+    fp = ForwardPass(framework, phase, tp, T, seqs, model.num_layers, kind, T * model.topk if model.num_moe_layers else 0,
+                     piecewise)
     L, h = model.num_layers, model.hidden_size
     H = model.num_heads // tp
     KVH = max(1, model.num_kv_heads // tp)

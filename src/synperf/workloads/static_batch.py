@@ -123,7 +123,7 @@ class ModelledPass:
 
 def model_pass(fp: ForwardPass, gpu, allreduce_impl: str | None = None) -> ModelledPass:
     """Kernels via predict (cached), all-reduces via comm (``allreduce_impl``: default the
-    framework's custom all-reduce, graph or eager as the pass runs)."""
+    framework's custom all-reduce, graph (decode steps, piecewise passes) or eager as the pass runs)."""
     lat = low = high = 0.0
     launches = host_calls = ood = 0
     fam: dict[str, float] = defaultdict(float)
@@ -138,7 +138,7 @@ def model_pass(fp: ForwardPass, gpu, allreduce_impl: str | None = None) -> Model
         launches += p.launches * count
         host_calls += p.host_calls * count
         ood += bool(p.ood)
-    impl = allreduce_impl or f"{fp.framework}_{'graph' if fp.phase == 'decode' else 'eager'}"
+    impl = allreduce_impl or f"{fp.framework}_{'graph' if fp.phase == 'decode' or fp.piecewise else 'eager'}"
     comm_us, models = 0.0, set()
     for nbytes, count, _tag in fp.allreduces:
         t, which = comm.allreduce_us(nbytes, fp.tp, gpu, impl)
@@ -161,17 +161,22 @@ def price_pass(fp: ForwardPass, gpu, allreduce_impl: str | None = None, overhead
     def wall(kernels_us: float) -> float:
         return overhead.pass_us(fp.phase, kernels_us + m.comm_us, m.launches, fp.num_tokens, fp.num_seqs,
                                 fp.num_layers, fp.layer_kind, fp.attention_library, fp.tp, fp.routed_pairs,
-                                m.host_calls, m.call_us)
+                                m.host_calls, m.call_us, fp.piecewise)
 
     def gpu_part(kernels_us: float) -> float:
         return overhead.gpu_us(fp.phase, kernels_us + m.comm_us, fp.num_tokens, fp.num_layers, fp.layer_kind,
-                               fp.attention_library, fp.routed_pairs, m.call_us)
+                               fp.attention_library, fp.routed_pairs, m.call_us,
+                               m.launches if fp.piecewise else None)
 
     latency = wall(m.kernels_us)
     fam = dict(m.by_family)
     fam["overhead"] = latency - m.kernels_us - m.comm_us
-    issue = 0.0 if fp.phase == "decode" else overhead.issue_us(m.launches, fp.num_layers, fp.layer_kind, fp.tp,
-                                                                fp.routed_pairs, m.host_calls)
+    if fp.phase == "decode":
+        issue = 0.0
+    elif fp.piecewise:
+        issue = overhead.piecewise_issue_us(m.launches, fp.num_layers, fp.layer_kind, fp.tp, fp.routed_pairs)
+    else:
+        issue = overhead.issue_us(m.launches, fp.num_layers, fp.layer_kind, fp.tp, fp.routed_pairs, m.host_calls)
     return StepCost(latency, wall(m.kernels_low_us), wall(m.kernels_high_us), m.comm_us, fam["overhead"], fam,
                     m.ood_cases, m.cases, m.comm_model,
                     (gpu_part(m.kernels_us), gpu_part(m.kernels_low_us), gpu_part(m.kernels_high_us)), issue)
