@@ -422,8 +422,25 @@ def test_piecewise_rows_are_checked_field_by_field():
     rows = pd.read_parquet(calibration.PIECEWISE_DATA).head(3).to_dict("records")
     rows[1]["piecewise_prefill_ms"] = float("nan")
     with pytest.raises(InputError, match="line 2: field .piecewise_prefill_ms."):
-        calibration.check_rows(rows, piecewise=True)
+        calibration.check_rows(rows, ("piecewise_prefill",))
     rows[1]["piecewise_prefill_ms"] = 3.0
     rows[2]["piecewise_prefill_kernels"] = "[1, 2]"
     with pytest.raises(InputError, match="piecewise_prefill_kernels"):
-        calibration.check_rows(rows, piecewise=True)
+        calibration.check_rows(rows, ("piecewise_prefill",))
+
+
+def test_continuous_batching_steps_priced_as_serve_prices_them():
+    """48 measured steps that prefill fresh prompts while 32-64 sequences decode (the reference
+    engine's ``--mixed-decode``), never fitted on. GPU-bound eager steps and piecewise-graph steps
+    come out within a few percent; the host-bound eager ones are priced fast by about as much as
+    the same host's own eager prefills: that host issued launches more slowly than the fitted rate,
+    which ``--host-us-per-launch`` sets."""
+    mixed = calibration.bundled_mixed_rows()
+    assert len(mixed) >= 40 and all(r["mixed_decode_seqs"] >= 32 for r in mixed)
+    report = calibration.validate(ROWS, H200, (), calibration.bundled_piecewise_rows(), mixed)["mixed"]
+    assert report["eager/gpu"]["steps"] >= 10 and report["eager/gpu"]["mape"] < 0.06
+    assert report["piecewise/gpu"]["steps"] >= 20 and report["piecewise/gpu"]["mape"] < 0.10
+    o = calibration.bundled_overhead()
+    prefill_bias = np.median([calibration._priced(r, H200, o)[0][0] / r["prefill_ms"] - 1 for r in mixed
+                              if r["prefill_host_ms"] > 0.5 * r["prefill_ms"]])
+    assert prefill_bias < -0.15 and abs(report["eager/host"]["bias"] - prefill_bias) < 0.15

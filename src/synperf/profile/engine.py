@@ -398,69 +398,28 @@ class BatchRun:
 
     # --------------------------------------------------- vLLM's piecewise CUDA graphs (prefill)
     def capture_pieces(self) -> int:
-        """Capture the prefill as vLLM V1 runs a step of up to 512 tokens: CUDA graphs split at each
-        attention call (its splitting op), replayed one after another with attention run eagerly
-        between them into a static output buffer. Returns the number of pieces (layers + 1); 0 when
-        capture is refused. One stage only: vLLM's PP ranks run their own pieces the same way."""
-        torch = self.torch
+        """Capture the prefill as vLLM V1 runs a step of up to 512 tokens (``PiecewiseGraphs``);
+        the number of pieces, 0 when capture is refused. One stage only: vLLM's PP ranks run their
+        own pieces the same way."""
         if self.stages.size != 1:
             raise ValueError("piecewise prefill is measured at PP=1")
-        side = torch.cuda.Stream()
-        side.wait_stream(torch.cuda.current_stream())
-        with torch.cuda.stream(side):
-            for _ in range(2):
-                self.prefill()
-        torch.cuda.current_stream().wait_stream(side)
-        torch.cuda.synchronize()
-        pool = torch.cuda.graph_pool_handle()
-        pieces, calls = [], []
-
-        def begin():
-            graph = torch.cuda.CUDAGraph()
-            # thread_local: NCCL's watchdog thread may touch CUDA while this thread captures
-            graph.capture_begin(pool=pool, capture_error_mode="thread_local")
-            pieces.append(graph)
-
-        def split(q, k, v, li):
-            pieces[-1].capture_end()
-            out = torch.empty(q.shape[0], q.shape[1], v.shape[-1], dtype=q.dtype, device=q.device)
-            calls.append((q, k, v, li, out))
-            begin()
-            return out
-
-        try:
-            with torch.cuda.stream(side):
-                begin()
-                result = self.e.forward(self.prefill_ids, self.prefill_pos, self.prefill_loc, split,
-                                        self.prefill_last)
-                pieces[-1].capture_end()
-        except RuntimeError as exc:
-            print(f"engine: piecewise capture refused ({exc}); prefill stays eager", file=sys.stderr)
-            self.pieces = None
-            return 0
-        torch.cuda.synchronize()
-        self.pieces, self.piece_calls, self.piece_out = pieces, calls, result
-        return len(pieces)
+        self.pieces = PiecewiseGraphs.capture(
+            self.torch, lambda attend: self.e.forward(self.prefill_ids, self.prefill_pos, self.prefill_loc, attend,
+                                                      self.prefill_last),
+            self._attend_into, warm_up=self.prefill)
+        return self.pieces.count if self.pieces else 0
 
     def prefill_piecewise(self):
         """One prefill through the captured pieces (``capture_pieces``)."""
-        for graph, call in itertools.zip_longest(self.pieces, self.piece_calls):
-            graph.replay()
-            if call is not None:
-                q, k, v, li, out = call
-                self._attend_into(q, k, v, li, out)
-        return self._hand_on(self.piece_out, self.ids)
+        return self._hand_on(self.pieces.replay(), self.ids)
 
     def _attend_into(self, q, k, v, li, out):
-        """Prefill attention written into ``out``, as vLLM's attention op writes its output buffer:
-        FlashInfer writes it in place; FA3's call returns a tensor, copied (one small kernel)."""
+        """Prefill attention written into ``out``, as vLLM's attention op writes its output buffer
+        (FA3's call returns a tensor, copied: one small kernel)."""
         if getattr(self, "prefill_wrapper", None) is not None:
-            try:
-                self.prefill_wrapper.run(q, k, v, out=out)
-                return
-            except TypeError:           # a FlashInfer without ``out``: copied as for FA3
-                pass
-        out.copy_(self._prefill_attend(q, k, v, li))
+            _run_into(self.prefill_wrapper.run, out, q, k, v)
+        else:
+            out.copy_(self._prefill_attend(q, k, v, li))
 
     def _plan_decode(self, step: int) -> None:
         torch = self.torch
@@ -525,45 +484,45 @@ class BatchRun:
             out = self._decode_body()
         self._hand_on(out, self.ids)
 
-    def timed(self, fn, *args) -> tuple[float, float]:
-        """(wall ms, host ms) of one call from an idle GPU: the host time ends when the call returns,
-        i.e. what issuing its work costs the CPU (nothing in a pass waits on the GPU). Under TP or PP
-        the ranks start together, as an engine's per-step broadcast starts its workers: without the
-        barrier a rank that started late held rank 0's small TP=2 prefills up to 2.3x longer."""
-        torch = self.torch
+
+# ------------------------------------------------------------------ timing one pass
+def timed(torch, fn, *args) -> tuple[float, float]:
+    """(wall ms, host ms) of one call from an idle GPU: the host time ends when the call returns,
+    i.e. what issuing its work costs the CPU (nothing in a pass waits on the GPU). Under TP or PP
+    the ranks start together, as an engine's per-step broadcast starts its workers: without the
+    barrier a rank that started late held rank 0's small TP=2 prefills up to 2.3x longer."""
+    torch.cuda.synchronize()
+    if torch.distributed.is_initialized():
+        torch.distributed.barrier()
         torch.cuda.synchronize()
-        if torch.distributed.is_initialized():
-            torch.distributed.barrier()
-            torch.cuda.synchronize()
-        t0 = time.perf_counter()
+    t0 = time.perf_counter()
+    fn(*args)
+    t1 = time.perf_counter()
+    torch.cuda.synchronize()
+    return (time.perf_counter() - t0) * 1e3, (t1 - t0) * 1e3
+
+def profile_kernels(torch, fn, *args) -> dict[str, dict[str, float]]:
+    """CUPTI kernel times of one call: {family: {kernels, us}} (this rank's GPU)."""
+    import tempfile
+
+    from torch.profiler import ProfilerActivity, profile
+
+    from .trace import load_gpu_events
+
+    torch.cuda.synchronize()
+    with profile(activities=[ProfilerActivity.CUDA]) as prof:
         fn(*args)
-        t1 = time.perf_counter()
         torch.cuda.synchronize()
-        return (time.perf_counter() - t0) * 1e3, (t1 - t0) * 1e3
-
-    def profile_kernels(self, fn, *args) -> dict[str, dict[str, float]]:
-        """CUPTI kernel times of one call: {family: {kernels, us}} (this rank's GPU)."""
-        import tempfile
-
-        from torch.profiler import ProfilerActivity, profile
-
-        from .trace import load_gpu_events
-
-        torch = self.torch
-        torch.cuda.synchronize()
-        with profile(activities=[ProfilerActivity.CUDA]) as prof:
-            fn(*args)
-            torch.cuda.synchronize()
-        with tempfile.TemporaryDirectory() as tmp:
-            path = os.path.join(tmp, "trace.json")
-            prof.export_chrome_trace(path)
-            events = load_gpu_events(path, device=torch.cuda.current_device())
-        out: dict[str, dict[str, float]] = {}
-        for ev in events:
-            slot = out.setdefault(kernel_class(ev["name"]), {"kernels": 0, "us": 0.0})
-            slot["kernels"] += 1
-            slot["us"] += ev["dur"]
-        return {k: {"kernels": v["kernels"], "us": round(v["us"], 2)} for k, v in sorted(out.items())}
+    with tempfile.TemporaryDirectory() as tmp:
+        path = os.path.join(tmp, "trace.json")
+        prof.export_chrome_trace(path)
+        events = load_gpu_events(path, device=torch.cuda.current_device())
+    out: dict[str, dict[str, float]] = {}
+    for ev in events:
+        slot = out.setdefault(kernel_class(ev["name"]), {"kernels": 0, "us": 0.0})
+        slot["kernels"] += 1
+        slot["us"] += ev["dur"]
+    return {k: {"kernels": v["kernels"], "us": round(v["us"], 2)} for k, v in sorted(out.items())}
 
 
 class PassClocks:
@@ -611,6 +570,134 @@ class PassClocks:
                 round(statistics.fmean(w for _, w in self.samples), 1))
 
 
+class PiecewiseGraphs:
+    """A pass captured as vLLM V1 runs a step of up to 512 tokens: CUDA graphs split at each
+    attention call (its splitting op), replayed one after another with attention run eagerly
+    between them into a static output buffer (``attend_into(q, k, v, layer, out)``)."""
+
+    def __init__(self, pieces, calls, out, attend_into):
+        self.pieces, self.calls, self.out, self.attend_into = pieces, calls, out, attend_into
+        self.count = len(pieces)
+
+    @classmethod
+    def capture(cls, torch, forward, attend_into, warm_up) -> "PiecewiseGraphs | None":
+        """``forward(attend)`` runs the pass; ``warm_up()`` runs it eagerly (twice, on the capture
+        stream, first). None when capture is refused."""
+        side = torch.cuda.Stream()
+        side.wait_stream(torch.cuda.current_stream())
+        with torch.cuda.stream(side):
+            for _ in range(2):
+                warm_up()
+        torch.cuda.current_stream().wait_stream(side)
+        torch.cuda.synchronize()
+        pool = torch.cuda.graph_pool_handle()
+        pieces, calls = [], []
+
+        def begin():
+            graph = torch.cuda.CUDAGraph()
+            # thread_local: NCCL's watchdog thread may touch CUDA while this thread captures
+            graph.capture_begin(pool=pool, capture_error_mode="thread_local")
+            pieces.append(graph)
+
+        def split(q, k, v, li):
+            pieces[-1].capture_end()
+            out = torch.empty(q.shape[0], q.shape[1], v.shape[-1], dtype=q.dtype, device=q.device)
+            calls.append((q, k, v, li, out))
+            begin()
+            return out
+
+        try:
+            with torch.cuda.stream(side):
+                begin()
+                result = forward(split)
+                pieces[-1].capture_end()
+        except RuntimeError as exc:
+            print(f"engine: piecewise capture refused ({exc}); the pass stays eager", file=sys.stderr)
+            return None
+        torch.cuda.synchronize()
+        return cls(pieces, calls, result, attend_into)
+
+    def replay(self):
+        for graph, call in itertools.zip_longest(self.pieces, self.calls):
+            graph.replay()
+            if call is not None:
+                self.attend_into(*call)
+        return self.out
+
+
+def _run_into(run, out, *args) -> None:
+    """``run(*args)`` written into ``out``: in place where the FlashInfer wrapper takes ``out``,
+    else copied (one small kernel)."""
+    try:
+        run(*args, out=out)
+    except TypeError:
+        out.copy_(run(*args))
+
+
+class MixedRun:
+    """One continuous-batching step on a ReferenceEngine, laid out as ``engines.mixed_pass``
+    (framework ``reference``) prices it: fresh prompts ``chunks`` prefilled (FlashInfer's SM90 ragged
+    prefill) and ``decode_ctx`` sequences decoding one token over their cached context (FlashInfer's
+    paged decode, CUDA cores, page size 1), in one pass: one token batch through every GEMM and norm,
+    two attention calls a layer. The cached contexts hold whatever the cache holds: timing does not
+    depend on the values. TP only (no PP)."""
+
+    def __init__(self, engine: ReferenceEngine, chunks: list[int], decode_ctx: list[int]):
+        import flashinfer
+
+        torch = engine.torch
+        self.e, self.torch = engine, torch
+        dev, m = engine.dev, engine.m
+        i32 = dict(dtype=torch.int32, device=dev)
+        seqs = list(chunks) + list(decode_ctx)
+        base = slot_layout(seqs, 1)
+        engine._ensure_cache(base[-1] + seqs[-1] + 1)
+        self.P = sum(chunks)
+        decode_base = base[len(chunks):]
+        self.ids = torch.randint(0, m.vocab_size, (self.P + len(decode_ctx),), device=dev)
+        self.pos = torch.cat([torch.arange(p, device=dev) for p in chunks]
+                             + [torch.tensor(decode_ctx, device=dev)])
+        self.loc = torch.cat([torch.arange(b, b + p, device=dev) for b, p in zip(base, chunks)]
+                             + [torch.tensor([b + c for b, c in zip(decode_base, decode_ctx)], device=dev)])
+        ends = list(itertools.accumulate(chunks))
+        self.last = torch.tensor([x - 1 for x in ends] + [self.P + i for i in range(len(decode_ctx))], device=dev)
+        qo = torch.tensor([0] + ends, **i32)
+        self.prefill_wrapper = flashinfer.BatchPrefillWithRaggedKVCacheWrapper(engine.workspace, "NHD", backend="fa3")
+        self.prefill_wrapper.plan(qo, qo, engine.H, engine.KVH, m.head_dim, causal=True,
+                                  q_data_type=torch.bfloat16, kv_data_type=torch.bfloat16)
+        # a workspace of its own: both plans live through the pass
+        self.decode_wrapper = flashinfer.BatchDecodeWithPagedKVCacheWrapper(
+            torch.empty(128 << 20, dtype=torch.uint8, device=dev), "NHD", use_tensor_cores=False)
+        lens = [c + 1 for c in decode_ctx]
+        indices = torch.cat([torch.arange(b, b + n, **i32) for b, n in zip(decode_base, lens)])
+        self.decode_wrapper.plan(torch.tensor([0] + list(itertools.accumulate(lens)), dtype=torch.int32), indices,
+                                 torch.ones(len(lens), dtype=torch.int32), engine.H, engine.KVH, m.head_dim, 1,
+                                 q_data_type=torch.bfloat16, kv_data_type=torch.bfloat16)
+        self.pieces = None
+
+    def _attend_into(self, q, k, v, li, out):
+        P, e = self.P, self.e
+        _run_into(self.prefill_wrapper.run, out[:P], q[:P], k[:P], v[:P])
+        _run_into(self.decode_wrapper.run, out[P:], q[P:], (e.k_cache[li], e.v_cache[li]))
+
+    def _attend(self, q, k, v, li):
+        out = self.torch.empty(q.shape[0], q.shape[1], v.shape[-1], dtype=q.dtype, device=q.device)
+        self._attend_into(q, k, v, li, out)
+        return out
+
+    def step(self):
+        return self.e.forward(self.ids, self.pos, self.loc, self._attend, self.last)
+
+    def capture_pieces(self) -> int:
+        self.pieces = PiecewiseGraphs.capture(
+            self.torch, lambda attend: self.e.forward(self.ids, self.pos, self.loc, attend, self.last),
+            self._attend_into, warm_up=self.step)
+        return self.pieces.count if self.pieces else 0
+
+    def step_piecewise(self):
+        return self.pieces.replay()
+
+
 def _stage(message: str) -> None:
     if os.environ.get("SYNPERF_ENGINE_TRACE"):
         print(f"[rank {os.environ.get('RANK', '0')} {time.strftime('%X')}] {message}", file=sys.stderr, flush=True)
@@ -643,32 +730,32 @@ def run_batch(engine: ReferenceEngine, prompt_lens: list[int], output_len: int, 
     run.prefill()                                   # warm-up: compiles Triton kernels, JIT modules
     device = engine.torch.cuda.current_device()
     with PassClocks.of_device(device) as prefill_clocks:
-        prefill_timed = [run.timed(run.prefill) for _ in range(prefill_reps)]
+        prefill_timed = [timed(engine.torch, run.prefill) for _ in range(prefill_reps)]
     prefill_ms = sorted(wall for wall, _ in prefill_timed)
     _stage("profiled prefill")
-    prefill_kernels = _stage_sum(run.profile_kernels(run.prefill), stages, engine.tp)
+    prefill_kernels = _stage_sum(profile_kernels(engine.torch, run.prefill), stages, engine.tp)
     pieces = {}
     if piecewise:
         _stage("piecewise capture")
         count = run.capture_pieces()
         if count:
             run.prefill_piecewise()
-            timed = [run.timed(run.prefill_piecewise) for _ in range(prefill_reps)]
+            piece_reps = [timed(engine.torch, run.prefill_piecewise) for _ in range(prefill_reps)]
             pieces = {"piecewise_pieces": count,
-                      "piecewise_prefill_ms": statistics.median(wall for wall, _ in timed),
-                      "piecewise_prefill_host_ms": statistics.median(host for _, host in timed),
+                      "piecewise_prefill_ms": statistics.median(wall for wall, _ in piece_reps),
+                      "piecewise_prefill_host_ms": statistics.median(host for _, host in piece_reps),
                       "piecewise_prefill_kernels": json.dumps(
-                          _stage_sum(run.profile_kernels(run.prefill_piecewise), stages, engine.tp))}
-            run.pieces = run.piece_calls = run.piece_out = None
+                          _stage_sum(profile_kernels(engine.torch, run.prefill_piecewise), stages, engine.tp))}
+            run.pieces = None
     _stage("decode capture")
     graph = run.capture() if cuda_graph else False
     _stage("profiled decode step")
-    decode_kernels = _stage_sum(run.profile_kernels(run.decode_step, 0), stages, engine.tp)
+    decode_kernels = _stage_sum(profile_kernels(engine.torch, run.decode_step, 0), stages, engine.tp)
     run._reset_decode_state()
     run.prefill()                                   # fresh KV for the timed generation
     _stage("timed decode")
     with PassClocks.of_device(device) as decode_clocks:
-        steps_timed = [run.timed(run.decode_step, s) for s in range(output_len - 1)]
+        steps_timed = [timed(engine.torch, run.decode_step, s) for s in range(output_len - 1)]
     steps = [wall for wall, _ in steps_timed]
     median_prefill = statistics.median(prefill_ms)
     prefill_host = statistics.median(host for _, host in prefill_timed)
@@ -687,6 +774,26 @@ def run_batch(engine: ReferenceEngine, prompt_lens: list[int], output_len: int, 
         "prefill_sm_mhz": prefill_mhz, "prefill_power_w": prefill_w,
         "decode_sm_mhz": decode_mhz, "decode_power_w": decode_w, **pieces,
     }
+
+
+def run_mixed(engine: ReferenceEngine, chunks: list[int], decode_seqs: int, decode_ctx: int, reps: int = 10,
+              piecewise: bool = False) -> dict:
+    """A continuous-batching step (``MixedRun``): ``chunks`` prefilled with ``decode_seqs`` sequences
+    of context ``decode_ctx`` decoding, timed eagerly (``mixed_*`` columns) and, with ``piecewise``,
+    through piecewise CUDA graphs (``piecewise_mixed_*``); medians of ``reps`` after a warm-up."""
+    run = MixedRun(engine, chunks, [decode_ctx] * decode_seqs)
+    _stage(f"mixed step: {len(chunks)} chunks + {decode_seqs} decoding")
+    out = {"mixed_decode_seqs": decode_seqs, "mixed_decode_ctx": decode_ctx}
+    modes = [("mixed", run.step)]
+    if piecewise and run.capture_pieces():
+        modes.append(("piecewise_mixed", run.step_piecewise))
+    for name, fn in modes:
+        fn()
+        timed_reps = [timed(engine.torch, fn) for _ in range(reps)]
+        out.update({f"{name}_ms": statistics.median(w for w, _ in timed_reps),
+                    f"{name}_host_ms": statistics.median(h for _, h in timed_reps),
+                    f"{name}_kernels": json.dumps(profile_kernels(engine.torch, fn))})
+    return out
 
 
 # ------------------------------------------------------------------------------------- CLI
@@ -755,10 +862,21 @@ def main(argv=None) -> int:
                         "backend calls it (needs $SYNPERF_VLLM_FA3_LIB or vLLM)")
     p.add_argument("--piecewise", action="store_true",
                    help="also time each prefill through vLLM-style piecewise CUDA graphs (PP=1)")
+    p.add_argument("--mixed-decode", default=None, metavar="SEQS:CTX",
+                   help="also time each batch's prompts as one continuous-batching step with SEQS sequences "
+                        "of context CTX decoding (mixed_* columns; PP=1)")
     p.add_argument("--out", required=True, help="output .jsonl (rank 0 writes; parquet is made from it)")
     args = p.parse_args(argv)
     if args.prefill_reps < 1:
         p.error(f"--prefill-reps must be at least 1, got {args.prefill_reps}")
+    mixed = None
+    if args.mixed_decode:
+        try:
+            mixed = tuple(int(x) for x in args.mixed_decode.split(":"))
+            if len(mixed) != 2 or min(mixed) < 1:
+                raise ValueError
+        except ValueError:
+            p.error(f"--mixed-decode: expected SEQS:CTX (two positive integers), got {args.mixed_decode!r}")
     if os.environ.get("SYNPERF_ENGINE_HANG_DUMP_S"):      # a hung rank prints where it waits
         import faulthandler
         faulthandler.dump_traceback_later(float(os.environ["SYNPERF_ENGINE_HANG_DUMP_S"]), repeat=True)
@@ -800,6 +918,8 @@ def main(argv=None) -> int:
                 print(f"engine: {name} batch {len(prompts)} out of memory ({exc})", file=sys.stderr)
                 torch.cuda.empty_cache()
                 continue
+            if mixed:
+                row.update(run_mixed(engine, prompts, *mixed, args.prefill_reps, args.piecewise))
             start = start or time.time()
             row.update(model=name, num_layers=model.num_layers, full_layers=load_model(name).num_layers,
                        tp=tp, pp=args.pp, framework_kernels="sglang", moe_engine=args.moe_engine,

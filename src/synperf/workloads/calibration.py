@@ -19,8 +19,8 @@ attention planner, input preparation). ``EngineOverhead`` turns the modelled ker
 - piecewise (vLLM V1's prefill / mixed steps of up to 512 tokens: CUDA graphs split at each
   attention call, attention eager between them): ``max(K * piecewise.kernel_scale + U *
   us_per_unmodelled_kernel + N * us_per_graph_node,  layers * cpu_us_per_launch + N *
-  us_per_graph_node)``, N = launches + U graph nodes; the host issues one eager attention call a
-  layer and the graph launches. Only the scale is fitted, on the reference engine's piecewise
+  us_per_graph_node)``, N = launches + U graph nodes; the host issues the eager attention calls
+  (one a layer, two in a step that prefills and decodes with separate calls) and the graph launches. Only the scale is fitted, on the reference engine's piecewise
   prefills (``data/h200-system/e2e_piecewise.parquet``); the rest are the eager and graph terms;
 - decode (one CUDA graph a step): ``K * kernel_scale + U * us_per_unmodelled_kernel
   + seqs * us_per_seq + us_fixed + (launches + U) * us_per_graph_node``: replaying a graph costs
@@ -145,18 +145,19 @@ class EngineOverhead:
     def pass_us(self, phase: str, kernels_us: float, launches: int, tokens: int, seqs: int, layers: int,
                 layer_kind: str, attention: str | None = None, tp: int = 1, routed_pairs: int = 0,
                 host_calls: int | None = None, call_us: tuple[tuple[float, int], ...] = (),
-                piecewise: bool = False) -> float:
+                piecewise: bool = False, attention_calls: int | None = None) -> float:
         """Wall time of a pass: a decode step's host work (per sequence and fixed) comes before its
         graph replays; an eager prefill is bound by the GPU or by the host issuing its kernels. The
         decode step's kernel scale and per-sequence work are the decode attention's: FlashInfer plans
         each step on the host, FlashAttention-3 only refreshes its lengths (``kernel_scale_<library>``,
         ``us_per_seq_<library>`` where fitted). ``launches``: the modelled kernels' launches, of which
         ``host_calls`` (default all) the host issues with calls of its own. ``piecewise``: a
-        prefill or mixed pass replayed as piecewise CUDA graphs (module docstring)."""
+        prefill or mixed pass replayed as piecewise CUDA graphs (module docstring), split at its
+        ``attention_calls`` (default one a layer)."""
         if piecewise:
             return max(self.gpu_us(phase, kernels_us, tokens, layers, layer_kind, attention, routed_pairs,
                                    graph_launches=launches),
-                       self.piecewise_issue_us(launches, layers, layer_kind, tp, routed_pairs))
+                       self.piecewise_issue_us(launches, layers, layer_kind, tp, routed_pairs, attention_calls))
         gpu = self.gpu_us(phase, kernels_us, tokens, layers, layer_kind, attention, routed_pairs, call_us)
         if phase == "decode":
             per_seq = self.decode.get(f"us_per_seq_{attention}", self.decode["us_per_seq"])
@@ -182,13 +183,14 @@ class EngineOverhead:
         return replace(self, prefill={**p, "kernel_scale": 1.0 + (p["kernel_scale"] - 1.0) * duty})
 
     def piecewise_issue_us(self, launches: int, layers: int, layer_kind: str, tp: int = 1,
-                           routed_pairs: int = 0) -> float:
-        """The host's time to issue a piecewise CUDA-graph pass: one eager attention call a layer
-        and every graph node's launch."""
+                           routed_pairs: int = 0, attention_calls: int | None = None) -> float:
+        """The host's time to issue a piecewise CUDA-graph pass: its eager attention calls (default
+        one a layer) and every graph node's launch."""
         p = self.prefill
         nodes = launches + self.unmodelled("prefill", layers, layer_kind, routed_pairs)
         slowdown = p["tp_host_slowdown"] if tp > 1 else 1.0
-        return layers * p["cpu_us_per_launch"] * slowdown + nodes * self.decode["us_per_graph_node"]
+        calls = layers if attention_calls is None else attention_calls
+        return calls * p["cpu_us_per_launch"] * slowdown + nodes * self.decode["us_per_graph_node"]
 
     def issue_us(self, launches: int, layers: int, layer_kind: str, tp: int = 1, routed_pairs: int = 0,
                  host_calls: int | None = None) -> float:
@@ -252,15 +254,18 @@ class PassSample:
     host_us: float = 0.0            # measured: the host's time to issue the pass (its call returning)
     call_us: tuple[tuple[float, int], ...] = ()   # modelled calls: (time, count) (ModelledPass.call_us)
     piecewise: bool = False         # a prefill replayed as piecewise CUDA graphs
+    attention_calls: int = 0        # the pass's attention calls (ForwardPass.attention_calls)
 
 
 _BREAKDOWN_FIELDS = ("prefill_kernels", "decode_kernels")
 
 
-def check_rows(rows: list[dict], piecewise: bool = False) -> list[dict]:
+def check_rows(rows: list[dict], passes: tuple[str, ...] = ()) -> list[dict]:
     """Reference-engine rows as ``samples_from_rows`` needs them, numbers converted; the first bad
-    row raises an InputError naming it (1-based) and its field. ``piecewise``: the rows must also
-    carry the piecewise prefill's time, host time and kernels (``profile.engine --piecewise``)."""
+    row raises an InputError naming it (1-based) and its field. ``passes``: more passes each row
+    must carry, by column prefix: ``piecewise_prefill`` (``profile.engine --piecewise``), ``mixed``
+    and ``piecewise_mixed`` (``--mixed-decode``; the decoding sequences' count and context too):
+    their time, host time and kernels."""
     from synperf.workloads.model import load_model
 
     def positive(value, field, i, kind=float):
@@ -307,13 +312,16 @@ def check_rows(rows: list[dict], piecewise: bool = False) -> list[dict]:
                "prompt_tokens": positive(r.get("prompt_tokens"), "prompt_tokens", i, int)}
         for field in ("prefill_ms", "decode_step_median_ms", "total_ms"):
             row[field] = positive(r.get(field), field, i)
-        for field in ("piecewise_prefill_ms", "piecewise_prefill_host_ms") if piecewise else ():
+        for field in [f"{name}{end}" for name in passes for end in ("_ms", "_host_ms")]:
             row[field] = positive(r.get(field), field, i)
+        if "mixed" in passes:
+            for field in ("mixed_decode_seqs", "mixed_decode_ctx"):
+                row[field] = positive(r.get(field), field, i, int)
         for field in ("prefill_host_ms", "decode_step_host_ms"):     # optional: rows before they were timed
             value = r.get(field)
             if value is not None and not (isinstance(value, float) and np.isnan(value)):
                 row[field] = positive(value, field, i)
-        breakdown_fields = _BREAKDOWN_FIELDS + (("piecewise_prefill_kernels",) if piecewise else ())
+        breakdown_fields = _BREAKDOWN_FIELDS + tuple(f"{name}_kernels" for name in passes)
         try:
             prompts = json.loads(r["prompt_lens"])
             breakdowns = [json.loads(r[f]) for f in breakdown_fields]
@@ -380,7 +388,7 @@ def samples_from_rows(rows: list[dict], gpu, piecewise: bool = False) -> list[Pa
                                   fp.num_tokens, fp.num_seqs, fp.num_layers, fp.layer_kind, r["model"], row_id,
                                   int(r["tp"]), other["kernels"], other["us"], fp.attention_library, fp.routed_pairs,
                                   cost.host_calls, float(host_ms) * 1e3 if _is_number(host_ms) else 0.0,
-                                  cost.call_us, piecewise))
+                                  cost.call_us, piecewise, fp.attention_calls))
     return out
 
 
@@ -409,6 +417,7 @@ POWER_SETTLE_CANDIDATES_US = (None, 1e4, 2e4, 5e4, 1e5)
 HOST_COST_DATA = DEFAULT_DATA.with_name("host_cost.parquet")
 REPEAT_DATA = DEFAULT_DATA.with_name("e2e_host_check.parquet")
 PIECEWISE_DATA = DEFAULT_DATA.with_name("e2e_piecewise.parquet")
+MIXED_DATA = DEFAULT_DATA.with_name("e2e_mixed.parquet")
 
 
 def bundled_repeat_rows(path: Path = REPEAT_DATA) -> list[dict]:
@@ -537,7 +546,44 @@ def bundled_piecewise_rows(path: Path = PIECEWISE_DATA) -> list[dict]:
     """The reference engine's prefills timed through piecewise CUDA graphs (checked rows)."""
     import pandas as pd
 
-    return check_rows(pd.read_parquet(path).to_dict("records"), piecewise=True)
+    return check_rows(pd.read_parquet(path).to_dict("records"), ("piecewise_prefill",))
+
+
+def bundled_mixed_rows(path: Path = MIXED_DATA) -> list[dict]:
+    """The reference engine's continuous-batching steps (prefill chunks and decoding sequences in one
+    pass), eager and, up to 512 tokens, through piecewise CUDA graphs (checked rows)."""
+    import pandas as pd
+
+    rows = pd.read_parquet(path).to_dict("records")
+    small = [r for r in rows if _is_number(r.get("piecewise_mixed_ms"))]
+    large = [r for r in rows if not _is_number(r.get("piecewise_mixed_ms"))]
+    return check_rows(small, ("mixed", "piecewise_mixed")) + (check_rows(large, ("mixed",)) if large else [])
+
+
+def validate_mixed(rows: list[dict], gpu, overhead_without) -> dict:
+    """synperf against measured continuous-batching steps, never fitted on: each priced as
+    ``simulate serve`` prices a step (``engines.mixed_pass``), eagerly and, where measured, as
+    piecewise CUDA graphs, with ``overhead_without(model)``: an overhead fitted without the model."""
+    from synperf.workloads.engines import mixed_pass
+    from synperf.workloads.model import load_model, with_layers
+    from synperf.workloads.static_batch import price_pass
+
+    errors: dict = {}
+    for r in rows:
+        model = with_layers(load_model(r["model"]), int(r["num_layers"]))
+        chunks = [(p, p) for p in json.loads(r["prompt_lens"])]
+        decoding = [r["mixed_decode_ctx"] + 1] * r["mixed_decode_seqs"]
+        for mode, column in (("eager", "mixed_ms"), ("piecewise", "piecewise_mixed_ms")):
+            if column not in r:
+                continue
+            fp = mixed_pass(model, gpu, int(r["tp"]), kernels_of(r), chunks, decoding, moe_engine=moe_engine_of(r),
+                            piecewise=mode == "piecewise")
+            cost = price_pass(fp, gpu, "nccl", overhead_without(r["model"]))
+            bound = "host" if cost.issue_us >= cost.gpu_us[0] else "gpu"
+            errors.setdefault((mode, bound), []).append(cost.latency_us / (r[column] * 1e3) - 1.0)
+    return {f"{mode}/{bound}": {"steps": len(v), "mape": round(float(np.mean(np.abs(v))), 4),
+                                "bias": round(float(np.median(v)), 4)}
+            for (mode, bound), v in sorted(errors.items())}
 
 
 def fit_piecewise(overhead: EngineOverhead, samples: list[PassSample]) -> EngineOverhead:
@@ -546,7 +592,8 @@ def fit_piecewise(overhead: EngineOverhead, samples: list[PassSample]) -> Engine
     eager prefill's or the CUDA-graph decode's."""
     base = replace(overhead, piecewise={"kernel_scale": 0.0})
     bound = [s for s in samples
-             if base.piecewise_issue_us(s.modelled_launches, s.layers, s.layer_kind, s.tp, s.routed_pairs)
+             if base.piecewise_issue_us(s.modelled_launches, s.layers, s.layer_kind, s.tp, s.routed_pairs,
+                                        s.attention_calls)
              < 0.98 * s.measured_us]
     if len(bound) < 4:
         raise SynperfError(f"{len(bound)} piecewise passes bound by the GPU: at least four are needed to fit their scale")
@@ -618,17 +665,20 @@ def with_interval(overhead: EngineOverhead, samples: list[PassSample], extra: di
 
 def _errors(overhead: EngineOverhead, samples: list[PassSample]) -> list[float]:
     return [overhead.pass_us(s.phase, s.kernels_us, s.modelled_launches, s.tokens, s.seqs, s.layers, s.layer_kind,
-                             s.attention, s.tp, s.routed_pairs, s.modelled_host_calls, s.call_us, s.piecewise)
+                             s.attention, s.tp, s.routed_pairs, s.modelled_host_calls, s.call_us, s.piecewise,
+                             s.attention_calls)
             / s.measured_us - 1.0 for s in samples]
 
 
-def validate(rows: list[dict], gpu, repeat_rows: list[dict] = (), piecewise_rows: list[dict] = ()) -> dict:
+def validate(rows: list[dict], gpu, repeat_rows: list[dict] = (), piecewise_rows: list[dict] = (),
+             mixed_rows: list[dict] = ()) -> dict:
     """synperf against the measured batches, the engine overhead fitted without the batch's model
     (leave-one-model-out). Per (model, tp): MAPE of prefill, median decode step and total
     (prefill + (output_len - 1) x the median step), plus the kernel-only error (no overhead model).
     ``repeat_rows``: the same batches measured again elsewhere, which widen the interval only;
     ``piecewise_rows``: prefills timed through piecewise CUDA graphs (``validate_piecewise``, the
-    eager terms fitted on all of ``rows``)."""
+    eager terms fitted on all of ``rows``); ``mixed_rows``: continuous-batching steps
+    (``validate_mixed``; the overhead and the piecewise scale fitted without the step's model)."""
     samples = samples_from_rows(rows, gpu)
     repeats = samples_from_rows(repeat_rows, gpu)
     if len({s.group for s in samples}) < 2:
@@ -672,9 +722,12 @@ def validate(rows: list[dict], gpu, repeat_rows: list[dict] = (), piecewise_rows
     overall = {m + "_mape": round(float(np.mean([abs(r[m][0] / r[m][1] - 1.0) for r in per_row])), 4) for m in metrics}
     overall.update(_coverage(per_row))
     report = {"rows": len(rows), "summary": summary, "overall": overall, "per_row": per_row}
-    if piecewise_rows:
-        report["piecewise"] = validate_piecewise(samples_from_rows(piecewise_rows, gpu, piecewise=True),
-                                                 fit(samples, extra))
+    piecewise = samples_from_rows(piecewise_rows, gpu, piecewise=True)
+    if piecewise:
+        report["piecewise"] = validate_piecewise(piecewise, fit(samples, extra))
+    if mixed_rows:
+        report["mixed"] = validate_mixed(mixed_rows, gpu, lambda model: fit_piecewise(
+            fits.get(model) or fold(None), [s for s in piecewise if s.group != model]))
     return report
 
 
@@ -737,6 +790,11 @@ def format_validation(report: dict) -> str:
                          f"   priced as eager passes: {e['priced_eager_mape']:.1%}")
         lines.append(f"{'all':<{width}}{'':>6}{pw['rows']:>8}{pw['prefill_ms_mape']:>9.1%}"
                      f"   priced as eager passes: {pw['priced_eager_mape']:.1%}")
+    if "mixed" in report:
+        lines.append("continuous-batching steps (prefill chunks + decoding sequences), never fitted on:")
+        for key, e in report["mixed"].items():
+            mode, bound = key.split("/")
+            lines.append(f"  {mode}, {bound}-bound: {e['steps']} steps, {e['mape']:.1%} (median {e['bias']:+.1%})")
     return "\n".join(lines)
 
 

@@ -109,7 +109,8 @@ def run_simulate_validate(args, registry) -> int:
         # the bundled repeats widen the interval of the bundled batches only
         repeats = calibration.bundled_repeat_rows() if args.data is None else []
         piecewise = calibration.bundled_piecewise_rows() if args.data is None else []
-        report = calibration.validate(rows, gpu, repeats, piecewise)
+        mixed = calibration.bundled_mixed_rows() if args.data is None else []
+        report = calibration.validate(rows, gpu, repeats, piecewise, mixed)
     except SynperfError as exc:
         raise SynperfError(f"--data {path}: {exc}") from None
     if args.json:

@@ -85,6 +85,11 @@ class ForwardPass:
         return sum(op.count for op in self.kernels)
 
     @property
+    def attention_calls(self) -> int:
+        """Attention calls in the pass (a piecewise CUDA-graph pass runs each eagerly)."""
+        return sum(op.count for op in self.kernels if op.case["family"] == "attention")
+
+    @property
     def attention_library(self) -> str | None:
         """The library of the pass's (last) attention call: a decode step's host work depends on
         it (calibration.EngineOverhead)."""

@@ -161,7 +161,7 @@ def price_pass(fp: ForwardPass, gpu, allreduce_impl: str | None = None, overhead
     def wall(kernels_us: float) -> float:
         return overhead.pass_us(fp.phase, kernels_us + m.comm_us, m.launches, fp.num_tokens, fp.num_seqs,
                                 fp.num_layers, fp.layer_kind, fp.attention_library, fp.tp, fp.routed_pairs,
-                                m.host_calls, m.call_us, fp.piecewise)
+                                m.host_calls, m.call_us, fp.piecewise, fp.attention_calls)
 
     def gpu_part(kernels_us: float) -> float:
         return overhead.gpu_us(fp.phase, kernels_us + m.comm_us, fp.num_tokens, fp.num_layers, fp.layer_kind,
@@ -174,7 +174,8 @@ def price_pass(fp: ForwardPass, gpu, allreduce_impl: str | None = None, overhead
     if fp.phase == "decode":
         issue = 0.0
     elif fp.piecewise:
-        issue = overhead.piecewise_issue_us(m.launches, fp.num_layers, fp.layer_kind, fp.tp, fp.routed_pairs)
+        issue = overhead.piecewise_issue_us(m.launches, fp.num_layers, fp.layer_kind, fp.tp, fp.routed_pairs,
+                                            fp.attention_calls)
     else:
         issue = overhead.issue_us(m.launches, fp.num_layers, fp.layer_kind, fp.tp, fp.routed_pairs, m.host_calls)
     return StepCost(latency, wall(m.kernels_low_us), wall(m.kernels_high_us), m.comm_us, fam["overhead"], fam,
