@@ -46,6 +46,7 @@ from pathlib import Path
 
 from synperf.workloads.model import ModelConfig, load_model, with_layers
 
+SUSTAINED_S = 2.0              # back-to-back steps of a continuous-batching step (run_mixed)
 MAX_BATCH_TOKENS = 65_536       # prefill tokens per batch (keeps the KV cache and the run short)
 DEFAULT_BATCHES = (1, 4, 16, 64)
 DEFAULT_PROMPTS = (128, 512, 2048, 8192)
@@ -780,7 +781,10 @@ def run_mixed(engine: ReferenceEngine, chunks: list[int], decode_seqs: int, deco
               piecewise: bool = False) -> dict:
     """A continuous-batching step (``MixedRun``): ``chunks`` prefilled with ``decode_seqs`` sequences
     of context ``decode_ctx`` decoding, timed eagerly (``mixed_*`` columns) and, with ``piecewise``,
-    through piecewise CUDA graphs (``piecewise_mixed_*``); medians of ``reps`` after a warm-up."""
+    through piecewise CUDA graphs (``piecewise_mixed_*``); medians of ``reps`` after a warm-up. Each
+    mode is also run back to back for ``SUSTAINED_S`` as a busy server runs its steps, the GPU never
+    idle (``*_sustained_ms``: the mean step; ``*_sustained_mhz``, ``*_sustained_w``: SM clock and
+    board power over it)."""
     run = MixedRun(engine, chunks, [decode_ctx] * decode_seqs)
     _stage(f"mixed step: {len(chunks)} chunks + {decode_seqs} decoding")
     out = {"mixed_decode_seqs": decode_seqs, "mixed_decode_ctx": decode_ctx}
@@ -793,6 +797,17 @@ def run_mixed(engine: ReferenceEngine, chunks: list[int], decode_seqs: int, deco
         out.update({f"{name}_ms": statistics.median(w for w, _ in timed_reps),
                     f"{name}_host_ms": statistics.median(h for _, h in timed_reps),
                     f"{name}_kernels": json.dumps(profile_kernels(engine.torch, fn))})
+        torch = engine.torch
+        with PassClocks.of_device(torch.cuda.current_device()) as clocks:
+            torch.cuda.synchronize()
+            steps, t0 = 0, time.perf_counter()
+            while time.perf_counter() - t0 < SUSTAINED_S:
+                fn()
+                steps += 1
+            torch.cuda.synchronize()
+            mean_ms = (time.perf_counter() - t0) * 1e3 / steps
+        mhz, watts = clocks.means()
+        out.update({f"{name}_sustained_ms": mean_ms, f"{name}_sustained_mhz": mhz, f"{name}_sustained_w": watts})
     return out
 
 
