@@ -798,12 +798,13 @@ def run_mixed(engine: ReferenceEngine, chunks: list[int], decode_seqs: int, deco
                     f"{name}_host_ms": statistics.median(h for _, h in timed_reps),
                     f"{name}_kernels": json.dumps(profile_kernels(engine.torch, fn))})
         torch = engine.torch
+        # a step count every TP rank shares, so all issue the same collectives
+        steps = max(1, int(_max_over_ranks(torch, SUSTAINED_S * 1e3 / out[f"{name}_ms"])))
         with PassClocks.of_device(torch.cuda.current_device()) as clocks:
-            torch.cuda.synchronize()
-            steps, t0 = 0, time.perf_counter()
-            while time.perf_counter() - t0 < SUSTAINED_S:
+            timed(torch, lambda: None)                  # the ranks start together
+            t0 = time.perf_counter()
+            for _ in range(steps):
                 fn()
-                steps += 1
             torch.cuda.synchronize()
             mean_ms = (time.perf_counter() - t0) * 1e3 / steps
         mhz, watts = clocks.means()
