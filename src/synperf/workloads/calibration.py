@@ -20,8 +20,9 @@ attention planner, input preparation). ``EngineOverhead`` turns the modelled ker
   attention call, attention eager between them): ``max(K * piecewise.kernel_scale + U *
   us_per_unmodelled_kernel + N * us_per_graph_node,  layers * cpu_us_per_launch + N *
   us_per_graph_node)``, N = launches + U graph nodes; the host issues the eager attention calls
-  (one a layer, two in a step that prefills and decodes with separate calls) and the graph launches. Only the scale is fitted, on the reference engine's piecewise
-  prefills (``data/h200-system/e2e_piecewise.parquet``); the rest are the eager and graph terms;
+  (one a layer, two in a step that prefills and decodes with separate calls) and the graph
+  launches. Only the scale is fitted, on the reference engine's piecewise prefills
+  (``data/h200-system/e2e_piecewise.parquet``); the rest are the eager and graph terms;
 - decode (one CUDA graph a step): ``K * kernel_scale + U * us_per_unmodelled_kernel
   + seqs * us_per_seq + us_fixed + (launches + U) * us_per_graph_node``: replaying a graph costs
   the host and the GPU per node (the measured host time of a step with 750 nodes is about twice
@@ -409,7 +410,6 @@ def launch_counts(samples: list[PassSample]) -> dict:
 # there the host sets, or nearly sets, the pass. In long GPU-bound passes the host's time also holds
 # waits (a full launch queue) and overstates the rate (30 us a call fitted on every TP=1 pass, 27 on these).
 HOST_BOUND_SHARE = 0.5
-# Candidate times (us) for a call profiled alone to reach the power cap; None: never (scale every call).
 # Candidate times (us) for a kernel call profiled alone to reach the power cap; None: never. The
 # kernel profiles bound it from below: in sessions that began cool, calls of up to 30 ms were still
 # sampled at the boost clock (median 1,965 MHz) and only longer ones at 1,500 MHz.
