@@ -415,6 +415,7 @@ def test_vllm_small_steps_replay_piecewise_graphs_priced_from_their_measurements
     vllm = simulate_batch(llama, H200, 1, "vllm", [128], 2).as_dict()
     sglang = simulate_batch(llama, H200, 1, "sglang", [128], 2).as_dict()
     assert vllm["prefill_bound"] == "gpu" and sglang["prefill_bound"] == "host"
+    assert (vllm["prefill_execution"], sglang["prefill_execution"]) == ("piecewise", "eager")
     assert vllm["prefill_ms"] < 0.6 * sglang["prefill_ms"]
 
 

@@ -43,6 +43,7 @@ class StepCost:
     comm_model: str = ""
     gpu_us: tuple[float, float, float] = (0.0, 0.0, 0.0)   # the GPU's share (latency, low, high)
     issue_us: float = 0.0       # eager passes: the host's time to issue the kernels (0 for CUDA graphs)
+    execution: str = "eager"    # how the engine runs the pass: eager, piecewise (CUDA graphs split at attention), graph
 
 
 @dataclass
@@ -91,6 +92,7 @@ class BatchResult:
             # first pipeline stage's host, which overlaps the stages after it)
             "prefill_bound": "host" if self.prefill.issue_us >= self.prefill.gpu_us[0] else "gpu",
             "prefill_host_issue_ms": round(self.prefill.issue_us / 1e3, 4),
+            "prefill_execution": self.prefill.execution,
             "host_us_per_launch": self.host_us_per_launch,
             "decode_step_median_ms": round(self.decode_step_median_ms, 4),
             "decode_steps": len(self.decode_steps_us),
@@ -180,7 +182,8 @@ def price_pass(fp: ForwardPass, gpu, allreduce_impl: str | None = None, overhead
         issue = overhead.issue_us(m.launches, fp.num_layers, fp.layer_kind, fp.tp, fp.routed_pairs, m.host_calls)
     return StepCost(latency, wall(m.kernels_low_us), wall(m.kernels_high_us), m.comm_us, fam["overhead"], fam,
                     m.ood_cases, m.cases, m.comm_model,
-                    (gpu_part(m.kernels_us), gpu_part(m.kernels_low_us), gpu_part(m.kernels_high_us)), issue)
+                    (gpu_part(m.kernels_us), gpu_part(m.kernels_low_us), gpu_part(m.kernels_high_us)), issue,
+                    "graph" if fp.phase == "decode" else "piecewise" if fp.piecewise else "eager")
 
 
 def price_pipeline(model: ModelConfig, gpu, tp: int, pp: int, framework: str, phase: str, lens: list[int],
@@ -228,7 +231,7 @@ def price_pipeline(model: ModelConfig, gpu, tp: int, pp: int, framework: str, ph
     return StepCost(latency, low, high, comm_us, fam["overhead"], dict(fam), sum(st.ood_cases for st in stages.values()),
                     sum(st.cases for st in stages.values()), first.comm_model,
                     tuple(sum(st.gpu_us[i] for st in [first] + later) + p2p for i in range(3)),
-                    max(st.issue_us for st in [first] + later))
+                    max(st.issue_us for st in [first] + later), first.execution)
 
 
 def simulate_batch(model: ModelConfig, gpu, tp: int, framework: str, prompt_lens: list[int],
@@ -276,7 +279,8 @@ def format_result(r: BatchResult) -> str:
     lines = [
         f"{d['model']} on {d['gpu']} x{d['tp'] * d['pp']} (TP {d['tp']}, PP {d['pp']}), {d['framework']}: batch {d['batch']}, "
         f"{d['prompt_tokens']} prompt tokens, {d['output_len']} output tokens each",
-        f"  prefill          {d['prefill_ms']:10.3f} ms ({'GPU' if d['prefill_bound'] == 'gpu' else 'host'}-bound:"
+        f"  prefill          {d['prefill_ms']:10.3f} ms ({'GPU' if d['prefill_bound'] == 'gpu' else 'host'}-bound,"
+        f" {'piecewise CUDA graphs' if d['prefill_execution'] == 'piecewise' else 'eager'}:"
         f" the host issues its kernels in {d['prefill_host_issue_ms']:.3f} ms)",
         f"  decode step      {d['decode_step_median_ms']:10.3f} ms (median of {d['decode_steps']} steps)",
         f"  total            {d['total_ms']:10.3f} ms  (interval {d['total_low_ms']:.1f} - {d['total_high_ms']:.1f} ms)",
