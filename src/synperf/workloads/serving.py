@@ -13,8 +13,9 @@ trace file. Each iteration the scheduler (``simulate_serving``):
    allow.
 
 The iteration is priced as one forward pass of the mixed batch (``engines.mixed_pass`` +
-``static_batch.price_pass``): decode-only iterations get the CUDA-graph overhead, others the eager
-per-launch overhead. Step times are cached on a bucketed key (``step_key``). A request whose
+``static_batch.price_pass``): decode-only iterations get the CUDA-graph overhead; with vLLM,
+iterations of up to 512 tokens replay piecewise CUDA graphs; others get the eager per-launch
+overhead. Step times are cached on a bucketed key (``step_key``). A request whose
 scheduled tokens reach its known length emits a token at the end of the iteration.
 See docs/end-to-end.md (``simulate serve``).
 """
@@ -202,9 +203,11 @@ class StepPricer:
     def __init__(self, model: ModelConfig, gpu, tp: int, framework: str, overhead=None):
         self.model, self.gpu, self.tp, self.framework, self.overhead = model, gpu, tp, framework, overhead
         self.cache: dict[tuple, float] = {}
+        self.execution: dict[tuple, str] = {}     # key -> how the engine runs the step (StepCost.execution)
         self.ood = 0
 
-    def __call__(self, chunks, decode_lens) -> float:
+    def __call__(self, chunks, decode_lens) -> tuple[float, str]:
+        """(step time in us, how the engine runs it)."""
         key = step_key(chunks, decode_lens)
         us = self.cache.get(key)
         if us is None:
@@ -212,8 +215,9 @@ class StepPricer:
             cost = price_pass(mixed_pass(self.model, self.gpu, self.tp, self.framework, c, d), self.gpu,
                               overhead=self.overhead)
             us = self.cache[key] = cost.latency_us
+            self.execution[key] = cost.execution
             self.ood += cost.ood_cases
-        return us
+        return us, self.execution[key]
 
 
 # --------------------------------------------------------------------------------- simulation
@@ -247,6 +251,7 @@ class ServeResult:
     output_tokens: int
     preemptions: int
     iterations: int
+    iterations_by_execution: dict[str, int]
     mean_batch: float
     kv_blocks: int
     step_keys: int
@@ -266,6 +271,7 @@ class ServeResult:
              "output_throughput_tok_s": round(self.output_tokens / self.span_s, 2) if self.span_s else 0.0,
              "request_throughput_req_s": round(self.num_requests / self.span_s, 4) if self.span_s else 0.0,
              "preemptions": self.preemptions, "iterations": self.iterations,
+             "iterations_by_execution": self.iterations_by_execution,
              "mean_batch_size": round(self.mean_batch, 2), "kv_cache_blocks": self.kv_blocks,
              "kv_cache_tokens": self.kv_blocks * BLOCK_TOKENS, "step_keys_priced": self.step_keys,
              "ood_kernels": self.ood_kernels}
@@ -303,6 +309,7 @@ def simulate_serving(model: ModelConfig, gpu, tp: int, framework: str, requests:
     nxt = 0                          # next request not yet arrived
     done = preempts = iters = 0
     batch_sum = 0
+    by_execution: dict[str, int] = {}
     timeline: list[tuple] = []
     n = len(reqs)
     while done < n:
@@ -359,7 +366,9 @@ def simulate_serving(model: ModelConfig, gpu, tp: int, framework: str, requests:
                 decodes.append(r.computed + 1)
             else:
                 chunks.append((k, r.computed + k))
-        dur = price(chunks, decodes) / 1e6
+        us, execution = price(chunks, decodes)
+        dur = us / 1e6
+        by_execution[execution] = by_execution.get(execution, 0) + 1
         timeline.append((now, dur, len(running), len(waiting), sum(k for _, k in scheduled)))
         now += dur
         iters += 1
@@ -392,7 +401,7 @@ def simulate_serving(model: ModelConfig, gpu, tp: int, framework: str, requests:
         {"max_num_seqs": max_num_seqs, "max_num_batched_tokens": max_num_batched_tokens,
          "gpu_memory_utilization": gpu_memory_utilization},
         n, float(fin.max() - arr.min()), first - arr, (fin[multi] - first[multi]) / (outs[multi] - 1), fin - arr,
-        int(outs.sum()), preempts, iters, batch_sum / iters, capacity, len(price.cache), price.ood, tl, stride)
+        int(outs.sum()), preempts, iters, dict(sorted(by_execution.items())), batch_sum / iters, capacity, len(price.cache), price.ood, tl, stride)
 
 
 def format_serve(r: ServeResult) -> str:
@@ -407,6 +416,8 @@ def format_serve(r: ServeResult) -> str:
             lines.append(f"  {name:<14} {s['mean']:10.2f} {s['p50']:10.2f} {s['p90']:10.2f} {s['p99']:10.2f}")
     lines += [f"  output throughput   {d['output_throughput_tok_s']:.1f} tok/s, "
               f"request throughput {d['request_throughput_req_s']:.3f} req/s",
-              f"  iterations {d['iterations']}, mean batch {d['mean_batch_size']}, preemptions {d['preemptions']}, "
+              f"  iterations {d['iterations']} ("
+              + ", ".join(f"{name} {count}" for name, count in d["iterations_by_execution"].items())
+              + f"), mean batch {d['mean_batch_size']}, preemptions {d['preemptions']}, "
               f"step shapes priced {d['step_keys_priced']} (kernel cases out of training range: {d['ood_kernels']})"]
     return "\n".join(lines)
