@@ -391,7 +391,7 @@ def test_vllm_small_steps_replay_piecewise_graphs_priced_from_their_measurements
     GPU-bound, 2-3x faster than eagerly for small ones. Priced with their own kernel scale, fitted
     without the batch's model, they come out within 10 % per model; priced as eager passes (how
     synperf priced vLLM's small steps before) they were off by more than half."""
-    from synperf.workloads.engines import forward_pass, mixed_pass
+    from synperf.workloads.engines import forward_pass, mixed_pass, vllm_capture_size
 
     rows = calibration.bundled_piecewise_rows()
     assert len({(r["model"], r["tp"]) for r in rows}) >= 6 and all(r["prompt_tokens"] <= 512 for r in rows)
@@ -409,6 +409,9 @@ def test_vllm_small_steps_replay_piecewise_graphs_priced_from_their_measurements
     assert not forward_pass(llama, H200, 1, "vllm", "decode", [128] * 64).piecewise
     assert mixed_pass(llama, H200, 1, "vllm", [(256, 256)], [900] * 32).piecewise
     assert not mixed_pass(llama, H200, 1, "vllm", [(512, 512)], [900] * 32).piecewise
+    assert [vllm_capture_size(t) for t in (1, 3, 5, 250, 257, 500)] == [1, 4, 8, 256, 272, 512]
+    padded = mixed_pass(llama, H200, 1, "vllm", [(200, 200)], [900] * 57)        # 257 tokens run at 272
+    assert padded.num_tokens == 272 and forward_pass(llama, H200, 1, "sglang", "prefill", [257]).num_tokens == 257
     with pytest.raises(InputError, match="decode-only"):
         mixed_pass(llama, H200, 1, "vllm", [], [100], piecewise=True)
 

@@ -28,8 +28,8 @@ Library mappings (the closest modelled library; docs/end-to-end.md):
 Execution: SGLang runs prefill and mixed passes eagerly and decode-only steps as one CUDA graph.
 vLLM V1 does the same above 512 tokens; a prefill or mixed step of up to 512 tokens (its largest
 CUDA-graph capture size) replays piecewise CUDA graphs split at each attention call, which runs
-eagerly between them (``ForwardPass.piecewise``; priced by ``EngineOverhead``). vLLM pads such a step to
-its next capture size; the padding is not priced.
+eagerly between them (``ForwardPass.piecewise``; priced by ``EngineOverhead``), its token count
+padded up to the next capture size (``vllm_capture_size``) for every kernel but attention.
 """
 
 from __future__ import annotations
@@ -181,6 +181,15 @@ def forward_pass(model: ModelConfig, gpu, tp: int, framework: str, phase: str, l
     return mixed_pass(model, gpu, tp, framework, [], list(lens), embed, head, moe_engine)
 
 
+def vllm_capture_size(tokens: int) -> int:
+    """The CUDA-graph size vLLM V1 runs ``tokens`` at: its default capture sizes are 1, 2, 4, then
+    multiples of 8 below 256 and of 16 up to 512 (with max_num_seqs 256)."""
+    if tokens <= 4:
+        return 1 << (tokens - 1).bit_length()
+    step = 8 if tokens <= 256 else 16
+    return -(-tokens // step) * step
+
+
 def runs_piecewise(framework: str, phase: str, tokens: int) -> bool:
     """Whether the framework replays this pass as piecewise CUDA graphs (module docstring)."""
     return framework == "vllm" and phase != "decode" and tokens <= VLLM_PIECEWISE_MAX_TOKENS
@@ -224,6 +233,8 @@ def mixed_pass(model: ModelConfig, gpu, tp: int, framework: str, chunks: list[tu
         piecewise = runs_piecewise(framework, phase, T)
     elif piecewise and phase == "decode":
         raise InputError("a decode-only step runs as one CUDA graph, not piecewise")
+    if piecewise and framework == "vllm":
+        T = vllm_capture_size(T)        # the graphs run padded; attention sees the real tokens
     fp = ForwardPass(framework, phase, tp, T, seqs, model.num_layers, kind, T * model.topk if model.num_moe_layers else 0,
                      piecewise)
     L, h = model.num_layers, model.hidden_size
