@@ -412,6 +412,8 @@ def test_vllm_small_steps_replay_piecewise_graphs_priced_from_their_measurements
     assert [vllm_capture_size(t) for t in (1, 3, 5, 250, 257, 500)] == [1, 4, 8, 256, 272, 512]
     padded = mixed_pass(llama, H200, 1, "vllm", [(200, 200)], [900] * 57)        # 257 tokens run at 272
     assert padded.num_tokens == 272 and forward_pass(llama, H200, 1, "sglang", "prefill", [257]).num_tokens == 257
+    # vLLM's full-graph decode steps run padded too; SGLang's are priced at the batch itself
+    assert [forward_pass(llama, H200, 1, fw, "decode", [900] * 33).num_tokens for fw in ("vllm", "sglang")] == [40, 33]
     with pytest.raises(InputError, match="decode-only"):
         mixed_pass(llama, H200, 1, "vllm", [], [100], piecewise=True)
 

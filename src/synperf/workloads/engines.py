@@ -28,8 +28,9 @@ Library mappings (the closest modelled library; docs/end-to-end.md):
 Execution: SGLang runs prefill and mixed passes eagerly and decode-only steps as one CUDA graph.
 vLLM V1 does the same above 512 tokens; a prefill or mixed step of up to 512 tokens (its largest
 CUDA-graph capture size) replays piecewise CUDA graphs split at each attention call, which runs
-eagerly between them (``ForwardPass.piecewise``; priced by ``EngineOverhead``), its token count
-padded up to the next capture size (``vllm_capture_size``) for every kernel but attention.
+eagerly between them (``ForwardPass.piecewise``; priced by ``EngineOverhead``). vLLM's graphs,
+piecewise and full (decode-only steps), run at the next capture size (``vllm_capture_size``): every
+kernel but attention is priced at that padded token count.
 """
 
 from __future__ import annotations
@@ -233,8 +234,8 @@ def mixed_pass(model: ModelConfig, gpu, tp: int, framework: str, chunks: list[tu
         piecewise = runs_piecewise(framework, phase, T)
     elif piecewise and phase == "decode":
         raise InputError("a decode-only step runs as one CUDA graph, not piecewise")
-    if piecewise and framework == "vllm":
-        T = vllm_capture_size(T)        # the graphs run padded; attention sees the real tokens
+    if framework == "vllm" and (piecewise or phase == "decode") and T <= VLLM_PIECEWISE_MAX_TOKENS:
+        T = vllm_capture_size(T)        # its graphs run padded; attention sees the real tokens
     fp = ForwardPass(framework, phase, tp, T, seqs, model.num_layers, kind, T * model.topk if model.num_moe_layers else 0,
                      piecewise)
     L, h = model.num_layers, model.hidden_size
