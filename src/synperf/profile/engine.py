@@ -526,6 +526,16 @@ def profile_kernels(torch, fn, *args) -> dict[str, dict[str, float]]:
     return {k: {"kernels": v["kernels"], "us": round(v["us"], 2)} for k, v in sorted(out.items())}
 
 
+def timed_columns(torch, name: str, fn, reps: int, stage=None) -> dict:
+    """``{name}_ms`` and ``{name}_host_ms`` (medians of ``reps`` calls, ``timed``) and
+    ``{name}_kernels`` (one CUPTI-profiled call; ``stage(breakdown)`` sums it over PP stages)."""
+    reps_timed = [timed(torch, fn) for _ in range(reps)]
+    kernels = profile_kernels(torch, fn)
+    return {f"{name}_ms": statistics.median(w for w, _ in reps_timed),
+            f"{name}_host_ms": statistics.median(h for _, h in reps_timed),
+            f"{name}_kernels": json.dumps(stage(kernels) if stage else kernels)}
+
+
 class PassClocks:
     """The SM clock and board power (NVML), sampled on a thread every ``interval_s`` while timed
     passes run. A sustained pass can hold the GPU at its power cap, below the clocks of the isolated
@@ -686,13 +696,14 @@ class MixedRun:
         self._attend_into(q, k, v, li, out)
         return out
 
+    def _forward(self, attend):
+        return self.e.forward(self.ids, self.pos, self.loc, attend, self.last)
+
     def step(self):
-        return self.e.forward(self.ids, self.pos, self.loc, self._attend, self.last)
+        return self._forward(self._attend)
 
     def capture_pieces(self) -> int:
-        self.pieces = PiecewiseGraphs.capture(
-            self.torch, lambda attend: self.e.forward(self.ids, self.pos, self.loc, attend, self.last),
-            self._attend_into, warm_up=self.step)
+        self.pieces = PiecewiseGraphs.capture(self.torch, self._forward, self._attend_into, warm_up=self.step)
         return self.pieces.count if self.pieces else 0
 
     def step_piecewise(self):
@@ -741,12 +752,9 @@ def run_batch(engine: ReferenceEngine, prompt_lens: list[int], output_len: int, 
         count = run.capture_pieces()
         if count:
             run.prefill_piecewise()
-            piece_reps = [timed(engine.torch, run.prefill_piecewise) for _ in range(prefill_reps)]
             pieces = {"piecewise_pieces": count,
-                      "piecewise_prefill_ms": statistics.median(wall for wall, _ in piece_reps),
-                      "piecewise_prefill_host_ms": statistics.median(host for _, host in piece_reps),
-                      "piecewise_prefill_kernels": json.dumps(
-                          _stage_sum(profile_kernels(engine.torch, run.prefill_piecewise), stages, engine.tp))}
+                      **timed_columns(engine.torch, "piecewise_prefill", run.prefill_piecewise, prefill_reps,
+                                      lambda k: _stage_sum(k, stages, engine.tp))}
             run.pieces = None
     _stage("decode capture")
     graph = run.capture() if cuda_graph else False
@@ -791,13 +799,10 @@ def run_mixed(engine: ReferenceEngine, chunks: list[int], decode_seqs: int, deco
     modes = [("mixed", run.step)]
     if piecewise and run.capture_pieces():
         modes.append(("piecewise_mixed", run.step_piecewise))
+    torch = engine.torch
     for name, fn in modes:
         fn()
-        timed_reps = [timed(engine.torch, fn) for _ in range(reps)]
-        out.update({f"{name}_ms": statistics.median(w for w, _ in timed_reps),
-                    f"{name}_host_ms": statistics.median(h for _, h in timed_reps),
-                    f"{name}_kernels": json.dumps(profile_kernels(engine.torch, fn))})
-        torch = engine.torch
+        out.update(timed_columns(torch, name, fn, reps))
         # a step count every TP rank shares, so all issue the same collectives
         steps = max(1, int(_max_over_ranks(torch, SUSTAINED_S * 1e3 / out[f"{name}_ms"])))
         with PassClocks.of_device(torch.cuda.current_device()) as clocks:
