@@ -99,6 +99,38 @@ def test_aiconfigurator_attention_filters():
     assert fi["library"] == "flashinfer" and fi["framework"] == "trtllm" and fi["engine"] is None
 
 
+def test_aiconfigurator_drops_a_version_far_off_the_others_of_its_framework(tmp_path):
+    """vLLM 0.19's H200 prefill tables hold calls 40-80x faster than other vLLM versions time the
+    same shape (and than the GPU's peak allows): read together, the versions outvote such rows."""
+    from synperf.importers.aiconfigurator import iter_records
+
+    shape = dict(ATTN, device="NVIDIA H200", kernel_source="vllm_flash_attn")
+    rows = {("VLLM", v): lat for v, lat in (("0.18.0", 0.050), ("0.22.0", 0.052), ("0.24.0", 0.049),
+                                            ("0.19.0", 0.001))}
+    rows[("SGLang", "0.5.9")] = 0.2        # another framework's kernel: not pooled with vLLM's
+    rows[("SGLang", "0.5.10")] = 0.4       # two SGLang versions: too few to outvote either
+    for (framework, version), latency in rows.items():
+        folder = tmp_path / "h200_sxm" / "attention" / framework.lower() / version
+        folder.mkdir(parents=True)
+        _frame([{"framework": framework, "version": version, "latency": latency}], shape).to_parquet(
+            folder / "generation_attention_perf.parquet")
+    report = Report()
+    records = list(iter_records(str(tmp_path), report))
+    assert sorted((r["framework"], r["framework_version"]) for r in records) == [
+        ("sglang", "0.5.10"), ("sglang", "0.5.9"), ("vllm", "0.18.0"), ("vllm", "0.22.0"), ("vllm", "0.24.0")]
+    assert report.dropped == {"more than 2x off the median of 3+ versions of its framework for the same GPU and case": 1}
+    assert report.read == 6 and report.kept == 5
+
+    # A different shape is its own group: one fast version there is not an outlier.
+    report = Report()
+    other = dict(shape, framework="VLLM", version="0.19.0", batch_size=64, latency=0.001)
+    from synperf.importers.aiconfigurator import records_of_frame
+    df = pd.concat([_frame([{"framework": "VLLM", "version": v, "latency": 0.05}
+                            for v in ("0.18.0", "0.22.0", "0.24.0")], shape), _frame([other], {})])
+    kept = list(records_of_frame(df.reset_index(drop=True), "decode", report))
+    assert len(kept) == 4 and not report.dropped
+
+
 def test_aiconfigurator_gemm_and_moe_mapping():
     from synperf.importers.aiconfigurator import records_of_frame
 

@@ -10,7 +10,11 @@ Filters (each counted under its own reason in the report), in this order:
 - ``latency`` <= 0 or missing;
 - attention: ``window_size`` > 0 (sliding windows are not modelled), ``beam_width`` != 1, and
   TensorRT-LLM generation (decode) rows older than 1.3.0rc20 (another KV-length convention);
-- dtypes and kernels synperf does not model (see the tables below and docs/importers.md).
+- dtypes and kernels synperf does not model (see the tables below and docs/importers.md);
+- rows off by more than ``VERSION_SPREAD`` from the median of the same GPU, kernel and shape timed
+  by at least ``VERSION_QUORUM`` framework versions (the tables of one kind are read together for
+  this): versions of one engine time a kernel within a few percent, and a row 2x off measured
+  something else (vLLM 0.19's H200 prefill rows include calls 40-80x faster than the GPU's peak).
 The rest is validated with ``synperf.cases.parse_case``.
 """
 
@@ -21,7 +25,7 @@ import os
 import re
 from typing import Iterator
 
-from synperf.importers import CaseValidator, Report, emit
+from synperf.importers import CaseValidator, Report, _is_column, emit
 
 SOURCE = "aiconfigurator"
 CACHE = "warm"
@@ -74,6 +78,11 @@ MOE_KERNELS = {
     "sglang_fused_moe_triton": "sglang_default",
     "moe_torch_flow_triton_fp8_block": "vllm_default",               # fp8: dropped by dtype
 }
+
+# A row more than this factor off the median of its GPU, kernel and shape over at least
+# VERSION_QUORUM framework versions is dropped (module docstring).
+VERSION_SPREAD = 2.0
+VERSION_QUORUM = 3
 
 ATTN_DTYPES = {"bfloat16": "bf16"}
 KV_DTYPES = {"bfloat16": "bf16", "fp8": "fp8_e4m3"}
@@ -128,25 +137,39 @@ def _read_parquet(pq, file: str, metadata_only: bool = False):
 
 
 def iter_records(path: str, report: Report, *, limit: int | None = None) -> Iterator[dict]:
+    """Records of every table under ``path``. A system's files of one table kind (its
+    ``gemm_perf.parquet`` of every framework and version: ``<system>/<op>/<framework>/<version>/``)
+    are read together, so that the versions can be checked against each other (``VERSION_SPREAD``)."""
+    import pandas as pd
     import pyarrow.parquet as pq
 
     gpus, validator = _Gpus(), CaseValidator()
+    by_table: dict[tuple[str, str], list[str]] = {}
     for file in parquet_files(path):
-        if limit is not None and report.read >= limit:
-            break
-        name = os.path.basename(file)
+        by_table.setdefault((os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(file)))),
+                             os.path.basename(file)), []).append(file)
+    for (_system, name), files in by_table.items():
         kind = TABLES.get(name)
-        if kind is None:
-            rows = _read_parquet(pq, file, metadata_only=True)
+        frames = []
+        for file in files:
+            if limit is not None and report.read >= limit:
+                break
+            if kind is None:
+                rows = _read_parquet(pq, file, metadata_only=True)
+                if limit is not None:
+                    rows = min(rows, limit - report.read)
+                report.read += rows
+                report.drop(f"table {name[:-len('.parquet')]} not modelled", rows)
+                continue
+            df = _read_parquet(pq, file).to_pandas()
             if limit is not None:
-                rows = min(rows, limit - report.read)
-            report.read += rows
-            report.drop(f"table {name[:-len('.parquet')]} not modelled", rows)
-            continue
-        df = _read_parquet(pq, file).to_pandas()
-        if limit is not None:
-            df = df.iloc[: limit - report.read]
-        yield from records_of_frame(df, kind, report, gpus=gpus, validator=validator)
+                df = df.iloc[: limit - report.read - sum(len(f) for f in frames)]
+            frames.append(df)
+            if limit is not None and report.read + sum(len(f) for f in frames) >= limit:
+                break
+        if frames:
+            yield from records_of_frame(pd.concat(frames, ignore_index=True), kind, report, gpus=gpus,
+                                        validator=validator)
 
 
 def _drop(df, mask, reason, report: Report):
@@ -176,16 +199,36 @@ def _engine_configs(engines, versions, gpu_ids, tokens, experts, hidden, interme
     (``kernels.moe.engine_config``), else the name of the default rule of its version."""
     from synperf.gpu import resolve_gpu
     from synperf.kernels.moe import engine_config
-    out, memo = [], {}
+    out, memo, specs = [], {}, {}
     for row in zip(engines, versions, gpu_ids, tokens, experts, hidden, intermediate, topk):
         if row not in memo:
             engine, version, gpu, *shape = row
-            cfg, source = engine_config(engine, resolve_gpu(gpu), *(int(v) for v in shape))
+            spec = specs[gpu] if gpu in specs else specs.setdefault(gpu, resolve_gpu(gpu))
+            cfg, source = engine_config(engine, spec, *(int(v) for v in shape))
             if source == "vllm_default" and _version_key(str(version))[:2] < VLLM_NEW_DEFAULT_RULE:
                 source = "vllm_legacy_default"
             memo[row] = source if source.endswith("_default") else cfg
         out.append(memo[row])
     return out
+
+
+def _off_the_other_versions(case: dict, gpu, framework, version, latency):
+    """Per row: whether its latency is more than ``VERSION_SPREAD`` off the median over every row
+    of the same GPU, framework and case (the case's columns), where at least ``VERSION_QUORUM``
+    versions of the framework timed it. Frameworks are not pooled: under one library name they may
+    run different kernels (TensorRT-LLM's FP8 GEMMs, SGLang's and vLLM's block-scaled FP8)."""
+    import numpy as np
+    import pandas as pd
+
+    keys = {"_gpu": np.asarray(gpu), "_framework": np.asarray(framework)}
+    keys.update({k: np.asarray(v, dtype=object) for k, v in case.items() if _is_column(v)})
+    frame = pd.DataFrame({**{k: pd.Series(v).astype(str).to_numpy() for k, v in keys.items()},
+                          "_version": np.asarray(version, dtype=object), "_lat": np.asarray(latency, float)})
+    groups = frame.groupby(list(keys), sort=False)
+    median = groups["_lat"].transform("median").to_numpy()
+    versions = groups["_version"].transform("nunique").to_numpy()
+    ratio = frame["_lat"].to_numpy() / median
+    return (versions >= VERSION_QUORUM) & ((ratio > VERSION_SPREAD) | (ratio < 1.0 / VERSION_SPREAD))
 
 
 def records_of_frame(df, kind: str, report: Report, *, gpus=None, validator=None) -> Iterator[dict]:
@@ -297,5 +340,23 @@ def records_of_frame(df, kind: str, report: Report, *, gpus=None, validator=None
                 "routing": "balanced", "engine": engine}
     if not len(df):
         return
-    latency_us = (df["latency"].astype(float) * 1000.0).tolist()   # ms -> µs
-    yield from emit(case, common, latency_us, report, validator, source=SOURCE, cache=CACHE)
+    latency_us = df["latency"].astype(float).to_numpy() * 1000.0   # ms -> µs
+    off = _off_the_other_versions(case, common["gpu"], common["framework"], common["framework_version"], latency_us)
+    if off.any():
+        report.drop(f"more than {VERSION_SPREAD:g}x off the median of {VERSION_QUORUM}+ versions of its framework"
+                    f" for the same GPU and case", int(off.sum()))
+        keep = ~off
+        case = {k: _take(v, keep) for k, v in case.items()}
+        common = {k: _take(v, keep) for k, v in common.items()}
+        latency_us = latency_us[keep]
+    yield from emit(case, common, latency_us.tolist(), report, validator, source=SOURCE, cache=CACHE)
+
+
+def _take(value, keep):
+    """``value`` (a column or a constant) at the rows ``keep`` marks."""
+    import numpy as np
+
+    if not _is_column(value):
+        return value
+    return np.asarray(value, dtype=object)[keep] if isinstance(value, list) else \
+        (value[keep] if isinstance(value, np.ndarray) else value.to_numpy()[keep])

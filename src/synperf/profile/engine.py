@@ -44,6 +44,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from synperf.kernels.attention import DECODE_GROUP_SIZES
 from synperf.workloads.model import ModelConfig, load_model, with_layers
 
 SUSTAINED_S = 2.0              # back-to-back steps of a continuous-batching step (run_mixed)
@@ -133,6 +134,9 @@ class ReferenceEngine:
         h, d = model.hidden_size, model.head_dim
         self.H = model.num_heads // tp_size
         self.KVH = max(1, model.num_kv_heads // tp_size)
+        # FlashInfer's CUDA-core decode kernel has only some group sizes (e.g. not qwen2.5-14b's 5);
+        # for the others the engines ask for its tensor-core decode, which runs the paged prefill kernel.
+        self.decode_on_tensor_cores = self.H // self.KVH not in DECODE_GROUP_SIZES
         self.vocab_part = model.vocab_size // tp_size
         self.embed = rand(self.vocab_part, h) if self.first else None
         self.lm_head = rand(self.vocab_part, h, fan_in=h) if self.last else None
@@ -326,7 +330,7 @@ class BatchRun:
             self.indices_buf = torch.zeros(sum(self.prompts) + self.B * output_len, **i32)
             self.last_buf = torch.ones(self.B, **i32)
             self.decode_wrapper = flashinfer.BatchDecodeWithPagedKVCacheWrapper(
-                engine.workspace, "NHD", use_cuda_graph=True, use_tensor_cores=False,
+                engine.workspace, "NHD", use_cuda_graph=True, use_tensor_cores=engine.decode_on_tensor_cores,
                 paged_kv_indptr_buffer=self.indptr_buf, paged_kv_indices_buffer=self.indices_buf,
                 paged_kv_last_page_len_buffer=self.last_buf)
         h = m.hidden_size
@@ -678,7 +682,8 @@ class MixedRun:
                                   q_data_type=torch.bfloat16, kv_data_type=torch.bfloat16)
         # a workspace of its own: both plans live through the pass
         self.decode_wrapper = flashinfer.BatchDecodeWithPagedKVCacheWrapper(
-            torch.empty(128 << 20, dtype=torch.uint8, device=dev), "NHD", use_tensor_cores=False)
+            torch.empty(128 << 20, dtype=torch.uint8, device=dev), "NHD",
+            use_tensor_cores=engine.decode_on_tensor_cores)
         lens = [c + 1 for c in decode_ctx]
         indices = torch.cat([torch.arange(b, b + n, **i32) for b, n in zip(decode_base, lens)])
         self.decode_wrapper.plan(torch.tensor([0] + list(itertools.accumulate(lens)), dtype=torch.int32), indices,

@@ -418,6 +418,7 @@ HOST_COST_DATA = DEFAULT_DATA.with_name("host_cost.parquet")
 REPEAT_DATA = DEFAULT_DATA.with_name("e2e_host_check.parquet")
 PIECEWISE_DATA = DEFAULT_DATA.with_name("e2e_piecewise.parquet")
 MIXED_DATA = DEFAULT_DATA.with_name("e2e_mixed.parquet")
+NEW_MODEL_DATA = DEFAULT_DATA.with_name("e2e_new_models.parquet")
 
 
 def bundled_repeat_rows(path: Path = REPEAT_DATA) -> list[dict]:
@@ -560,6 +561,40 @@ def bundled_mixed_rows(path: Path = MIXED_DATA) -> list[dict]:
     return check_rows(small, ("mixed", "piecewise_mixed")) + (check_rows(large, ("mixed",)) if large else [])
 
 
+def bundled_new_model_rows(path: Path = NEW_MODEL_DATA) -> list[dict]:
+    """Batches of models that no fitted batch ran (never fitted on), each with its prefill timed
+    through piecewise CUDA graphs too (checked rows)."""
+    import pandas as pd
+
+    return check_rows(pd.read_parquet(path).to_dict("records"), ("piecewise_prefill",))
+
+
+def validate_new_models(rows: list[dict], gpu, overhead: EngineOverhead, fitted_models: set) -> dict:
+    """synperf against models none of the fitted batches ran: each batch priced as ``simulate
+    batch`` prices it, with ``overhead`` (fitted on every validation batch), and its prefill, where
+    vLLM would run it through piecewise CUDA graphs (at most ``VLLM_PIECEWISE_MAX_TOKENS`` tokens),
+    against the piecewise time. A row of a model in ``fitted_models`` is refused: it is no test."""
+    from synperf.workloads.engines import VLLM_PIECEWISE_MAX_TOKENS
+
+    seen = sorted({r["model"] for r in rows} & fitted_models)
+    if seen:
+        raise SynperfError(f"{', '.join(seen)}: fitted on, so not a new model to validate on")
+    report = _summarise([_row_report(r, gpu, overhead) for r in rows])
+    small = [r for r in rows if sum(json.loads(r["prompt_lens"])) <= VLLM_PIECEWISE_MAX_TOKENS]
+    samples = samples_from_rows(small, gpu, piecewise=True)
+    errors: dict = {}
+    for s, e in zip(samples, _errors(overhead, samples)):
+        errors.setdefault(s.group, []).append(e)
+    for entry in report["summary"]:
+        mine = errors.get(entry["model"], [])
+        entry.update(piecewise_batches=len(mine),
+                     piecewise_prefill_ms_mape=round(float(np.mean(np.abs(mine))), 4) if mine else None)
+    every = [e for v in errors.values() for e in v]
+    report["overall"].update(piecewise_batches=len(every),
+                             piecewise_prefill_ms_mape=round(float(np.mean(np.abs(every))), 4) if every else None)
+    return report
+
+
 def validate_mixed(rows: list[dict], gpu, overhead_without) -> dict:
     """synperf against measured continuous-batching steps, never fitted on: each priced as
     ``simulate serve`` prices a step (``engines.mixed_pass``), eagerly and, where measured, as
@@ -671,14 +706,16 @@ def _errors(overhead: EngineOverhead, samples: list[PassSample]) -> list[float]:
 
 
 def validate(rows: list[dict], gpu, repeat_rows: list[dict] = (), piecewise_rows: list[dict] = (),
-             mixed_rows: list[dict] = ()) -> dict:
+             mixed_rows: list[dict] = (), new_model_rows: list[dict] = ()) -> dict:
     """synperf against the measured batches, the engine overhead fitted without the batch's model
     (leave-one-model-out). Per (model, tp): MAPE of prefill, median decode step and total
     (prefill + (output_len - 1) x the median step), plus the kernel-only error (no overhead model).
     ``repeat_rows``: the same batches measured again elsewhere, which widen the interval only;
     ``piecewise_rows``: prefills timed through piecewise CUDA graphs (``validate_piecewise``, the
     eager terms fitted on all of ``rows``); ``mixed_rows``: continuous-batching steps
-    (``validate_mixed``; the overhead and the piecewise scale fitted without the step's model)."""
+    (``validate_mixed``; the overhead and the piecewise scale fitted without the step's model);
+    ``new_model_rows``: batches of models no row of ``rows`` ran (``validate_new_models``, with the
+    overhead fitted on every row, as it ships)."""
     samples = samples_from_rows(rows, gpu)
     repeats = samples_from_rows(repeat_rows, gpu)
     if len({s.group for s in samples}) < 2:
@@ -691,44 +728,62 @@ def validate(rows: list[dict], gpu, repeat_rows: list[dict] = (), piecewise_rows
 
     fits = {g: fold(g) for g in sorted({s.group for s in samples})}
     per_row = []
-    for row_id, r in enumerate(rows):
+    for r in rows:
         if r["model"] not in fits:       # a model measured only under PP: no fit has seen it
             fits[r["model"]] = fold(None)
-        overhead = fits[r["model"]]
-        (p_pre, k_pre, lo_pre, hi_pre), (p_dec, k_dec, lo_dec, hi_dec) = _priced(r, gpu, overhead)
-        steps = int(r["output_len"]) - 1
-        label = r["model"] + ("" if moe_engine_of(r) == "reference" else f" [{moe_engine_of(r)} MoE]") \
-            + (" [FA3]" if r.get("attention") == "flash_attn3" else "")
-        per_row.append({"model": label, "tp": int(r["tp"]), "pp": int(r.get("pp") or 1), "batch": int(r["batch"]),
-                        "prompt_tokens": int(r["prompt_tokens"]),
-                        "prefill_ms": (p_pre, r["prefill_ms"]), "decode_step_ms": (p_dec, r["decode_step_median_ms"]),
-                        "total_ms": (p_pre + steps * p_dec, r["total_ms"]),
-                        "interval_ms": {"prefill_ms": (lo_pre, hi_pre), "decode_step_ms": (lo_dec, hi_dec),
-                                        "total_ms": sum_interval((p_pre, lo_pre, hi_pre),
-                                                                 (steps * p_dec, steps * lo_dec, steps * hi_dec))},
-                        "kernels_only_prefill_ms": (k_pre, r["prefill_ms"]),
-                        "kernels_only_decode_step_ms": (k_dec, r["decode_step_median_ms"])})
-    groups: dict = {}
-    for row in per_row:
-        groups.setdefault((row["model"], row["tp"], row["pp"]), []).append(row)
-    metrics = ("prefill_ms", "decode_step_ms", "total_ms", "kernels_only_prefill_ms", "kernels_only_decode_step_ms")
-    summary = []
-    for (model, tp, pp), rs in sorted(groups.items()):
-        entry = {"model": model, "tp": tp, "pp": pp, "batches": len(rs)}
-        for m in metrics:
-            entry[m + "_mape"] = round(float(np.mean([abs(r[m][0] / r[m][1] - 1.0) for r in rs])), 4)
-        entry.update(_coverage(rs))
-        summary.append(entry)
-    overall = {m + "_mape": round(float(np.mean([abs(r[m][0] / r[m][1] - 1.0) for r in per_row])), 4) for m in metrics}
-    overall.update(_coverage(per_row))
-    report = {"rows": len(rows), "summary": summary, "overall": overall, "per_row": per_row}
+        per_row.append(_row_report(r, gpu, fits[r["model"]]))
+    report = {"rows": len(rows), **_summarise(per_row), "per_row": per_row}
     piecewise = samples_from_rows(piecewise_rows, gpu, piecewise=True)
     if piecewise:
         report["piecewise"] = validate_piecewise(piecewise, fit(samples, extra))
     if mixed_rows:
         report["mixed"] = validate_mixed(mixed_rows, gpu, lambda model: fit_piecewise(
             fits.get(model) or fold(None), [s for s in piecewise if s.group != model]))
+    if new_model_rows:
+        shipped = fold(None)
+        if piecewise:
+            shipped = fit_piecewise(shipped, piecewise)
+        report["new_models"] = validate_new_models(new_model_rows, gpu, shipped, {r["model"] for r in rows})
     return report
+
+
+def _row_report(r: dict, gpu, overhead: EngineOverhead) -> dict:
+    """One measured batch priced with ``overhead``: (predicted, measured) per phase and the total,
+    the predicted intervals, and the kernels alone."""
+    (p_pre, k_pre, lo_pre, hi_pre), (p_dec, k_dec, lo_dec, hi_dec) = _priced(r, gpu, overhead)
+    steps = int(r["output_len"]) - 1
+    label = r["model"] + ("" if moe_engine_of(r) == "reference" else f" [{moe_engine_of(r)} MoE]") \
+        + (" [FA3]" if r.get("attention") == "flash_attn3" else "")
+    return {"model": label, "tp": int(r["tp"]), "pp": int(r.get("pp") or 1), "batch": int(r["batch"]),
+            "prompt_tokens": int(r["prompt_tokens"]),
+            "prefill_ms": (p_pre, r["prefill_ms"]), "decode_step_ms": (p_dec, r["decode_step_median_ms"]),
+            "total_ms": (p_pre + steps * p_dec, r["total_ms"]),
+            "interval_ms": {"prefill_ms": (lo_pre, hi_pre), "decode_step_ms": (lo_dec, hi_dec),
+                            "total_ms": sum_interval((p_pre, lo_pre, hi_pre),
+                                                     (steps * p_dec, steps * lo_dec, steps * hi_dec))},
+            "kernels_only_prefill_ms": (k_pre, r["prefill_ms"]),
+            "kernels_only_decode_step_ms": (k_dec, r["decode_step_median_ms"])}
+
+
+_METRICS = ("prefill_ms", "decode_step_ms", "total_ms", "kernels_only_prefill_ms", "kernels_only_decode_step_ms")
+
+
+def _summarise(per_row: list[dict]) -> dict:
+    """MAPE per metric and interval coverage, per (model, tp, pp) (``summary``) and over all rows
+    (``overall``)."""
+    groups: dict = {}
+    for row in per_row:
+        groups.setdefault((row["model"], row["tp"], row["pp"]), []).append(row)
+    summary = []
+    for (model, tp, pp), rs in sorted(groups.items()):
+        entry = {"model": model, "tp": tp, "pp": pp, "batches": len(rs)}
+        for m in _METRICS:
+            entry[m + "_mape"] = round(float(np.mean([abs(r[m][0] / r[m][1] - 1.0) for r in rs])), 4)
+        entry.update(_coverage(rs))
+        summary.append(entry)
+    overall = {m + "_mape": round(float(np.mean([abs(r[m][0] / r[m][1] - 1.0) for r in per_row])), 4) for m in _METRICS}
+    overall.update(_coverage(per_row))
+    return {"summary": summary, "overall": overall}
 
 
 def _coverage(per_row: list[dict]) -> dict:
@@ -795,6 +850,19 @@ def format_validation(report: dict) -> str:
         for key, e in report["mixed"].items():
             mode, bound = key.split("/")
             lines.append(f"  {mode}, {bound}-bound: {e['steps']} steps, {e['mape']:.1%} (median {e['bias']:+.1%})")
+    if "new_models" in report:
+        new = report["new_models"]
+        lines.append("models no fitted batch ran, priced with the fit as it ships (every batch above):"
+                     "   piecewise prefill (<= 512 tokens)")
+        for e in new["summary"] + [{"model": "all", "tp": "", "pp": "", **new["overall"],
+                                    "batches": sum(e["batches"] for e in new["summary"])}]:
+            pw = e["piecewise_prefill_ms_mape"]
+            lines.append(f"{e['model']:<{width}}{e['tp']:>3}{e['pp']:>3}{e['batches']:>8}{e['prefill_ms_mape']:>9.1%}"
+                         f"{e['decode_step_ms_mape']:>9.1%}{e['total_ms_mape']:>9.1%}"
+                         + (f"   {pw:>13.1%} ({e['piecewise_batches']})" if pw is not None else ""))
+        o = new["overall"]
+        lines.append(f"measured inside the predicted 10-90 % interval: prefill {o['prefill_ms_in_interval']:.0%},"
+                     f" decode step {o['decode_step_ms_in_interval']:.0%}, total {o['total_ms_in_interval']:.0%}")
     return "\n".join(lines)
 
 

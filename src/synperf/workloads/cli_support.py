@@ -110,7 +110,8 @@ def run_simulate_validate(args, registry) -> int:
         repeats = calibration.bundled_repeat_rows() if args.data is None else []
         piecewise = calibration.bundled_piecewise_rows() if args.data is None else []
         mixed = calibration.bundled_mixed_rows() if args.data is None else []
-        report = calibration.validate(rows, gpu, repeats, piecewise, mixed)
+        new_models = calibration.bundled_new_model_rows() if args.data is None else []
+        report = calibration.validate(rows, gpu, repeats, piecewise, mixed, new_models)
     except SynperfError as exc:
         raise SynperfError(f"--data {path}: {exc}") from None
     if args.json:
