@@ -562,31 +562,34 @@ def bundled_mixed_rows(path: Path = MIXED_DATA) -> list[dict]:
 
 
 def bundled_new_model_rows(path: Path = NEW_MODEL_DATA) -> list[dict]:
-    """Batches of models that no fitted batch ran (never fitted on), each with its prefill timed
-    through piecewise CUDA graphs too (checked rows)."""
+    """Batches of models that no fitted batch ran (never fitted on), the TP=1 ones with their prefill
+    timed through piecewise CUDA graphs too (checked rows)."""
     import pandas as pd
 
-    return check_rows(pd.read_parquet(path).to_dict("records"), ("piecewise_prefill",))
+    rows = pd.read_parquet(path).to_dict("records")
+    piecewise = [r for r in rows if _is_number(r.get("piecewise_prefill_ms"))]
+    eager = [r for r in rows if not _is_number(r.get("piecewise_prefill_ms"))]
+    return check_rows(piecewise, ("piecewise_prefill",)) + (check_rows(eager) if eager else [])
 
 
 def validate_new_models(rows: list[dict], gpu, overhead: EngineOverhead, fitted_models: set) -> dict:
     """synperf against models none of the fitted batches ran: each batch priced as ``simulate
     batch`` prices it, with ``overhead`` (fitted on every validation batch), and its prefill, where
-    vLLM would run it through piecewise CUDA graphs (at most ``VLLM_PIECEWISE_MAX_TOKENS`` tokens),
-    against the piecewise time. A row of a model in ``fitted_models`` is refused: it is no test."""
+    vLLM would run it through piecewise CUDA graphs (at most ``VLLM_PIECEWISE_MAX_TOKENS`` tokens)
+    and the row has the piecewise time, against that. A row of a model in ``fitted_models`` is refused: it is no test."""
     from synperf.workloads.engines import VLLM_PIECEWISE_MAX_TOKENS
 
     seen = sorted({r["model"] for r in rows} & fitted_models)
     if seen:
         raise SynperfError(f"{', '.join(seen)}: fitted on, so not a new model to validate on")
     report = _summarise([_row_report(r, gpu, overhead) for r in rows])
-    small = [r for r in rows if sum(json.loads(r["prompt_lens"])) <= VLLM_PIECEWISE_MAX_TOKENS]
+    small = [r for r in rows if "piecewise_prefill_ms" in r and sum(json.loads(r["prompt_lens"])) <= VLLM_PIECEWISE_MAX_TOKENS]
     samples = samples_from_rows(small, gpu, piecewise=True)
     errors: dict = {}
     for s, e in zip(samples, _errors(overhead, samples)):
-        errors.setdefault(s.group, []).append(e)
+        errors.setdefault((s.group, s.tp), []).append(e)
     for entry in report["summary"]:
-        mine = errors.get(entry["model"], [])
+        mine = errors.get((entry["model"], entry["tp"]), []) if entry["pp"] == 1 else []
         entry.update(piecewise_batches=len(mine),
                      piecewise_prefill_ms_mape=round(float(np.mean(np.abs(mine))), 4) if mine else None)
     every = [e for v in errors.values() for e in v]
