@@ -436,7 +436,7 @@ def test_piecewise_rows_are_checked_field_by_field():
 
 
 def test_continuous_batching_steps_priced_as_serve_prices_them():
-    """48 measured steps that prefill fresh prompts while 32-64 sequences decode (the reference
+    """The measured steps that prefill fresh prompts while 32-64 sequences decode (the reference
     engine's ``--mixed-decode``), never fitted on. GPU-bound eager steps and piecewise-graph steps
     come out within a few percent; the host-bound eager ones are priced fast by about as much as
     the same host's own eager prefills: that host issued launches more slowly than the fitted rate,

@@ -34,6 +34,7 @@ splits the processes into N pipeline stages of TP ranks each)::
 from __future__ import annotations
 
 import argparse
+import gc
 import itertools
 import json
 import os
@@ -960,6 +961,12 @@ def main(argv=None) -> int:
         del engine
         torch.cuda.empty_cache()
     if world > 1:
+        # A CUDA graph that captured an NCCL collective keeps the communicator busy: with a
+        # piecewise graph still alive (held by a reference cycle), destroy_process_group waited
+        # forever on both ranks (faulthandler, 2026-11-30). Free every graph, then leave together.
+        gc.collect()
+        torch.cuda.synchronize()
+        torch.distributed.barrier()
         torch.distributed.destroy_process_group()
     return 0
 
