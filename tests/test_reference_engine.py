@@ -183,3 +183,15 @@ def test_host_cost_per_kernel_is_alike_for_moe_and_dense_calls():
         moe = (cost.host_us["moe_routing"] + cost.host_us["moe_workspace_full"]) \
             / (cost.kernels["moe_routing"] + cost.kernels["moe_workspace_full"])
         assert 0.7 < moe / dense < 1.4
+
+
+def test_power_census_calls_are_cases_synperf_prices():
+    """The census runs on the GPU only and skips a call it cannot build: every call must be a case
+    the profiler normalises and synperf parses, or its row would silently go missing."""
+    from synperf.cases import parse_case
+    from synperf.profile.cases import normalize_case
+    from synperf.profile.power_census import CASES
+
+    assert len({json.dumps(c, sort_keys=True) for c in CASES}) == len(CASES) >= 10
+    for case in CASES:
+        assert parse_case(normalize_case(dict(case))).family == case["family"]
