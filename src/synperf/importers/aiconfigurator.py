@@ -11,10 +11,11 @@ Filters (each counted under its own reason in the report), in this order:
 - attention: ``window_size`` > 0 (sliding windows are not modelled), ``beam_width`` != 1, and
   TensorRT-LLM generation (decode) rows older than 1.3.0rc20 (another KV-length convention);
 - dtypes and kernels synperf does not model (see the tables below and docs/importers.md);
-- rows off by more than ``VERSION_SPREAD`` from the median of the same GPU, kernel and shape timed
-  by at least ``VERSION_QUORUM`` framework versions (the tables of one kind are read together for
-  this): versions of one engine time a kernel within a few percent, and a row 2x off measured
-  something else (vLLM 0.19's H200 prefill rows include calls 40-80x faster than the GPU's peak).
+- rows off by more than ``VERSION_SPREAD`` from the median of the same GPU, framework and case
+  timed by at least ``VERSION_QUORUM`` versions of that framework (a system's tables of one kind
+  are read together for this): versions of one engine time a kernel within a few percent, and a
+  row 2x off measured something else (vLLM 0.19's H200 prefill rows include calls 40-80x faster
+  than the GPU's peak).
 The rest is validated with ``synperf.cases.parse_case``.
 """
 
@@ -23,6 +24,7 @@ from __future__ import annotations
 import math
 import os
 import re
+from pathlib import Path
 from typing import Iterator
 
 from synperf.importers import CaseValidator, Report, _is_column, emit
@@ -146,30 +148,33 @@ def iter_records(path: str, report: Report, *, limit: int | None = None) -> Iter
     gpus, validator = _Gpus(), CaseValidator()
     by_table: dict[tuple[str, str], list[str]] = {}
     for file in parquet_files(path):
-        by_table.setdefault((os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(file)))),
-                             os.path.basename(file)), []).append(file)
+        by_table.setdefault((_system_of(file), os.path.basename(file)), []).append(file)
     for (_system, name), files in by_table.items():
         kind = TABLES.get(name)
-        frames = []
+        frames, pending = [], 0
         for file in files:
-            if limit is not None and report.read >= limit:
+            budget = None if limit is None else limit - report.read - pending
+            if budget is not None and budget <= 0:
                 break
             if kind is None:
                 rows = _read_parquet(pq, file, metadata_only=True)
-                if limit is not None:
-                    rows = min(rows, limit - report.read)
+                rows = rows if budget is None else min(rows, budget)
                 report.read += rows
                 report.drop(f"table {name[:-len('.parquet')]} not modelled", rows)
                 continue
             df = _read_parquet(pq, file).to_pandas()
-            if limit is not None:
-                df = df.iloc[: limit - report.read - sum(len(f) for f in frames)]
-            frames.append(df)
-            if limit is not None and report.read + sum(len(f) for f in frames) >= limit:
-                break
+            frames.append(df if budget is None else df.iloc[:budget])
+            pending += len(frames[-1])
         if frames:
             yield from records_of_frame(pd.concat(frames, ignore_index=True), kind, report, gpus=gpus,
                                         validator=validator)
+
+
+def _system_of(file: str) -> str:
+    """The system folder of ``<system>/<op>/<framework>/<version>/<table>``: four levels up (the
+    top of a shallower layout)."""
+    parents = Path(file).parents
+    return str(parents[min(3, len(parents) - 1)])
 
 
 def _drop(df, mask, reason, report: Report):
