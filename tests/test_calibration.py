@@ -453,14 +453,19 @@ def test_continuous_batching_steps_priced_as_serve_prices_them():
 
 
 def test_back_to_back_steps_run_as_fast_as_steps_from_a_rested_gpu():
-    """A busy server runs its steps back to back. Run so for 2 s, the GPU-bound steps held the
-    700 W cap at 1,420-1,750 MHz, yet took within 10 % of the same steps timed from a rested GPU,
-    which the step pricing is fitted and checked on: no separate sustained state is priced. (At
-    TP=2 back-to-back steps ran faster still: a rested step also waits on the ranks' start skew.)"""
+    """A busy server runs its steps back to back. Run so for 2 s, the GPU-bound steps that held the
+    700 W cap ran at 1,420-1,750 MHz, yet took within 10 % of the same steps timed from a rested GPU,
+    which the step pricing is fitted and checked on: no separate sustained state is priced. Not
+    every pass reaches the cap: qwen3-30b-a3b's 8,192-token steps averaged 650-670 W at 1,800-1,860
+    MHz back to back (its fused MoE alone holds the cap; the rest of its pass draws less). (At TP=2
+    back-to-back steps ran faster still: a rested step also waits on the ranks' start skew.)"""
     steps = pd.read_parquet(calibration.MIXED_DATA)
     steps = steps[steps["mixed_sustained_ms"].notna() & (steps["tp"] == 1)]
     gpu_bound = steps[steps["mixed_host_ms"] < 0.5 * steps["mixed_ms"]]
-    assert len(gpu_bound) >= 10 and gpu_bound["mixed_sustained_mhz"].max() < 1800
+    capped = gpu_bound[gpu_bound["mixed_sustained_w"] >= 680]
+    assert len(capped) >= 10 and capped["mixed_sustained_mhz"].max() < 1800
+    moe = gpu_bound[(gpu_bound["model"] == "qwen3-30b-a3b") & (gpu_bound["prompt_tokens"] >= 8192)]
+    assert len(moe) >= 2 and moe["mixed_sustained_w"].max() < 680 and moe["mixed_sustained_mhz"].min() > 1750
     eager = gpu_bound["mixed_sustained_ms"] / gpu_bound["mixed_ms"]
     pieces = (steps["piecewise_mixed_sustained_ms"] / steps["piecewise_mixed_ms"]).dropna()
     assert len(pieces) >= 12
