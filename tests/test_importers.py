@@ -102,7 +102,7 @@ def test_aiconfigurator_attention_filters():
 def test_aiconfigurator_drops_a_version_far_off_the_others_of_its_framework(tmp_path):
     """vLLM 0.19's H200 prefill tables hold calls 40-80x faster than other vLLM versions time the
     same shape (and than the GPU's peak allows): read together, the versions outvote such rows."""
-    from synperf.importers.aiconfigurator import iter_records
+    from synperf.importers.aiconfigurator import iter_records, records_of_frame
 
     shape = dict(ATTN, device="NVIDIA H200", kernel_source="vllm_flash_attn")
     rows = {("VLLM", v): lat for v, lat in (("0.18.0", 0.050), ("0.22.0", 0.052), ("0.24.0", 0.049),
@@ -124,7 +124,6 @@ def test_aiconfigurator_drops_a_version_far_off_the_others_of_its_framework(tmp_
     # A different shape is its own group: one fast version there is not an outlier.
     report = Report()
     other = dict(shape, framework="VLLM", version="0.19.0", batch_size=64, latency=0.001)
-    from synperf.importers.aiconfigurator import records_of_frame
     df = pd.concat([_frame([{"framework": "VLLM", "version": v, "latency": 0.05}
                             for v in ("0.18.0", "0.22.0", "0.24.0")], shape), _frame([other], {})])
     kept = list(records_of_frame(df.reset_index(drop=True), "decode", report))

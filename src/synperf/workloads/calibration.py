@@ -555,10 +555,8 @@ def bundled_mixed_rows(path: Path = MIXED_DATA) -> list[dict]:
     pass), eager and, up to 512 tokens, through piecewise CUDA graphs (checked rows)."""
     import pandas as pd
 
-    rows = pd.read_parquet(path).to_dict("records")
-    small = [r for r in rows if _is_number(r.get("piecewise_mixed_ms"))]
-    large = [r for r in rows if not _is_number(r.get("piecewise_mixed_ms"))]
-    return check_rows(small, ("mixed", "piecewise_mixed")) + (check_rows(large, ("mixed",)) if large else [])
+    return _check_by_column(pd.read_parquet(path).to_dict("records"), "piecewise_mixed_ms",
+                            ("mixed", "piecewise_mixed"), ("mixed",))
 
 
 def bundled_new_model_rows(path: Path = NEW_MODEL_DATA) -> list[dict]:
@@ -566,24 +564,33 @@ def bundled_new_model_rows(path: Path = NEW_MODEL_DATA) -> list[dict]:
     timed through piecewise CUDA graphs too (checked rows)."""
     import pandas as pd
 
-    rows = pd.read_parquet(path).to_dict("records")
-    piecewise = [r for r in rows if _is_number(r.get("piecewise_prefill_ms"))]
-    eager = [r for r in rows if not _is_number(r.get("piecewise_prefill_ms"))]
-    return check_rows(piecewise, ("piecewise_prefill",)) + (check_rows(eager) if eager else [])
+    return _check_by_column(pd.read_parquet(path).to_dict("records"), "piecewise_prefill_ms",
+                            ("piecewise_prefill",), ())
+
+
+def _check_by_column(rows: list[dict], column: str, passes_with: tuple[str, ...],
+                     passes_without: tuple[str, ...]) -> list[dict]:
+    """``check_rows`` of the rows that measured ``column`` (with ``passes_with``), then of the
+    others (with ``passes_without``): not every batch of a file ran every pass."""
+    has = [r for r in rows if _is_number(r.get(column))]
+    lacks = [r for r in rows if not _is_number(r.get(column))]
+    return (check_rows(has, passes_with) if has else []) + (check_rows(lacks, passes_without) if lacks else [])
 
 
 def validate_new_models(rows: list[dict], gpu, overhead: EngineOverhead, fitted_models: set) -> dict:
     """synperf against models none of the fitted batches ran: each batch priced as ``simulate
     batch`` prices it, with ``overhead`` (fitted on every validation batch), and its prefill, where
     vLLM would run it through piecewise CUDA graphs (at most ``VLLM_PIECEWISE_MAX_TOKENS`` tokens)
-    and the row has the piecewise time, against that. A row of a model in ``fitted_models`` is refused: it is no test."""
+    and the row has the piecewise time, against that. A row of a model in ``fitted_models`` is
+    refused: it is no test."""
     from synperf.workloads.engines import VLLM_PIECEWISE_MAX_TOKENS
 
     seen = sorted({r["model"] for r in rows} & fitted_models)
     if seen:
         raise SynperfError(f"{', '.join(seen)}: fitted on, so not a new model to validate on")
     report = _summarise([_row_report(r, gpu, overhead) for r in rows])
-    small = [r for r in rows if "piecewise_prefill_ms" in r and sum(json.loads(r["prompt_lens"])) <= VLLM_PIECEWISE_MAX_TOKENS]
+    small = [r for r in rows
+             if "piecewise_prefill_ms" in r and sum(json.loads(r["prompt_lens"])) <= VLLM_PIECEWISE_MAX_TOKENS]
     samples = samples_from_rows(small, gpu, piecewise=True)
     errors: dict = {}
     for s, e in zip(samples, _errors(overhead, samples)):
@@ -823,6 +830,11 @@ def leave_one_model_out(held_out: list[tuple[PassSample, float]]) -> dict:
     return {key: round(float(np.mean(v)), 4) for key, v in sorted(errs.items())}
 
 
+def _coverage_line(overall: dict) -> str:
+    return (f"measured inside the predicted 10-90 % interval: prefill {overall['prefill_ms_in_interval']:.0%},"
+            f" decode step {overall['decode_step_ms_in_interval']:.0%}, total {overall['total_ms_in_interval']:.0%}")
+
+
 def format_validation(report: dict) -> str:
     width = max([16] + [len(e["model"]) + 2 for e in report["summary"]])
     lines = [f"synperf vs the reference engine: {report['rows']} batches; engine overhead fitted without the"
@@ -837,8 +849,7 @@ def format_validation(report: dict) -> str:
     lines.append(f"{'all':<{width}}{'':>6}{report['rows']:>8}{o['prefill_ms_mape']:>9.1%}"
                  f"{o['decode_step_ms_mape']:>9.1%}{o['total_ms_mape']:>9.1%}   {o['kernels_only_prefill_ms_mape']:>13.1%}"
                  f" {o['kernels_only_decode_step_ms_mape']:>6.1%}")
-    lines.append(f"measured inside the predicted 10-90 % interval: prefill {o['prefill_ms_in_interval']:.0%},"
-                 f" decode step {o['decode_step_ms_in_interval']:.0%}, total {o['total_ms_in_interval']:.0%}")
+    lines.append(_coverage_line(o))
     if "piecewise" in report:
         pw = report["piecewise"]
         lines.append(f"prefills through piecewise CUDA graphs (vLLM V1, <= 512 tokens): {pw['rows']} batches,"
@@ -863,9 +874,7 @@ def format_validation(report: dict) -> str:
             lines.append(f"{e['model']:<{width}}{e['tp']:>3}{e['pp']:>3}{e['batches']:>8}{e['prefill_ms_mape']:>9.1%}"
                          f"{e['decode_step_ms_mape']:>9.1%}{e['total_ms_mape']:>9.1%}"
                          + (f"   {pw:>13.1%} ({e['piecewise_batches']})" if pw is not None else ""))
-        o = new["overall"]
-        lines.append(f"measured inside the predicted 10-90 % interval: prefill {o['prefill_ms_in_interval']:.0%},"
-                     f" decode step {o['decode_step_ms_in_interval']:.0%}, total {o['total_ms_in_interval']:.0%}")
+        lines.append(_coverage_line(new["overall"]))
     return "\n".join(lines)
 
 
