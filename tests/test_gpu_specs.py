@@ -112,3 +112,24 @@ def test_user_spec_directory_adds_a_gpu(tmp_path, monkeypatch):
     monkeypatch.setenv(USER_DIR_ENV, str(tmp_path))
     spec = default_registry().get("NVIDIA H100 Custom")
     assert spec.id == "my-h100-variant" and spec.sm_count == 114
+
+
+def test_the_h200_dram_stream_follows_littles_law_with_the_specs_latency_as_a_floor(registry):
+    """data/h200-system/memory_parallelism.parquet: a read with a fixed number of bytes in flight per
+    SM. Below the knee bandwidth = SMs x bytes in flight / latency, one latency for every split of
+    those bytes into CTAs; the spec's DRAM latency (the ceilings' first-load term) must not exceed
+    it, and the roof is reached only with several times the spec's bytes in flight."""
+    pd = pytest.importorskip("pandas")
+    from pathlib import Path
+    rows = pd.read_parquet(Path(__file__).resolve().parents[1] / "data" / "h200-system" / "memory_parallelism.parquet")
+    h200 = registry.get("h200")
+    assert (rows.bytes_in_flight_per_sm == rows.ctas_per_sm * rows.block_elements * 2).all()
+    latency_ns = rows.sm_count * rows.bytes_in_flight_per_sm / rows.gb_s
+    light = latency_ns[rows.bytes_in_flight_per_sm <= 2048]
+    assert len(light) >= 8 and light.max() / light.min() < 1.1
+    assert h200.dram_latency_ns <= light.min()
+    need = h200.dram_bandwidth_gb_s * h200.dram_latency_ns / h200.sm_count      # bytes per SM (Little's law)
+    short = rows[rows.bytes_in_flight_per_sm <= need / 2]
+    ample = rows[rows.bytes_in_flight_per_sm >= 3 * need]
+    assert (short.gb_s < 0.5 * h200.dram_bandwidth_gb_s).all()
+    assert (ample.gb_s > 0.8 * h200.dram_bandwidth_gb_s).all() and len(ample) >= 3
