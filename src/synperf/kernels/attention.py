@@ -34,7 +34,11 @@ DECODE_GROUP_SIZES = (1, 2, 3, 4, 8)     # FlashInfer DISPATCH_GQA_GROUP_SIZE fo
 # split and the CUDA-graph grid follow (e.g. 56 registers: 9 CTAs an SM, 64 would give 8).
 DECODE_REGISTERS = {(64, 2, 1): 72, (64, 2, 2): 52, (64, 2, 3): 56, (64, 2, 4): 56, (64, 2, 8): 56,
                     (128, 2, 1): 72, (128, 2, 2): 52, (128, 2, 3): 56, (128, 2, 4): 59, (128, 2, 8): 56,
-                    (256, 2, 1): 72, (256, 2, 2): 52, (256, 2, 3): 48, (256, 2, 4): 60, (256, 2, 8): 64}
+                    (256, 2, 1): 72, (256, 2, 2): 52, (256, 2, 3): 48, (256, 2, 4): 60, (256, 2, 8): 64,
+                    # FP8 KV cache (profiled 2026-11-30 on aiconfigurator's page-64 shapes)
+                    (64, 1, 1): 79, (64, 1, 8): 72, (128, 1, 1): 76, (128, 1, 2): 72, (128, 1, 3): 72,
+                    (128, 1, 4): 77, (128, 1, 8): 72, (256, 1, 1): 72, (256, 1, 2): 72, (256, 1, 4): 72,
+                    (256, 1, 8): 72}
 DECODE_REGISTERS_DEFAULT = 64
 MAX_KV_TOKENS = 1 << 30                  # 2^30 tokens x 1 kv head x 64 dims x K and V in fp8 = 128 GiB
 _REGS_FULL = 255                         # FA2-style kernels run at the register cap (probe: 244-255)
