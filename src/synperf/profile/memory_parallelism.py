@@ -7,7 +7,8 @@ reach the DRAM roof, whatever its bytes. This sweep measures that curve on the G
 measured and not shipped).
 
 A Triton kernel reads a large buffer, each CTA one ``BLOCK``-element tile per loop trip, with
-software pipelining off, so a CTA has exactly one tile in flight; the grid is ``ctas_per_sm`` x
+software pipelining off and each trip's addresses waiting on the last trip's data
+(``stream_kernel``), so a CTA has exactly one tile in flight; the grid is ``ctas_per_sm`` x
 SMs, each CTA striding over the buffer. Bytes in flight per SM = ctas_per_sm x tile bytes (only
 configurations whose CTAs can all be resident are kept, from the compiled kernel's registers).
 Bandwidth is the buffer's bytes over the median of ``REPEATS`` CUDA-event timings.
