@@ -204,7 +204,8 @@ def _gemm_case(rng, library, dtype):
 
 
 FLASHINFER_HEAD_DIMS = (64, 128, 256)   # one JIT build per head dim and kernel (~10-40 s each on the GPU)
-FLASHINFER_PAGE_SIZES = (1, 16)    # SGLang's default page, vLLM's
+FLASHINFER_PAGE_SIZES = (1, 16, 64)    # SGLang's default page, vLLM's, TensorRT-LLM's (aiconfigurator's rows)
+FP8_KV_FRACTION = 0.25                   # decodes over an FP8 KV cache (FlashInfer dequantises in its decode kernel)
 
 
 def _heads(rng, head_dims=HEAD_DIMS):
@@ -225,8 +226,8 @@ def _heads(rng, head_dims=HEAD_DIMS):
 
 
 def _flashinfer_attention_case(rng, lib, dt):
-    """FlashInfer as serving engines call it: paged decode (CUDA-core kernels) at page size 1 or 16,
-    eager or with the CUDA-graph plan, and FA2 (``flashinfer``) / FA3 (``fa3``) prefill on a ragged
+    """FlashInfer as serving engines call it: paged decode (CUDA-core kernels) at page size 1, 16 or 64,
+    eager or with the CUDA-graph plan, over a BF16 or FP8 KV cache, and FA2 (``flashinfer``) / FA3 (``fa3``) prefill on a ragged
     or paged KV; uniform or mixed per-request lengths."""
     hq, hkv, hd = _heads(rng, FLASHINFER_HEAD_DIMS)
     mixed = rng.random() < 0.5
@@ -239,6 +240,8 @@ def _flashinfer_attention_case(rng, lib, dt):
         case = {"phase": "decode", "batch": len(kv), "page_size": rng.choice(FLASHINFER_PAGE_SIZES)}
         if hq // hkv in (1, 2, 3, 4, 8):             # the CUDA-core kernel's group sizes
             case["cuda_graph"] = rng.random() < 0.5
+        if rng.random() < FP8_KV_FRACTION:
+            case["kv_cache_dtype"] = "fp8_e4m3"
     else:
         q_len = _log_uniform_int(rng, 16, 32768)
         batch = max(1, min(_log_uniform_int(rng, 1, 16), 65536 // q_len))
