@@ -337,25 +337,29 @@ def test_training_rows_choose_their_gemm_kernel_as_new_shapes_do():
 
 
 def test_a_cache_state_no_training_row_had_is_blinded_and_flagged():
-    """No RMSNorm training row was measured warm: a warm one is priced with the warm flag off (its
-    demand still reads L2-resident operands from L2) and flagged out of range, instead of letting
-    the network extrapolate a flag it only ever saw at zero. Both GEMM libraries (FP8 since
-    2026-11-30) and MoE have warm rows, so their warm predictions use the flag."""
+    """No training row of FlashInfer's FA3 prefill (``fa3``) was measured warm: a warm one is priced
+    with the warm flag off (its demand still reads L2-resident operands from L2) and flagged out of
+    range, instead of letting the network extrapolate a flag it only ever saw at zero. Both GEMM
+    libraries, MoE and every norm and activation library have warm rows (2026-11-30), so their warm
+    predictions use the flag."""
     from synperf.features import WARM_COLUMN, blind_unmeasured
     from synperf.gpu import resolve_gpu
     h200 = resolve_gpu("h200")
-    model, card = family_models()["rmsnorm"]
-    assert "flashinfer" not in card["warm_aware_libraries"]
+    model, card = family_models()["attention"]
+    assert "fa3" not in card["warm_aware_libraries"] and "flashinfer" in card["warm_aware_libraries"]
     assert {"cublas", "cublaslt_scaled_mm"} <= set(family_models()["gemm"][1]["warm_aware_libraries"])
     assert "triton_fused_moe" in family_models()["moe"][1]["warm_aware_libraries"]
-    shape = {"family": "rmsnorm", "library": "flashinfer", "tokens": 4096, "hidden": 4096}
+    for family in ("rmsnorm", "silu_and_mul", "rope"):
+        assert set(family_models()[family][1]["warm_aware_libraries"]) == {"flashinfer", "torch", "triton"}
+    shape = {"family": "attention", "library": "fa3", "phase": "prefill", "batch": 2, "q_len": 2048,
+             "kv_len": 2048, "num_heads": 32, "num_kv_heads": 8, "head_dim": 128, "causal": True}
     case = parse_case(dict(shape, cache="warm"))
     x = family_features(case, demand_for(case, h200))[None]
     assert x[0, WARM_COLUMN] == 1.0
     aware = set(card["dirty_aware_libraries"])
-    blinded = blind_unmeasured(x, ["flashinfer"], aware, set(card["warm_aware_libraries"]))
+    blinded = blind_unmeasured(x, ["fa3"], aware, set(card["warm_aware_libraries"]))
     assert blinded[0, WARM_COLUMN] == 0.0 and (np.delete(blinded, WARM_COLUMN, 1) == np.delete(x, WARM_COLUMN, 1)).all()
-    assert (blind_unmeasured(x, ["flashinfer"], aware, {"flashinfer"}) == x).all()
+    assert (blind_unmeasured(x, ["fa3"], aware, {"fa3"}) == x).all()
     warm = predict(case, h200)
     assert warm.ood and not predict(parse_case(shape), h200).ood
     mid = model.predict(blinded, interval_margin=interval_margin(card, h200.silicon_family))[0][1]
