@@ -15,7 +15,7 @@ import math
 import random
 from typing import Any, Callable, Dict, List, Optional
 
-from synperf.kernels.attention import FA3_HEAD_DIMS
+from synperf.kernels.attention import DECODE_GROUP_SIZES, FA3_HEAD_DIMS
 from synperf.kernels.rope import FLASHINFER_HEAD_DIMS as FLASHINFER_ROPE_HEAD_DIMS
 
 from .cases import canonical_json, estimate_bytes
@@ -238,7 +238,7 @@ def _flashinfer_attention_case(rng, lib, dt):
         while len(kv) > 1 and sum(kv) * per_token > 0.8 * MAX_CASE_BYTES:
             kv.pop()
         case = {"phase": "decode", "batch": len(kv), "page_size": rng.choice(FLASHINFER_PAGE_SIZES)}
-        if hq // hkv in (1, 2, 3, 4, 8):             # the CUDA-core kernel's group sizes
+        if hq // hkv in DECODE_GROUP_SIZES:          # the CUDA-core kernel's group sizes
             case["cuda_graph"] = rng.random() < 0.5
         if rng.random() < FP8_KV_FRACTION:
             case["kv_cache_dtype"] = "fp8_e4m3"
