@@ -59,3 +59,21 @@ def test_persistent_static_stride(h100):
     s = schedule(_launch([10], [task_demand(tensor_flops=1.0)], persistent=132, task_cta=pinned,
                          res=Resources(384, 168, 200_000)), h100)
     assert s.per_sm_tasks[0] == 10 and s.imbalance > 100
+
+
+def test_slot_makespan_tells_a_lone_long_cta_from_a_full_sm(h100):
+    """A full SM of equal CTAs shares its pipes among its slots, so its longest slot is the SM's
+    load over the slots per SM; one long CTA beside short ones is its slot's whole length, which
+    the busiest SM's shared load alone would not show."""
+    long, short = task_demand(tensor_flops=1e9), task_demand(tensor_flops=1e6)
+    full = schedule(_launch([264], [long]), h100)            # 2 slots per SM, one CTA each
+    assert full.occupancy.ctas_per_sm == 2
+    assert full.slot_makespan_cycles == pytest.approx(full.per_sm_cycles.max())
+    lone = schedule(_launch([1, 263], [long, short]), h100)
+    assert lone.slot_makespan_cycles == pytest.approx(full.slot_makespan_cycles)
+    assert lone.per_sm_cycles.max() == pytest.approx(full.per_sm_cycles.max() / 2, rel=0.01)
+    # A persistent CTA runs its tiles back to back: its makespan is their sum.
+    res = Resources(384, 168, 200_000)
+    one_each = schedule(_launch([132], [short], persistent=132, res=res), h100)
+    eight_max = schedule(_launch([1000], [short], persistent=132, res=res), h100)
+    assert eight_max.slot_makespan_cycles == pytest.approx(8 * one_each.slot_makespan_cycles)

@@ -40,6 +40,7 @@ class LaunchDemand:
     schedule: Schedule
     rows: tuple[PipeRow, ...]
     fixed_us: float   # launch floor + the first operand's DRAM round trip: before any pipe can work
+    slot_makespan_us: float   # the longest CTA slot's tasks back to back, each at the whole SM's rates
 
     @property
     def ceiling_us(self) -> float:
@@ -132,7 +133,7 @@ def launch_demand(launch: Launch, gpu: GpuSpec, cache: str = "cold") -> LaunchDe
     # Work cannot start before the kernel is launched and its first operand has crossed from DRAM,
     # and an empty kernel already takes the launch floor: these come before every pipe's time.
     fixed = (gpu.kernel_launch_floor_us or 0.0) + 1e-3 * gpu.dram_latency_ns
-    return LaunchDemand(launch, sched, rows, fixed)
+    return LaunchDemand(launch, sched, rows, fixed, 1e6 * sched.slot_makespan_cycles / clock)
 
 
 def kernel_demand(launches: tuple[Launch, ...], gpu: GpuSpec, cache: str = "cold") -> KernelDemand:

@@ -23,7 +23,8 @@ def explain_text(demand: KernelDemand, gpu_id: str) -> str:
         lines.append(f"  tasks {launch.num_tasks} ({launch.counts.size} class(es)), {kind}, "
                      f"{s.occupancy.ctas_per_sm} CTA/SM (limited by {s.occupancy.limiter}), waves {s.waves}")
         lines.append(f"  tasks per SM min/max {int(s.per_sm_tasks.min())}/{int(s.per_sm_tasks.max())}, "
-                     f"busiest SM {s.busiest_sm}, imbalance {s.imbalance:.3f}")
+                     f"busiest SM {s.busiest_sm}, imbalance {s.imbalance:.3f}, "
+                     f"longest CTA slot {ld.slot_makespan_us:.3f} us at the whole SM's rates")
         lines.append(f"  {'pipe':<8}{'GPU demand':>14}{'busiest SM':>14}{'GPU us':>10}{'SM us':>10}{'share':>8}")
         ceiling = ld.ceiling_us
         for pipe in PIPES:
@@ -64,6 +65,7 @@ def explain_dict(demand: KernelDemand) -> dict:
                 "access_bytes": ld.launch.access_bytes,
                 "spilled_registers": ld.launch.spilled_registers,
                 "imbalance": ld.schedule.imbalance,
+                "slot_makespan_us": ld.slot_makespan_us,
                 "fixed_us": ld.fixed_us,
                 "ceiling_us": ld.ceiling_us,
                 "bound": ld.bound,

@@ -20,7 +20,7 @@ FEATURE_NAMES = (
     *(f"{pipe}_sm_us" for pipe in SM_PIPES),
     *(f"{pipe}_gpu_us" for pipe in GPU_PIPES),
     "fixed_us", "ceiling_us",
-    "log_tasks", "max_waves", "min_ctas_per_sm", "max_imbalance", "launches",
+    "log_tasks", "max_waves", "min_ctas_per_sm", "max_imbalance", "slot_makespan_us", "launches",
     "dtype_bytes", "warm_cache", "dirty_writeback_us", "narrow_access", "loop_trips", "register_spill",
 )
 DIRTY_COLUMN = FEATURE_NAMES.index("dirty_writeback_us")
@@ -38,6 +38,7 @@ def features(case: KernelCase, demand: KernelDemand) -> np.ndarray:
         max(s.waves for s in schedules),
         min(s.occupancy.ctas_per_sm for s in schedules),
         max(s.imbalance for s in schedules),
+        np.log1p(sum(ld.slot_makespan_us for ld in demand.launches)),
         len(demand.launches),
         DTYPE_BYTES[case.dtype],
         1.0 if case.cache == "warm" else 0.0,

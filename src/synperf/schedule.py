@@ -58,6 +58,10 @@ class Schedule:
     per_sm_cycles: np.ndarray     # (n_sm,) estimated busy cycles (sum of task pipe-max cycles / slots)
     rounds_on_busiest: int        # tasks the busiest slot runs one after another
     waves: int
+    # Cycles the longest-running CTA slot needs with each of its tasks at the whole SM's rate: with
+    # per_sm_cycles (the busiest SM's load shared by its slots) it tells a lone long CTA, which
+    # cannot use a whole SM, from a full SM of short ones.
+    slot_makespan_cycles: float
 
     @property
     def busiest_sm(self) -> int:
@@ -87,8 +91,9 @@ def schedule(launch: Launch, gpu: GpuSpec) -> Schedule:
         per_sm_demand = np.zeros((n_sm, 5))
         np.add.at(per_sm_demand, sm_of_task, launch.demand[classes])
         per_sm_cycles = np.bincount(sm_of_task, weights=task_cycles[classes], minlength=n_sm)
+        per_cta_cycles = np.bincount(cta_of_task, weights=task_cycles[classes], minlength=ctas)
         return Schedule(occ, ctas, per_sm_tasks, per_sm_demand, per_sm_cycles / max(1, math.ceil(ctas / n_sm)),
-                        rounds, rounds)
+                        rounds, rounds, float(per_cta_cycles.max()))
 
     slots = n_sm * occ.ctas_per_sm
     total = launch.num_tasks
@@ -104,7 +109,8 @@ def schedule(launch: Launch, gpu: GpuSpec) -> Schedule:
         per_sm_demand = per_sm_tasks[:, None] * launch.demand[only][None, :]
         per_sm_cycles = per_sm_tasks * task_cycles[only] / occ.ctas_per_sm
         rounds = math.ceil(int(per_sm_tasks.max()) / occ.ctas_per_sm)
-        return Schedule(occ, min(total, slots), per_sm_tasks, per_sm_demand.astype(np.float64), per_sm_cycles, rounds, waves)
+        return Schedule(occ, min(total, slots), per_sm_tasks, per_sm_demand.astype(np.float64), per_sm_cycles, rounds, waves,
+                        rounds * float(task_cycles[only]))
 
     # Heterogeneous tasks: the GigaThread engine first deals one CTA to every SM, then more rounds
     # while resources allow; afterwards a waiting CTA goes to the slot that retires first. Tasks
@@ -143,4 +149,4 @@ def schedule(launch: Launch, gpu: GpuSpec) -> Schedule:
         per_sm_demand[:, column] = np.bincount(sm_of_task, weights=launch.demand[classes, column], minlength=n_sm)
     per_sm_cycles = np.bincount(sm_of_task, weights=durations, minlength=n_sm) / occ.ctas_per_sm
     return Schedule(occ, min(total, slots), per_sm_tasks, per_sm_demand, per_sm_cycles,
-                    int(slot_tasks.max()), waves)
+                    int(slot_tasks.max()), waves, float(free_at.max()))
