@@ -27,6 +27,19 @@ def test_quantile_heads_are_calibrated_on_held_out_rows():
     assert (q[:, 0] <= q[:, 1]).all() and (q[:, 1] <= q[:, 2]).all() and (q >= 0).all()
 
 
+def test_ensemble_members_train_as_lone_networks_would():
+    """The members are fitted together (stacked arrays) but each is exactly the network its own seed
+    gives alone: member k of seed s is the lone network of seed s + k, bit for bit."""
+    X, y = synthetic(n=700)
+    names = ("a", "b", "c", "d")
+    ensemble = EfficiencyModel(epochs=4, seed=5, members=3, weight_decay=1e-4).fit(X, y, names)
+    for k in range(3):
+        alone = EfficiencyModel(epochs=4, seed=5 + k, members=1, weight_decay=1e-4).fit(X, y, names)
+        for stacked, single in zip(ensemble.weights_ + ensemble.biases_, alone.weights_ + alone.biases_):
+            assert np.array_equal(stacked[k], single[0])
+    assert not np.array_equal(ensemble.weights_[0][0], ensemble.weights_[0][1])
+
+
 def test_interval_widening_and_the_margin_each_row_needs():
     """A wider interval keeps the median; a row falls inside the widened interval exactly when the
     margin it needs is at most the margin applied."""
