@@ -176,6 +176,17 @@ def test_cli_validate_json(capsys):
     report = json.loads(capsys.readouterr().out)
     assert report["rows"] == len(ROWS) == len(report["per_row"])
     assert {e["model"] for e in report["summary"]} >= {"llama-3.1-8b", "qwen3-30b-a3b"}
+    # the prefill error split by what bounds each pass, read from the engine's measured host time
+    split = report["overall"]["prefill_ms_mape_by_host_share"]
+    shares = [r["prefill_host_share"] for r in report["per_row"]]
+    assert split["gpu"]["batches"] == sum(s < 0.5 for s in shares)
+    assert split["host"]["batches"] == sum(s >= 0.9 for s in shares)
+    assert sum(c["batches"] for c in split.values()) == len(ROWS)
+    gpu_bound = [r for r in report["per_row"] if r["prefill_host_share"] < 0.5]
+    assert split["gpu"]["mape"] == pytest.approx(
+        np.mean([abs(r["prefill_ms"][0] / r["prefill_ms"][1] - 1) for r in gpu_bound]), abs=1e-4)
+    # the kernels are priced better than the host's issue rate, which moves with the host's load
+    assert split["gpu"]["mape"] < split["host"]["mape"]
 
 
 @pytest.mark.parametrize("field, value, message", [
