@@ -390,6 +390,11 @@ def cmd_simulate_serve(args) -> int:
     return run_simulate_serve(args, _registry)
 
 
+def cmd_simulate_compare(args) -> int:
+    from synperf.workloads.cli_support import run_simulate_compare
+    return run_simulate_compare(args, _registry)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="synperf", description=__doc__)
     parser.add_argument("--version", action="version", version=f"synperf {__version__}")
@@ -525,6 +530,29 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_simulate_validate)
     p = sim_sub.add_parser("serve", help="continuous batching (vLLM V1-style scheduler): TTFT, TPOT, throughput")
     _add_gpu_args(p)
+    _add_serve_workload_args(p)
+    p.set_defaults(func=cmd_simulate_serve)
+    p = sim_sub.add_parser("compare", help="the same serving workload on several GPUs: throughput, latency,"
+                                           " cost per million tokens")
+    p.add_argument("--gpus", required=True, help="comma-separated GPUs (short ids, CUDA names or spec YAML paths)")
+    p.add_argument("--gpu-spec", action="append", default=[], metavar="FILE",
+                   help="extra GPU spec YAML file(s); see docs/gpu-specs.md")
+    p.add_argument("--price-per-hour", help="USD per GPU-hour, e.g. h100-sxm=2.99,h200=3.79: adds the cost of a"
+                                            " million output tokens and ranks by it")
+    _add_serve_workload_args(p)
+    p.set_defaults(func=cmd_simulate_compare)
+
+    try:
+        from synperf.profile.cli import add_profile_parser
+    except ImportError:
+        pass
+    else:
+        add_profile_parser(sub)
+    return parser
+
+
+def _add_serve_workload_args(p: argparse.ArgumentParser) -> None:
+    """The model, engine and requests of ``simulate serve`` and ``simulate compare``."""
     p.add_argument("--model", required=True, help="bundled model id (llama-3.1-8b, ...) or a config.json path")
     p.add_argument("--tp", default="1", help="tensor-parallel size (default 1)")
     p.add_argument("--framework", required=True, help="vllm or sglang (kernel choices; the scheduler is vLLM's)")
@@ -539,16 +567,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--gpu-memory-utilization", default="0.9")
     p.add_argument("--seed", default="0")
     p.add_argument("--host-us-per-launch", help=HOST_RATE_HELP)
-    p.add_argument("--json", action="store_true", help="print a JSON object (with the timeline)")
-    p.set_defaults(func=cmd_simulate_serve)
-
-    try:
-        from synperf.profile.cli import add_profile_parser
-    except ImportError:
-        pass
-    else:
-        add_profile_parser(sub)
-    return parser
+    p.add_argument("--json", action="store_true", help="print a JSON object (serve: with the timeline)")
 
 
 def main(argv: Sequence[str] | None = None) -> int:

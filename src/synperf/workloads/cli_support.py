@@ -152,16 +152,16 @@ def _len_range(fixed, rng, flag: str, hi: int) -> tuple[int, int]:
     return a, b
 
 
-def run_simulate_serve(args, registry) -> int:
+def _serve_workload(args) -> tuple[list, dict]:
+    """The requests and scheduler options of ``simulate serve`` and ``simulate compare``."""
     from synperf.workloads.engines import FRAMEWORKS
-    from synperf.workloads.serving import format_serve, load_trace, poisson_requests, simulate_serving
+    from synperf.workloads.serving import load_trace, poisson_requests
 
-    tp = _int_flag(args.tp, "--tp", MAX_TP)
     if args.framework not in FRAMEWORKS:
         raise SynperfError(f"--framework: must be one of {', '.join(FRAMEWORKS)}, got {args.framework!r}")
-    max_seqs = _int_flag(args.max_num_seqs, "--max-num-seqs", 65_536)
-    max_tokens = _int_flag(args.max_num_batched_tokens, "--max-num-batched-tokens", MAX_PROMPT)
-    util = _float_flag(args.gpu_memory_utilization, "--gpu-memory-utilization", 0.0, 1.0)
+    options = {"max_num_seqs": _int_flag(args.max_num_seqs, "--max-num-seqs", 65_536),
+               "max_num_batched_tokens": _int_flag(args.max_num_batched_tokens, "--max-num-batched-tokens", MAX_PROMPT),
+               "gpu_memory_utilization": _float_flag(args.gpu_memory_utilization, "--gpu-memory-utilization", 0.0, 1.0)}
     try:
         seed = int(str(args.seed).strip())
     except ValueError:
@@ -187,12 +187,90 @@ def run_simulate_serve(args, registry) -> int:
         prompt = _len_range(args.prompt_len, args.prompt_len_range, "--prompt-len", MAX_PROMPT)
         output = _len_range(args.output_len, args.output_len_range, "--output-len", MAX_OUTPUT)
         requests = poisson_requests(num, rate, prompt, output, seed)
+    options["overhead"] = _overhead(args.host_us_per_launch)
+    return requests, options
+
+
+def run_simulate_serve(args, registry) -> int:
+    from synperf.workloads.serving import format_serve, simulate_serving
+
+    tp = _int_flag(args.tp, "--tp", MAX_TP)
+    requests, options = _serve_workload(args)
     model, gpu = _model_and_gpu(args, registry, tp)
-    overhead = _overhead(args.host_us_per_launch)
-    result = simulate_serving(model, gpu, tp, args.framework, requests, max_num_seqs=max_seqs,
-                              max_num_batched_tokens=max_tokens, gpu_memory_utilization=util, overhead=overhead)
+    result = simulate_serving(model, gpu, tp, args.framework, requests, **options)
     if args.json:
         print(json.dumps(result.as_dict(), indent=1))
     else:
         print(format_serve(result))
+    return 0
+
+
+# ------------------------------------------------------------------------------ simulate compare
+MAX_COMPARED = 64
+
+
+def _compared_gpus(text: str, gpus) -> list:
+    names = [n.strip() for n in str(text).split(",")]
+    if not names or any(not n for n in names):
+        raise SynperfError(f"--gpus: must be a comma-separated list of GPUs, got {text!r}")
+    if len(names) > MAX_COMPARED:
+        raise SynperfError(f"--gpus: {len(names)} GPUs, at most {MAX_COMPARED}")
+    specs = []
+    for name in names:
+        try:
+            spec = gpus.get(name)
+        except SynperfError as exc:
+            raise SynperfError(f"--gpus: {exc}") from None
+        if any(s.id == spec.id for s in specs):
+            raise SynperfError(f"--gpus: {spec.id} is listed twice")
+        specs.append(spec)
+    return specs
+
+
+def _prices(text: str | None, specs: list, gpus) -> dict[str, float]:
+    """``--price-per-hour GPU=USD,...``: USD per GPU-hour for some or all of the compared GPUs."""
+    if text is None:
+        return {}
+    prices = {}
+    for item in str(text).split(","):
+        name, sep, value = item.partition("=")
+        if not sep or not name.strip():
+            raise SynperfError(f"--price-per-hour: each item is GPU=USD (e.g. h100-sxm=2.99), got {item.strip()!r}")
+        try:
+            spec = gpus.get(name.strip())
+        except SynperfError as exc:
+            raise SynperfError(f"--price-per-hour: {exc}") from None
+        if spec.id not in {s.id for s in specs}:
+            raise SynperfError(f"--price-per-hour: {spec.id} is not one of the --gpus compared")
+        if spec.id in prices:
+            raise SynperfError(f"--price-per-hour: {spec.id} has two prices")
+        prices[spec.id] = _float_flag(value, f"--price-per-hour {spec.id}", 0.0, 1000.0)
+    return prices
+
+
+def run_simulate_compare(args, registry) -> int:
+    from synperf.workloads.compare import compare_gpus, format_compare
+    from synperf.workloads.model import load_model
+
+    tp = _int_flag(args.tp, "--tp", MAX_TP)
+    requests, options = _serve_workload(args)
+    try:
+        model = load_model(args.model)
+    except InputError as exc:
+        raise SynperfError(f"--model: {exc}") from None
+    try:
+        model.check_tp(tp, "--tp")
+    except InputError as exc:
+        raise SynperfError(str(exc)) from None
+    gpus = registry(args)
+    specs = _compared_gpus(args.gpus, gpus)
+    prices = _prices(args.price_per_hour, specs, gpus)
+    offers = compare_gpus(model, specs, tp, args.framework, requests, prices, **options)
+    if args.json:
+        print(json.dumps({"model": model.name.removesuffix(".json"), "framework": args.framework, "tp": tp,
+                          "requests": len(requests), "gpus": [o.as_dict() for o in offers]}, indent=1))
+    else:
+        source = f"trace {args.trace}" if args.trace else f"Poisson {args.rate}/s"
+        print(format_compare(offers, f"{model.name.removesuffix('.json')}, {args.framework}, TP {tp}:"
+                                     f" {len(requests)} requests ({source}), the same on every GPU"))
     return 0
