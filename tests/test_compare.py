@@ -16,7 +16,7 @@ AT_ONCE = [Request(0.0, 400 + 37 * i, 40) for i in range(48)]
 
 def test_each_gpu_serves_what_simulate_serve_says_and_the_cost_follows_its_price():
     prices = {"h100-sxm": 2.0, "h200": 3.0, "l40s": 0.9}
-    offers = compare_gpus(SMALL, GPUS, 1, "vllm", AT_ONCE, prices)
+    offers = compare_gpus(SMALL, [(g, 1) for g in GPUS], "vllm", AT_ONCE, prices)
     by_gpu = {o.gpu: o.as_dict() for o in offers}
     for gpu in GPUS:
         alone = simulate_serving(SMALL, gpu, 1, "vllm", AT_ONCE).as_dict(timeline=False)
@@ -32,7 +32,7 @@ def test_each_gpu_serves_what_simulate_serve_says_and_the_cost_follows_its_price
 
 
 def test_without_prices_the_gpus_rank_by_throughput_per_gpu_and_a_replica_pays_for_each_gpu():
-    offers = compare_gpus(SMALL, GPUS[:2], 2, "sglang", AT_ONCE, {"h100-sxm": 2.0})
+    offers = compare_gpus(SMALL, [(g, 2) for g in GPUS[:2]], "sglang", AT_ONCE, {"h100-sxm": 2.0})
     rows = [o.as_dict() for o in offers]
     assert [r["output_tok_s_per_gpu"] for r in rows] == sorted((r["output_tok_s_per_gpu"] for r in rows), reverse=True)
     h100 = next(r for r in rows if r["gpu"] == "h100-sxm")
@@ -44,7 +44,7 @@ def test_without_prices_the_gpus_rank_by_throughput_per_gpu_and_a_replica_pays_f
 
 def test_a_gpu_the_model_does_not_fit_is_kept_with_the_reason_and_ranked_last():
     big = load_model("llama-3.1-70b")
-    offers = compare_gpus(big, [resolve_gpu("l40s"), resolve_gpu("h200")], 2, "vllm", AT_ONCE[:4])
+    offers = compare_gpus(big, [(resolve_gpu("l40s"), 2), (resolve_gpu("h200"), 2)], "vllm", AT_ONCE[:4])
     assert [o.gpu for o in offers] == ["h200", "l40s"]
     l40s = offers[1].as_dict()
     assert not l40s["serves"] and "GiB of weights per GPU" in l40s["refused"]
@@ -52,7 +52,7 @@ def test_a_gpu_the_model_does_not_fit_is_kept_with_the_reason_and_ranked_last():
 
 def test_a_light_load_is_kept_up_with_and_said_so():
     light = poisson_requests(30, 0.5, (200, 400), (20, 40), seed=3)
-    offer = compare_gpus(SMALL, GPUS[:1], 1, "vllm", light)[0].as_dict()
+    offer = compare_gpus(SMALL, [(GPUS[0], 1)], "vllm", light)[0].as_dict()
     assert not offer["saturated"]
 
 
@@ -68,12 +68,23 @@ def test_cli_compare_text_and_json(capsys):
     assert code == 0 and "$/Mtok" in out.out and "h100-sxm" in out.out and "l40s" in out.out
     code, out = _cli(capsys, "--json")
     d = json.loads(out.out)
-    assert code == 0 and d["requests"] == 40 and {g["gpu"] for g in d["gpus"]} == {"h100-sxm", "l40s"}
+    assert code == 0 and d["requests"] == 40 and {g["gpu"] for g in d["replicas"]} == {"h100-sxm", "l40s"}
+
+
+def test_one_gpu_at_several_tps_and_several_gpus_at_their_own(capsys):
+    code, out = _cli(capsys, "--gpus", "h100-sxm:1,h100-sxm:2,l40s:4", "--json")
+    rows = json.loads(out.out)["replicas"]
+    assert code == 0 and sorted((r["gpu"], r["gpus"]) for r in rows) == [("h100-sxm", 1), ("h100-sxm", 2), ("l40s", 4)]
+    # two GPUs serve more tokens a second than one, but not twice as many per GPU
+    one, two = (next(r for r in rows if r["gpu"] == "h100-sxm" and r["gpus"] == n) for n in (1, 2))
+    assert two["output_throughput_tok_s"] >= one["output_throughput_tok_s"]
+    assert two["output_tok_s_per_gpu"] < one["output_tok_s_per_gpu"]
 
 
 @pytest.mark.parametrize("flags, flag", [
     (["--gpus", "h100-sxm,nope"], "--gpus"), (["--gpus", "h100-sxm,,l40s"], "--gpus"),
-    (["--gpus", "h100-sxm,H100-SXM"], "--gpus"),
+    (["--gpus", "h100-sxm,H100-SXM"], "--gpus"), (["--gpus", "h100-sxm:3"], "--gpus h100-sxm:3"),
+    (["--gpus", "h100-sxm:0"], "--gpus h100-sxm:0"),
     (["--price-per-hour", "h100-sxm"], "--price-per-hour"), (["--price-per-hour", "h200=3"], "--price-per-hour"),
     (["--price-per-hour", "h100-sxm=-1"], "--price-per-hour"), (["--price-per-hour", "h100-sxm=x"], "--price-per-hour"),
     (["--price-per-hour", "h100-sxm=1,h100-sxm=2"], "--price-per-hour"),

@@ -209,22 +209,32 @@ def run_simulate_serve(args, registry) -> int:
 MAX_COMPARED = 64
 
 
-def _compared_gpus(text: str, gpus) -> list:
-    names = [n.strip() for n in str(text).split(",")]
-    if not names or any(not n for n in names):
-        raise SynperfError(f"--gpus: must be a comma-separated list of GPUs, got {text!r}")
-    if len(names) > MAX_COMPARED:
-        raise SynperfError(f"--gpus: {len(names)} GPUs, at most {MAX_COMPARED}")
-    specs = []
-    for name in names:
+def _compared_replicas(text: str, gpus, model, default_tp: int) -> list:
+    """``--gpus``: GPU or GPU:TP items (the TP defaults to ``--tp``), each a replica to compare."""
+    items = [n.strip() for n in str(text).split(",")]
+    if not items or any(not n for n in items):
+        raise SynperfError(f"--gpus: must be a comma-separated list of GPUs (GPU or GPU:TP), got {text!r}")
+    if len(items) > MAX_COMPARED:
+        raise SynperfError(f"--gpus: {len(items)} GPUs, at most {MAX_COMPARED}")
+    replicas = []
+    for item in items:
+        name, sep, tp_text = item.rpartition(":")
+        if not sep or not tp_text.strip().isdigit():      # no TP given (a spec path may hold a colon)
+            name, tp, tp_flag = item, default_tp, "--tp"
+        else:
+            tp, tp_flag = _int_flag(tp_text, f"--gpus {item}", MAX_TP), f"--gpus {item}"
         try:
-            spec = gpus.get(name)
+            spec = gpus.get(name.strip())
         except SynperfError as exc:
             raise SynperfError(f"--gpus: {exc}") from None
-        if any(s.id == spec.id for s in specs):
-            raise SynperfError(f"--gpus: {spec.id} is listed twice")
-        specs.append(spec)
-    return specs
+        try:
+            model.check_tp(tp, tp_flag)
+        except InputError as exc:
+            raise SynperfError(str(exc)) from None
+        if any(s.id == spec.id and t == tp for s, t in replicas):
+            raise SynperfError(f"--gpus: {spec.id} at TP {tp} is listed twice")
+        replicas.append((spec, tp))
+    return replicas
 
 
 def _prices(text: str | None, specs: list, gpus) -> dict[str, float]:
@@ -240,7 +250,7 @@ def _prices(text: str | None, specs: list, gpus) -> dict[str, float]:
             spec = gpus.get(name.strip())
         except SynperfError as exc:
             raise SynperfError(f"--price-per-hour: {exc}") from None
-        if spec.id not in {s.id for s in specs}:
+        if spec.id not in {s.id for s, _ in specs}:
             raise SynperfError(f"--price-per-hour: {spec.id} is not one of the --gpus compared")
         if spec.id in prices:
             raise SynperfError(f"--price-per-hour: {spec.id} has two prices")
@@ -258,19 +268,15 @@ def run_simulate_compare(args, registry) -> int:
         model = load_model(args.model)
     except InputError as exc:
         raise SynperfError(f"--model: {exc}") from None
-    try:
-        model.check_tp(tp, "--tp")
-    except InputError as exc:
-        raise SynperfError(str(exc)) from None
     gpus = registry(args)
-    specs = _compared_gpus(args.gpus, gpus)
-    prices = _prices(args.price_per_hour, specs, gpus)
-    offers = compare_gpus(model, specs, tp, args.framework, requests, prices, **options)
+    replicas = _compared_replicas(args.gpus, gpus, model, tp)
+    prices = _prices(args.price_per_hour, replicas, gpus)
+    offers = compare_gpus(model, replicas, args.framework, requests, prices, **options)
     if args.json:
-        print(json.dumps({"model": model.name.removesuffix(".json"), "framework": args.framework, "tp": tp,
-                          "requests": len(requests), "gpus": [o.as_dict() for o in offers]}, indent=1))
+        print(json.dumps({"model": model.name.removesuffix(".json"), "framework": args.framework,
+                          "requests": len(requests), "replicas": [o.as_dict() for o in offers]}, indent=1))
     else:
         source = f"trace {args.trace}" if args.trace else f"Poisson {args.rate}/s"
-        print(format_compare(offers, f"{model.name.removesuffix('.json')}, {args.framework}, TP {tp}:"
-                                     f" {len(requests)} requests ({source}), the same on every GPU"))
+        print(format_compare(offers, f"{model.name.removesuffix('.json')}, {args.framework}:"
+                                     f" {len(requests)} requests ({source}), the same on every replica"))
     return 0

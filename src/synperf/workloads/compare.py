@@ -18,7 +18,7 @@ SATURATED_SHARE = 0.95
 
 @dataclass
 class GpuOffer:
-    """One GPU's answer: its serving result, or why it cannot serve the workload."""
+    """One replica's answer (a GPU at a TP): its serving result, or why it cannot serve the workload."""
     gpu: str
     tp: int
     trained_on_die: bool            # the efficiency models saw this GPU's silicon in training
@@ -60,19 +60,20 @@ def trained_silicon() -> set[str]:
     return set.intersection(*(set(card["silicon"]) for card in cards)) if cards else set()
 
 
-def compare_gpus(model: ModelConfig, gpus: list, tp: int, framework: str, requests: list[Request],
+def compare_gpus(model: ModelConfig, replicas: list, framework: str, requests: list[Request],
                  prices: dict[str, float] | None = None, **serve_options) -> list[GpuOffer]:
-    """Every GPU in ``gpus`` (specs) serving ``requests`` at ``tp`` GPUs a replica; ``prices``: USD per
-    GPU-hour by GPU id; ``serve_options``: ``simulate_serving``'s scheduler and memory options.
-    A GPU that cannot serve the workload (the weights do not fit, a request outgrows the KV cache,
-    no bf16 tensor cores) is kept with the reason. Ordered by the cost of a million output tokens
-    where every serving GPU has a price, otherwise by output tokens per second per GPU."""
+    """Every replica in ``replicas`` ((GPU spec, TP) pairs: one GPU at several TPs, or several GPUs)
+    serving ``requests``; ``prices``: USD per GPU-hour by GPU id; ``serve_options``:
+    ``simulate_serving``'s scheduler and memory options. A replica that cannot serve the workload
+    (the weights do not fit, a request outgrows the KV cache, no bf16 tensor cores) is kept with the
+    reason. Ordered by the cost of a million output tokens where every serving replica has a price,
+    otherwise by output tokens per second per GPU."""
     prices = prices or {}
     trained = trained_silicon()
     last_arrival = max(r.arrival_s for r in requests) if requests else 0.0
     offered = sum(r.output_tokens for r in requests) / last_arrival if last_arrival > 0 else math.inf
     offers = []
-    for gpu in gpus:
+    for gpu, tp in replicas:
         offer = GpuOffer(gpu.id, tp, gpu.silicon_family in trained, prices.get(gpu.id), gpu.list_price_usd, offered)
         try:
             offer.result = simulate_serving(model, gpu, tp, framework, requests, **serve_options)
