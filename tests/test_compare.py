@@ -3,8 +3,9 @@ import json
 import pytest
 
 from synperf.cli import main
+from synperf.errors import InputError
 from synperf.gpu.registry import resolve_gpu
-from synperf.workloads.compare import compare_gpus
+from synperf.workloads.compare import Slo, at_load, compare_gpus
 from synperf.workloads.model import load_model
 from synperf.workloads.serving import Request, poisson_requests, simulate_serving
 
@@ -95,3 +96,41 @@ def test_cli_compare_bad_flags_one_line(capsys, flags, flag):
     assert code != 0
     lines = out.err.strip().splitlines()
     assert len(lines) == 1 and flag in lines[0] and "Traceback" not in out.err
+
+
+def test_under_an_slo_each_replica_runs_at_the_heaviest_load_that_meets_it():
+    slo = Slo(ttft_p99_ms=400.0, tpot_p99_ms=12.0)
+    light = poisson_requests(150, 2.0, (300, 1500), (30, 80), seed=5)
+    offers = compare_gpus(SMALL, [(GPUS[0], 1), (GPUS[2], 1)], "vllm", light, slo=slo)
+    for offer in offers:
+        d = offer.as_dict()
+        assert d["ttft_ms"]["p99"] <= 400.0 and d["tpot_ms"]["p99"] <= 12.0
+        # a tenth more load misses it (the search brackets the edge to about 2 %)
+        heavier = simulate_serving(SMALL, resolve_gpu(offer.gpu), 1, "vllm", at_load(light, offer.load_scale * 1.1))
+        assert not slo.met_by(heavier)
+        assert d["max_request_rate_req_s"] == pytest.approx(150 / light[-1].arrival_s * offer.load_scale, rel=1e-3)
+    rates = [o.as_dict()["max_request_rate_req_s_per_gpu"] for o in offers]
+    assert rates == sorted(rates, reverse=True) and offers[0].gpu == "h100-sxm"
+
+
+def test_an_slo_no_load_meets_is_said_and_an_slo_needs_arrivals_in_time():
+    light = poisson_requests(20, 2.0, (300, 400), (10, 20), seed=1)
+    offer = compare_gpus(SMALL, [(GPUS[0], 1)], "vllm", light, slo=Slo(ttft_p99_ms=0.001))[0]
+    assert offer.result is None and "misses the SLO" in offer.refused
+    with pytest.raises(InputError, match="arrivals spread in time"):
+        compare_gpus(SMALL, [(GPUS[0], 1)], "vllm", AT_ONCE, slo=Slo(ttft_p99_ms=100.0))
+
+
+@pytest.mark.parametrize("flags, flag", [
+    (["--slo-ttft-p99-ms", "-5"], "--slo-ttft-p99-ms"), (["--slo-tpot-p99-ms", "fast"], "--slo-tpot-p99-ms"),
+])
+def test_cli_compare_bad_slo_one_line(capsys, flags, flag):
+    code, out = _cli(capsys, *flags)
+    assert code != 0 and flag in out.err and len(out.err.strip().splitlines()) == 1
+
+
+def test_cli_compare_slo_json(capsys):
+    code, out = _cli(capsys, "--slo-tpot-p99-ms", "8", "--json")
+    d = json.loads(out.out)
+    assert code == 0 and d["slo"] == {"ttft_p99_ms": None, "tpot_p99_ms": 8.0}
+    assert all(r["tpot_ms"]["p99"] <= 8.0 for r in d["replicas"] if r["serves"])

@@ -540,6 +540,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="extra GPU spec YAML file(s); see docs/gpu-specs.md")
     p.add_argument("--price-per-hour", help="USD per GPU-hour, e.g. h100-sxm=2.99,h200=3.79: adds the cost of a"
                                             " million output tokens and ranks by it")
+    p.add_argument("--slo-ttft-p99-ms", help="with --slo-tpot-p99-ms or alone: run each replica at the heaviest"
+                                             " multiple of the workload's arrival rate that keeps p99 TTFT within it")
+    p.add_argument("--slo-tpot-p99-ms", help="the same for p99 TPOT (time per output token)")
     _add_serve_workload_args(p)
     p.set_defaults(func=cmd_simulate_compare)
 

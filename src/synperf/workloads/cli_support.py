@@ -259,7 +259,7 @@ def _prices(text: str | None, specs: list, gpus) -> dict[str, float]:
 
 
 def run_simulate_compare(args, registry) -> int:
-    from synperf.workloads.compare import compare_gpus, format_compare
+    from synperf.workloads.compare import Slo, compare_gpus, format_compare
     from synperf.workloads.model import load_model
 
     tp = _int_flag(args.tp, "--tp", MAX_TP)
@@ -271,12 +271,24 @@ def run_simulate_compare(args, registry) -> int:
     gpus = registry(args)
     replicas = _compared_replicas(args.gpus, gpus, model, tp)
     prices = _prices(args.price_per_hour, replicas, gpus)
-    offers = compare_gpus(model, replicas, args.framework, requests, prices, **options)
+    slo = None
+    if args.slo_ttft_p99_ms is not None or args.slo_tpot_p99_ms is not None:
+        slo = Slo(*(None if value is None else _float_flag(value, flag, 0.0, 1e7)
+                    for value, flag in ((args.slo_ttft_p99_ms, "--slo-ttft-p99-ms"),
+                                        (args.slo_tpot_p99_ms, "--slo-tpot-p99-ms"))))
+    try:
+        offers = compare_gpus(model, replicas, args.framework, requests, prices, slo, **options)
+    except InputError as exc:
+        raise SynperfError(f"--slo-ttft-p99-ms/--slo-tpot-p99-ms: {exc}") from None
     if args.json:
         print(json.dumps({"model": model.name.removesuffix(".json"), "framework": args.framework,
-                          "requests": len(requests), "replicas": [o.as_dict() for o in offers]}, indent=1))
+                          "requests": len(requests), "slo": slo.__dict__ if slo else None,
+                          "replicas": [o.as_dict() for o in offers]}, indent=1))
     else:
         source = f"trace {args.trace}" if args.trace else f"Poisson {args.rate}/s"
+        target = "" if slo is None else ", each at the heaviest rate within p99 " + " and ".join(
+            f"{name} <= {value:g} ms" for name, value in (("TTFT", slo.ttft_p99_ms), ("TPOT", slo.tpot_p99_ms))
+            if value is not None)
         print(format_compare(offers, f"{model.name.removesuffix('.json')}, {args.framework}:"
-                                     f" {len(requests)} requests ({source}), the same on every replica"))
+                                     f" {len(requests)} requests ({source}), the same on every replica{target}"))
     return 0
