@@ -49,16 +49,15 @@ class GpuOffer:
             # within its SLO the replica keeps up: it sustains the arrivals' output rate (the run's own
             # throughput also counts the ramp and the drain of a finite run)
             d["output_throughput_tok_s"] = round(self.offered_tok_s, 2)
-        tok_s = d["output_throughput_tok_s"]
-        d["output_tok_s_per_gpu"] = round(tok_s / self.tp, 2)
-        if self.load_scale is not None:
             d["load_scale"] = round(self.load_scale, 4)
             d["max_request_rate_req_s"] = round(self.offered_req_s, 4)
             d["max_request_rate_req_s_per_gpu"] = round(self.offered_req_s / self.tp, 4)
+        tok_s = d["output_throughput_tok_s"]
+        d["output_tok_s_per_gpu"] = round(tok_s / self.tp, 2)
         # Below the offered rate the GPU was saturated: its cost per token is its best. Above it,
         # the arrivals set the throughput and the cost would fall with more load.
         d["saturated"] = tok_s < SATURATED_SHARE * self.offered_tok_s
-        # the hourly price pays for every GPU of the replica; a purchase price for the GPU alone
+        # both prices are per GPU: the replica pays for tp of them
         d["usd_per_million_output_tokens"] = (round(self.price_per_gpu_hour * self.tp / 3600 / tok_s * 1e6, 4)
                                               if self.price_per_gpu_hour and tok_s else None)
         d["output_tok_s_per_1000_usd_list"] = (round(tok_s / (self.list_price_usd * self.tp / 1000), 3)
@@ -95,7 +94,8 @@ def at_load(requests: list[Request], scale: float) -> list[Request]:
 
 def heaviest_load_within(slo: Slo, run) -> tuple[float, ServeResult] | None:
     """The largest arrival-rate multiple (searched as the constants above say) at which ``run(scale)``
-    meets ``slo``, with that run; None when even a 4096th of the load misses it."""
+    meets ``slo``, with that run; None when even a 4096th of the load misses it (4096 times the
+    load meeting it ends the search there)."""
     cache: dict[float, ServeResult] = {}
 
     def ok(scale: float) -> bool:
@@ -111,9 +111,7 @@ def heaviest_load_within(slo: Slo, run) -> tuple[float, ServeResult] | None:
         scale *= step
     else:
         return (scale, cache[scale]) if ok(scale) else None
-    low, high = (scale, scale * step) if step > 1 else (scale * step, scale)
-    if not ok(low):
-        return None
+    low, high = (scale, scale * step) if step > 1 else (scale * step, scale)   # low meets it, high not
     for _ in range(SLO_BISECTIONS):
         middle = (low * high) ** 0.5
         low, high = (middle, high) if ok(middle) else (low, middle)
