@@ -4,6 +4,7 @@ Every bad flag is one SynperfError naming the flag; the CLI prints it on one lin
 from __future__ import annotations
 
 import json
+from dataclasses import asdict
 
 from synperf.errors import InputError, SynperfError
 
@@ -237,7 +238,7 @@ def _compared_replicas(text: str, gpus, model, default_tp: int) -> list:
     return replicas
 
 
-def _prices(text: str | None, specs: list, gpus) -> dict[str, float]:
+def _prices(text: str | None, replicas: list, gpus) -> dict[str, float]:
     """``--price-per-hour GPU=USD,...``: USD per GPU-hour for some or all of the compared GPUs."""
     if text is None:
         return {}
@@ -250,7 +251,7 @@ def _prices(text: str | None, specs: list, gpus) -> dict[str, float]:
             spec = gpus.get(name.strip())
         except SynperfError as exc:
             raise SynperfError(f"--price-per-hour: {exc}") from None
-        if spec.id not in {s.id for s, _ in specs}:
+        if spec.id not in {s.id for s, _ in replicas}:
             raise SynperfError(f"--price-per-hour: {spec.id} is not one of the --gpus compared")
         if spec.id in prices:
             raise SynperfError(f"--price-per-hour: {spec.id} has two prices")
@@ -282,7 +283,7 @@ def run_simulate_compare(args, registry) -> int:
         raise SynperfError(f"--slo-ttft-p99-ms/--slo-tpot-p99-ms: {exc}") from None
     if args.json:
         print(json.dumps({"model": model.name.removesuffix(".json"), "framework": args.framework,
-                          "requests": len(requests), "slo": slo.__dict__ if slo else None,
+                          "requests": len(requests), "slo": asdict(slo) if slo else None,
                           "replicas": [o.as_dict() for o in offers]}, indent=1))
     else:
         source = f"trace {args.trace}" if args.trace else f"Poisson {args.rate}/s"
