@@ -116,7 +116,7 @@ def test_under_an_slo_each_replica_runs_at_the_heaviest_load_that_meets_it():
 def test_an_slo_no_load_meets_is_said_and_an_slo_needs_arrivals_in_time():
     light = poisson_requests(20, 2.0, (300, 400), (10, 20), seed=1)
     offer = compare_gpus(SMALL, [(GPUS[0], 1)], "vllm", light, slo=Slo(ttft_p99_ms=0.001))[0]
-    assert offer.result is None and "misses the SLO" in offer.refused
+    assert offer.result is None and "misses the SLO" in offer.refused and "p99 TTFT" in offer.refused
     with pytest.raises(InputError, match="arrivals spread in time"):
         compare_gpus(SMALL, [(GPUS[0], 1)], "vllm", AT_ONCE, slo=Slo(ttft_p99_ms=100.0))
 
@@ -134,3 +134,20 @@ def test_cli_compare_slo_json(capsys):
     d = json.loads(out.out)
     assert code == 0 and d["slo"] == {"ttft_p99_ms": None, "tpot_p99_ms": 8.0}
     assert all(r["tpot_ms"]["p99"] <= 8.0 for r in d["replicas"] if r["serves"])
+
+
+def test_auto_tp_lists_every_tp_the_model_fits_at(capsys):
+    code = main(["simulate", "compare", "--model", "llama-3.1-70b", "--gpus", "h100-sxm:auto,l40s:auto",
+                 "--framework", "vllm", "--rate", "5", "--num-requests", "12", "--prompt-len", "300",
+                 "--output-len", "8", "--json"])
+    rows = json.loads(capsys.readouterr().out)["replicas"]
+    # 70B of bf16 weights (141 GB): two 80 GB H100s hold them at 0.9 of their memory, 48 GB L40S need four
+    assert code == 0 and sorted((r["gpu"], r["gpus"]) for r in rows) == [
+        ("h100-sxm", 2), ("h100-sxm", 4), ("h100-sxm", 8), ("l40s", 4), ("l40s", 8)]
+
+
+def test_auto_tp_that_never_fits_names_the_item(capsys):
+    code = main(["simulate", "compare", "--model", "llama-3.1-70b", "--gpus", "h100-sxm,t4:auto",
+                 "--framework", "vllm", "--rate", "5", "--num-requests", "12", "--prompt-len", "300", "--output-len", "8"])
+    err = capsys.readouterr().err
+    assert code != 0 and "--gpus t4:auto" in err and len(err.strip().splitlines()) == 1

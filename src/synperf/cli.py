@@ -534,8 +534,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_simulate_serve)
     p = sim_sub.add_parser("compare", help="the same serving workload on several GPUs: throughput, latency,"
                                            " cost per million tokens")
-    p.add_argument("--gpus", required=True, help="comma-separated replicas, GPU or GPU:TP (short ids, CUDA names or"
-                                                 " spec YAML paths; TP default --tp), e.g. h100-sxm:4,h200:2,l40s:8")
+    p.add_argument("--gpus", required=True, help="comma-separated replicas, GPU, GPU:TP or GPU:auto (every TP of 1,"
+                                                 " 2, 4, 8 the model fits at); short ids, CUDA names or spec YAML"
+                                                 " paths; TP default --tp. E.g. h100-sxm:auto,h200:2,l40s:8")
     p.add_argument("--gpu-spec", action="append", default=[], metavar="FILE",
                    help="extra GPU spec YAML file(s); see docs/gpu-specs.md")
     p.add_argument("--price-per-hour", help="USD per GPU-hour, e.g. h100-sxm=2.99,h200=3.79: adds the cost of a"

@@ -210,31 +210,47 @@ def run_simulate_serve(args, registry) -> int:
 MAX_COMPARED = 64
 
 
-def _compared_replicas(text: str, gpus, model, default_tp: int) -> list:
-    """``--gpus``: GPU or GPU:TP items (the TP defaults to ``--tp``), each a replica to compare."""
+AUTO_TPS = (1, 2, 4, 8)
+
+
+def _compared_replicas(text: str, gpus, model, default_tp: int, memory_utilization: float) -> list:
+    """``--gpus``: GPU, GPU:TP or GPU:auto items (the TP defaults to ``--tp``), each a replica to
+    compare; ``auto`` stands for every TP of 1, 2, 4 and 8 that splits the model's heads and leaves
+    room for its weights (``serving.weights_fit``)."""
+    from synperf.workloads.serving import weights_fit
+
     items = [n.strip() for n in str(text).split(",")]
     if not items or any(not n for n in items):
-        raise SynperfError(f"--gpus: must be a comma-separated list of GPUs (GPU or GPU:TP), got {text!r}")
+        raise SynperfError(f"--gpus: must be a comma-separated list of GPUs (GPU, GPU:TP or GPU:auto), got {text!r}")
     if len(items) > MAX_COMPARED:
         raise SynperfError(f"--gpus: {len(items)} GPUs, at most {MAX_COMPARED}")
     replicas = []
     for item in items:
         name, sep, tp_text = item.rpartition(":")
-        if not sep or not tp_text.strip().isdigit():      # no TP given (a spec path may hold a colon)
-            name, tp, tp_flag = item, default_tp, "--tp"
-        else:
-            tp, tp_flag = _int_flag(tp_text, f"--gpus {item}", MAX_TP), f"--gpus {item}"
+        tp_text = tp_text.strip().lower()
+        if not sep or not (tp_text.isdigit() or tp_text == "auto"):     # no TP given (a spec path may hold a colon)
+            name, tp_text = item, None
         try:
             spec = gpus.get(name.strip())
         except SynperfError as exc:
             raise SynperfError(f"--gpus: {exc}") from None
-        try:
-            model.check_tp(tp, tp_flag)
-        except InputError as exc:
-            raise SynperfError(str(exc)) from None
-        if any(s.id == spec.id and t == tp for s, t in replicas):
-            raise SynperfError(f"--gpus: {spec.id} at TP {tp} is listed twice")
-        replicas.append((spec, tp))
+        if tp_text == "auto":
+            tps = [tp for tp in AUTO_TPS if model.splits_at(tp) and weights_fit(model, spec, tp, memory_utilization)]
+            if not tps:
+                raise SynperfError(f"--gpus {item}: {model.name.removesuffix('.json')} fits {spec.id} at none of"
+                                   f" TP {', '.join(map(str, AUTO_TPS))}")
+        else:
+            tp, tp_flag = ((default_tp, "--tp") if tp_text is None else
+                           (_int_flag(tp_text, f"--gpus {item}", MAX_TP), f"--gpus {item}"))
+            try:
+                model.check_tp(tp, tp_flag)
+            except InputError as exc:
+                raise SynperfError(str(exc)) from None
+            tps = [tp]
+        for tp in tps:
+            if any(s.id == spec.id and t == tp for s, t in replicas):
+                raise SynperfError(f"--gpus: {spec.id} at TP {tp} is listed twice")
+            replicas.append((spec, tp))
     return replicas
 
 
@@ -270,7 +286,7 @@ def run_simulate_compare(args, registry) -> int:
     except InputError as exc:
         raise SynperfError(f"--model: {exc}") from None
     gpus = registry(args)
-    replicas = _compared_replicas(args.gpus, gpus, model, tp)
+    replicas = _compared_replicas(args.gpus, gpus, model, tp, options["gpu_memory_utilization"])
     prices = _prices(args.price_per_hour, replicas, gpus)
     slo = None
     if args.slo_ttft_p99_ms is not None or args.slo_tpot_p99_ms is not None:

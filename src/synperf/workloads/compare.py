@@ -92,10 +92,10 @@ def at_load(requests: list[Request], scale: float) -> list[Request]:
     return [Request(r.arrival_s / scale, r.prompt_tokens, r.output_tokens) for r in requests]
 
 
-def heaviest_load_within(slo: Slo, run) -> tuple[float, ServeResult] | None:
+def heaviest_load_within(slo: Slo, run) -> tuple[float | None, ServeResult]:
     """The largest arrival-rate multiple (searched as the constants above say) at which ``run(scale)``
-    meets ``slo``, with that run; None when even a 4096th of the load misses it (4096 times the
-    load meeting it ends the search there)."""
+    meets ``slo``, with that run; None and the lightest run when even a 4096th of the load misses it
+    (4096 times the load meeting it ends the search there)."""
     cache: dict[float, ServeResult] = {}
 
     def ok(scale: float) -> bool:
@@ -110,7 +110,7 @@ def heaviest_load_within(slo: Slo, run) -> tuple[float, ServeResult] | None:
             break
         scale *= step
     else:
-        return (scale, cache[scale]) if ok(scale) else None
+        return (scale, cache[scale]) if ok(scale) else (None, cache[scale])
     low, high = (scale, scale * step) if step > 1 else (scale * step, scale)   # low meets it, high not
     for _ in range(SLO_BISECTIONS):
         middle = (low * high) ** 0.5
@@ -141,12 +141,15 @@ def compare_gpus(model: ModelConfig, replicas: list, framework: str, requests: l
             if slo is None:
                 offer.result = simulate_serving(model, gpu, tp, framework, requests, **serve_options)
             else:
-                found = heaviest_load_within(slo, lambda scale: simulate_serving(
+                scale, result = heaviest_load_within(slo, lambda scale: simulate_serving(
                     model, gpu, tp, framework, at_load(requests, scale), **serve_options))
-                if found is None:
-                    offer.refused = "misses the SLO even at a 4096th of the workload's rate"
+                if scale is None:
+                    d = result.as_dict(timeline=False)
+                    offer.refused = (f"misses the SLO even at a 4096th of the workload's rate (p99 TTFT"
+                                     f" {d['ttft_ms']['p99']:.0f} ms, TPOT "
+                                     + (f"{d['tpot_ms']['p99']:.1f} ms)" if d["tpot_ms"] else "- )"))
                 else:
-                    offer.load_scale, offer.result = found
+                    offer.load_scale, offer.result = scale, result
                     offer.offered_tok_s = offered * offer.load_scale
                     offer.offered_req_s = len(requests) / last_arrival * offer.load_scale
         except InputError as exc:

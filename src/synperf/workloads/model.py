@@ -104,6 +104,14 @@ class ModelConfig:
         """Per-head q/k width: MLA's nope + rope part; head_dim otherwise."""
         return self.qk_nope_head_dim + self.qk_rope_head_dim if self.mla else self.head_dim
 
+    def splits_at(self, tp: int) -> bool:
+        """Whether ``check_tp`` accepts ``tp``."""
+        try:
+            self.check_tp(tp)
+        except InputError:
+            return False
+        return True
+
     def check_tp(self, tp: int, flag: str = "tp") -> None:
         """Tensor parallelism must split heads (and MLP widths) evenly, as the engines require."""
         if not isinstance(tp, int) or isinstance(tp, bool) or tp < 1:

@@ -151,10 +151,20 @@ def kv_bytes_per_token(m: ModelConfig, tp: int) -> int:
     return 2 * m.num_layers * max(1, m.num_kv_heads // tp) * m.head_dim * BYTES
 
 
+def _memory_budget(m: ModelConfig, gpu, tp: int, utilization: float) -> tuple[float, float]:
+    """(bytes the engine may use on one GPU, bytes of weights each GPU holds)."""
+    return gpu.memory_gb * 2 ** 30 * utilization, weight_params(m) * BYTES / tp
+
+
+def weights_fit(m: ModelConfig, gpu, tp: int, utilization: float) -> bool:
+    """Whether the weights leave room for a KV cache on ``gpu`` at ``tp`` (``kv_capacity_blocks``)."""
+    budget, weights = _memory_budget(m, gpu, tp, utilization)
+    return weights < budget
+
+
 def kv_capacity_blocks(m: ModelConfig, gpu, tp: int, utilization: float) -> int:
     """(GPU memory (GiB) x utilization - weights / tp) / KV bytes a token, in 16-token blocks."""
-    budget = gpu.memory_gb * 2 ** 30 * utilization
-    weights = weight_params(m) * BYTES / tp
+    budget, weights = _memory_budget(m, gpu, tp, utilization)
     if weights >= budget:
         raise InputError(f"{m.name.removesuffix('.json')} needs {weights / 2**30:.1f} GiB of weights per GPU at TP {tp};"
                          f" {gpu.id} offers {budget / 2**30:.1f} GiB at --gpu-memory-utilization {utilization:g}")
