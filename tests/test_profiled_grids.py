@@ -1,4 +1,4 @@
-"""Decomposed grids against the grids recorded when the kernels ran (data/h200 and data/h200-pending, CUPTI)."""
+"""Decomposed grids against the grids recorded when the kernels ran (data/h200, CUPTI)."""
 
 import json
 import math
@@ -18,13 +18,10 @@ from synperf.kernels.gemm import (GemmCall, _launched_tiles, build_tile_table, c
 
 pq = pytest.importorskip("pyarrow.parquet")
 DATA = Path(__file__).resolve().parents[1] / "data" / "h200"
-PENDING = DATA.parent / "h200-pending"      # measured, not yet trained on (data/README.md): checked all the same
 
 
 def rows(family, every=1):
     table = pq.read_table(DATA / f"{family}.parquet").to_pylist()
-    if (PENDING / f"{family}.parquet").is_file():
-        table += pq.read_table(PENDING / f"{family}.parquet").to_pylist()
     return table[::every]
 
 
