@@ -62,8 +62,8 @@ class EfficiencyModel:
         """Every member at once, each on its own draws: Adam on the pinball loss, cosine
         learning-rate decay. The members' arrays are stacked on a leading axis, so one stacked
         matmul does each layer for all of them; it runs the same BLAS call per member as a lone
-        network would, so the weights are those of members trained one by one, in a fraction of
-        the time (a step of this size costs mostly Python and call overhead)."""
+        network would, so the weights are those of members trained one by one (13 % faster for five
+        members: fewer, larger calls)."""
         sizes = (Z.shape[1], *self.hidden, QUANTILES.size)
         initial = []
         for rng in rngs:

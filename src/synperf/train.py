@@ -170,7 +170,7 @@ def unseen_silicon_interval(model: EfficiencyModel, group: dict, trained_silicon
 # measurable. The length is walked first (at the first decay), then the decay at the chosen length.
 # 1 %: a probe's held-back MAPE moves 0.4 % (s.d.) between seeds (attention, 3 seeds), so a 1 % gain
 # is a real one; 2 % (before 2026-11-30 19:15) stopped attention at 300 epochs where each doubling to
-# 1,200 still gained 1.0-1.6 %, in a rebuild that now takes 11 of its 30 minutes.
+# 1,200 still gained 1.0-1.6 %, in a rebuild that now takes 15.5 of its 30 minutes.
 EPOCH_LADDER = (150, 300, 600, 1200)
 WEIGHT_DECAY_LADDER = (1e-5, 1e-4, 1e-3, 1e-2)
 LADDER_GAIN = 0.01
